@@ -1,0 +1,59 @@
+"""DataLoader construction shared by training, test.py and the scripts.
+
+One sampler for every case: torch's DistributedSampler (with one replica when there is a
+single process) gives each rank its shard of a per-epoch permutation; ``SkipSampler`` drops the
+batches already done so a resumed run continues at the same sample of the same epoch.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from util.errors import DatasetError
+
+
+class SkipSampler(Sampler[int]):
+    """Yields the wrapped sampler's indices after the first ``skip`` of them."""
+
+    def __init__(self, base: DistributedSampler, skip: int = 0) -> None:
+        self.base = base
+        self.skip = skip
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.base.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        for i, index in enumerate(self.base):
+            if i >= self.skip:
+                yield index
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
+
+
+def per_process_batch(batch_size: int, world_size: int) -> int:
+    if batch_size % world_size != 0:
+        raise DatasetError(f"--batchSize {batch_size} is the global batch and must be divisible "
+                           f"by the number of processes ({world_size}); use e.g. --batchSize "
+                           f"{max(world_size, batch_size - batch_size % world_size)}")
+    return batch_size // world_size
+
+
+def create_dataloader(dataset: Dataset, batch_size: int, *, shuffle: bool, drop_last: bool,
+                      num_workers: int = 0, seed: int = 0, rank: int = 0, world_size: int = 1,
+                      pin_memory: bool = False) -> DataLoader:
+    """Loader over this rank's shard; ``batch_size`` is the global batch."""
+    local_batch = per_process_batch(batch_size, world_size)
+    if drop_last and len(dataset) < batch_size:
+        raise DatasetError(f"the dataset has {len(dataset)} samples, fewer than --batchSize "
+                           f"{batch_size}: lower --batchSize or add data")
+    base = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                              seed=seed, drop_last=drop_last)
+    generator = torch.Generator()
+    generator.manual_seed(seed + rank)
+    return DataLoader(dataset, batch_size=local_batch, sampler=SkipSampler(base),
+                      num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory,
+                      persistent_workers=num_workers > 0, generator=generator)

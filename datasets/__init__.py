@@ -1,0 +1,1 @@
+"""Dataset generators and preparation scripts (the built-in synthetic street scenes)."""

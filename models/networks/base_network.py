@@ -1,0 +1,118 @@
+"""What every network shares: the registries, weight initialization and option hooks.
+
+The registries live here (and are re-exported by ``models.networks``) so that the network
+modules can register themselves without importing a half-initialized package.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn import init
+from torch.nn.utils.spectral_norm import SpectralNorm
+
+from util.errors import OptionError
+from util.registry import Registry
+
+GENERATORS = Registry("generator", "--netG")
+DISCRIMINATORS = Registry("discriminator", "--netD")
+ENCODERS = Registry("encoder", "--netE")
+
+INIT_TYPES = ("normal", "xavier", "xavier_uniform", "kaiming", "orthogonal", "none")
+
+
+def add_option_once(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
+    """``parser.add_argument`` unless ``flag`` exists already (hooks may run more than once)."""
+    if flag not in parser._option_string_actions:
+        parser.add_argument(flag, **kwargs)
+
+
+def _trainable_weight(m: nn.Module) -> Optional[torch.Tensor]:
+    """The parameter that holds a layer's weight: ``weight_orig`` under spectral norm."""
+    w = getattr(m, "weight_orig", None)
+    if w is None:
+        w = getattr(m, "weight", None)
+    return w if isinstance(w, torch.Tensor) else None
+
+
+@torch.no_grad()
+def refresh_spectral_norm(module: nn.Module, n_iter: int = 5) -> None:
+    """Run power iterations so each spectral-norm ``u``/``v`` matches the current weight.
+
+    ``spectral_norm`` starts ``u``/``v`` at random vectors and only iterates in training
+    forwards, so a freshly initialized network in eval mode would otherwise divide by a
+    meaningless sigma.
+    """
+    for m in module.modules():
+        for hook in m._forward_pre_hooks.values():
+            if not isinstance(hook, SpectralNorm):
+                continue
+            weight = getattr(m, hook.name + "_orig")
+            mat = hook.reshape_weight_to_matrix(weight)
+            u = getattr(m, hook.name + "_u")
+            v = getattr(m, hook.name + "_v")
+            for _ in range(n_iter):
+                v.copy_(F.normalize(torch.mv(mat.t(), u), dim=0, eps=hook.eps))
+                u.copy_(F.normalize(torch.mv(mat, v), dim=0, eps=hook.eps))
+
+
+class BaseNetwork(nn.Module):
+    """Base class of the generators, discriminators and encoders."""
+
+    @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser,
+                                   is_train: bool) -> argparse.ArgumentParser:
+        """Add this network's flags / defaults to the options parser (default: none)."""
+        return parser
+
+    @staticmethod
+    def check_options(opt: argparse.Namespace) -> None:
+        """Raise OptionError when ``opt`` cannot work for this network (default: always fine)."""
+
+    def num_parameters(self) -> int:
+        """Number of learnable scalars (spectral-norm ``u``/``v`` are buffers, not counted)."""
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.no_grad()
+    def init_weights(self, init_type: str = "normal", gain: float = 0.02) -> None:
+        """SPADE's initialization.
+
+        Conv / Linear weights follow ``init_type`` (``gain`` is the std for 'normal' and the
+        gain for 'xavier' / 'orthogonal'), their biases become 0; affine batch-norm weights
+        are drawn from N(1, gain) with zero bias.
+        """
+        if init_type not in INIT_TYPES:
+            raise OptionError(f"--init_type {init_type!r} is not known; choose one of: "
+                              f"{', '.join(INIT_TYPES)}")
+        for m in self.modules():
+            name = m.__class__.__name__
+            if "BatchNorm" in name:
+                if getattr(m, "weight", None) is not None:
+                    init.normal_(m.weight, 1.0, gain)
+                if getattr(m, "bias", None) is not None:
+                    init.constant_(m.bias, 0.0)
+                continue
+            if "Conv" not in name and "Linear" not in name:
+                continue
+            w = _trainable_weight(m)
+            if w is None:
+                continue
+            if init_type == "normal":
+                init.normal_(w, 0.0, gain)
+            elif init_type == "xavier":
+                init.xavier_normal_(w, gain=gain)
+            elif init_type == "xavier_uniform":
+                init.xavier_uniform_(w, gain=1.0)
+            elif init_type == "kaiming":
+                init.kaiming_normal_(w, a=0, mode="fan_in")
+            elif init_type == "orthogonal":
+                init.orthogonal_(w, gain=gain)
+            else:  # 'none': PyTorch's default for Conv / Linear
+                init.kaiming_uniform_(w, a=math.sqrt(5))
+            if getattr(m, "bias", None) is not None:
+                init.constant_(m.bias, 0.0)
+        refresh_spectral_norm(self)

@@ -1,0 +1,119 @@
+"""Patch discriminators (``--netD``): SPADE's multiscale stack of PatchGAN discriminators.
+
+Module names (``discriminator_{i}.model{n}``) match NVlabs' SPADE checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Dict, List, Type
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.networks.base_network import DISCRIMINATORS, BaseNetwork, add_option_once
+from models.networks.normalization import get_nonspade_norm_layer
+from util.errors import OptionError
+
+
+class NLayerDiscriminator(BaseNetwork):
+    """PatchGAN on ``(N, semantic_nc + output_nc, H, W)`` (label and image concatenated).
+
+    ``forward(x) -> List[Tensor]``: the output of every layer group, the patch prediction
+    ``(N, 1, h, w)`` last; only ``[prediction]`` when ``opt.no_ganFeat_loss``.
+    """
+
+    @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser,
+                                   is_train: bool) -> argparse.ArgumentParser:
+        add_option_once(parser, "--n_layers_D", type=int, default=4,
+                        help="layers in each discriminator")
+        return parser
+
+    @staticmethod
+    def check_options(opt: argparse.Namespace) -> None:
+        if opt.n_layers_D < 1:
+            raise OptionError(f"--n_layers_D must be at least 1 (got {opt.n_layers_D})")
+        if opt.ndf < 1:
+            raise OptionError(f"--ndf must be at least 1 (got {opt.ndf})")
+
+    def __init__(self, opt: argparse.Namespace) -> None:
+        super().__init__()
+        self.get_features = not getattr(opt, "no_ganFeat_loss", False)
+        kw = 4
+        padw = int(math.ceil((kw - 1.0) / 2))
+        nf = opt.ndf
+        input_nc = opt.semantic_nc + opt.output_nc
+        norm_layer = get_nonspade_norm_layer(opt, opt.norm_D)
+        groups: List[List[nn.Module]] = [[nn.Conv2d(input_nc, nf, kw, stride=2, padding=padw),
+                                          nn.LeakyReLU(0.2, False)]]
+        for n in range(1, opt.n_layers_D):
+            nf_prev, nf = nf, min(nf * 2, 512)
+            stride = 1 if n == opt.n_layers_D - 1 else 2
+            groups.append([norm_layer(nn.Conv2d(nf_prev, nf, kw, stride=stride, padding=padw)),
+                           nn.LeakyReLU(0.2, False)])
+        groups.append([nn.Conv2d(nf, 1, kw, stride=1, padding=padw)])
+        for n, group in enumerate(groups):
+            self.add_module(f"model{n}", nn.Sequential(*group))
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        results = []
+        for group in self.children():
+            x = group(x)
+            results.append(x)
+        return results if self.get_features else results[-1:]
+
+
+# --netD_subarch choices: the single-scale discriminator stacked by MultiscaleDiscriminator.
+SUBARCHS: Dict[str, Type[BaseNetwork]] = {"n_layer": NLayerDiscriminator}
+
+
+@DISCRIMINATORS.register("multiscale")
+class MultiscaleDiscriminator(BaseNetwork):
+    """``num_D`` discriminators on the input at full, 1/2, 1/4, ... resolution.
+
+    ``forward(x: (N, semantic_nc + output_nc, H, W)) -> List[List[Tensor]]``: one list per
+    scale (finest first), intermediate features then the prediction last.
+    """
+
+    @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser,
+                                   is_train: bool) -> argparse.ArgumentParser:
+        add_option_once(parser, "--netD_subarch", type=str, default="n_layer",
+                        choices=tuple(SUBARCHS), help="architecture of each discriminator")
+        add_option_once(parser, "--num_D", type=int, default=2,
+                        help="number of discriminators, each at half the previous resolution")
+        # One sub-architecture exists, so its flags are added unconditionally (the hook cannot
+        # see the command line to learn which --netD_subarch was chosen).
+        for sub in SUBARCHS.values():
+            sub.modify_commandline_options(parser, is_train)
+        return parser
+
+    @staticmethod
+    def check_options(opt: argparse.Namespace) -> None:
+        if opt.num_D < 1:
+            raise OptionError(f"--num_D must be at least 1 (got {opt.num_D})")
+        subarch = getattr(opt, "netD_subarch", "n_layer")
+        if subarch not in SUBARCHS:
+            raise OptionError(f"--netD_subarch {subarch!r} is not known; choose one of: "
+                              f"{', '.join(SUBARCHS)}")
+        SUBARCHS[subarch].check_options(opt)
+
+    def __init__(self, opt: argparse.Namespace) -> None:
+        super().__init__()
+        sub = SUBARCHS[getattr(opt, "netD_subarch", "n_layer")]
+        for i in range(opt.num_D):
+            self.add_module(f"discriminator_{i}", sub(opt))
+
+    @staticmethod
+    def downsample(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, kernel_size=3, stride=2, padding=[1, 1], count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> List[List[torch.Tensor]]:
+        results = []
+        for i, d in enumerate(self.children()):
+            if i:
+                x = self.downsample(x)
+            results.append(d(x))
+        return results

@@ -1,0 +1,159 @@
+"""The SPADE (GauGAN) generator, ``--netG spade``.
+
+Layer names and shapes match NVlabs' SPADE release so its ``latest_net_G.pth`` files load
+with ``strict=True``.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.networks.architecture import SPADEResnetBlock
+from models.networks.base_network import GENERATORS, BaseNetwork, add_option_once
+from models.networks.normalization import parse_spade_config
+from util.errors import OptionError
+
+UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
+
+
+def num_upsampling(opt: argparse.Namespace) -> int:
+    """How many times the latent map is doubled (5 / 6 / 7)."""
+    mode = getattr(opt, "num_upsampling_layers", "normal")
+    if mode not in UPSAMPLING_LAYERS:
+        raise OptionError(f"--num_upsampling_layers {mode!r} is not known; choose one of: "
+                          f"{', '.join(UPSAMPLING_LAYERS)}")
+    return UPSAMPLING_LAYERS[mode]
+
+
+def latent_size(opt: argparse.Namespace) -> Tuple[int, int]:
+    """``(sh, sw)``: the latent map's height and width (SPADE: sw = crop // 2**n,
+    sh = round(sw / aspect_ratio))."""
+    sw = opt.crop_size // (2 ** num_upsampling(opt))
+    sh = round(sw / opt.aspect_ratio)
+    return sh, sw
+
+
+def output_size(opt: argparse.Namespace) -> Tuple[int, int]:
+    """``(H, W)`` of the generated images."""
+    sh, sw = latent_size(opt)
+    scale = 2 ** num_upsampling(opt)
+    return sh * scale, sw * scale
+
+
+def _size_ok(crop_size: int, aspect_ratio: float, n_up: int) -> bool:
+    """Generator output equals the data's crop: width crop_size, height round(crop/aspect)."""
+    step = 2 ** n_up
+    if crop_size % step:
+        return False
+    sh = round(crop_size // step / aspect_ratio)
+    return sh >= 1 and sh * step == round(crop_size / aspect_ratio)
+
+
+def nearby_crop_sizes(crop_size: int, aspect_ratio: float, n_up: int) -> List[int]:
+    """The closest valid crop sizes below and above ``crop_size`` (at most one each)."""
+    step = 2 ** n_up
+    limit = max(crop_size * 4, step * 64)
+    valid = [c for c in range(step, limit + 1, step) if _size_ok(c, aspect_ratio, n_up)]
+    below = [c for c in valid if c < crop_size]
+    above = [c for c in valid if c > crop_size]
+    return ([below[-1]] if below else []) + ([above[0]] if above else [])
+
+
+@GENERATORS.register("spade")
+class SPADEGenerator(BaseNetwork):
+    """Label map -> image through SPADE residual blocks at doubling resolutions.
+
+    ``forward(semantics: (N, semantic_nc, H, W) float, z: Optional[(N, z_dim)]) ->
+    (N, output_nc, H, W)`` in [-1, 1]. Without the VAE the downsampled label map feeds
+    ``fc`` (a 3x3 conv); with it ``fc`` maps ``z`` (sampled from N(0, 1) when not given).
+    """
+
+    @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser,
+                                   is_train: bool) -> argparse.ArgumentParser:
+        parser.set_defaults(norm_G="spectralspadesyncbatch3x3")
+        add_option_once(parser, "--num_upsampling_layers", choices=tuple(UPSAMPLING_LAYERS),
+                        default="normal",
+                        help="'more' adds an upsampling step after the middle blocks; 'most' "
+                             "also adds a final up_4 block (for 512+ px outputs)")
+        return parser
+
+    @staticmethod
+    def check_options(opt: argparse.Namespace) -> None:
+        n_up = num_upsampling(opt)
+        mode = getattr(opt, "num_upsampling_layers", "normal")
+        step = 2 ** n_up
+        crop, ar = opt.crop_size, opt.aspect_ratio
+        if ar <= 0:
+            raise OptionError(f"--aspect_ratio must be positive (got {ar})")
+        suggestions = " or ".join(str(c) for c in nearby_crop_sizes(crop, ar, n_up))
+        if crop < step or crop % step:
+            raise OptionError(
+                f"--crop_size {crop} must be a multiple of {step} (2**{n_up}) for "
+                f"--num_upsampling_layers {mode}: the generator doubles a latent map {n_up} "
+                f"times. Use --crop_size {suggestions}, or fewer --num_upsampling_layers.")
+        if not _size_ok(crop, ar, n_up):
+            height = round(crop / ar)
+            raise OptionError(
+                f"--crop_size {crop} with --aspect_ratio {ar:g} gives images {height} px high, "
+                f"but the generator (--num_upsampling_layers {mode}) makes heights that are "
+                f"multiples of {step} ({crop // step}/{ar:g} is not a whole latent height). "
+                f"Use --crop_size {suggestions}, or another --aspect_ratio.")
+        parse_spade_config(opt.norm_G.replace("spectral", ""))
+        if mode == "most" and opt.ngf < 2:
+            raise OptionError("--num_upsampling_layers most halves --ngf in its last block; "
+                              f"use --ngf 2 or more (got {opt.ngf})")
+
+    def __init__(self, opt: argparse.Namespace) -> None:
+        super().__init__()
+        self.opt = opt
+        nf = opt.ngf
+        self.n_up = num_upsampling(opt)
+        self.sh, self.sw = latent_size(opt)
+        self.use_vae = bool(opt.use_vae)
+        self.z_dim = opt.z_dim
+        sem = opt.semantic_nc
+        if self.use_vae:
+            self.fc: nn.Module = nn.Linear(opt.z_dim, 16 * nf * self.sw * self.sh)
+        else:
+            self.fc = nn.Conv2d(sem, 16 * nf, 3, padding=1)
+        self.head_0 = SPADEResnetBlock(16 * nf, 16 * nf, opt, sem)
+        self.G_middle_0 = SPADEResnetBlock(16 * nf, 16 * nf, opt, sem)
+        self.G_middle_1 = SPADEResnetBlock(16 * nf, 16 * nf, opt, sem)
+        self.up_0 = SPADEResnetBlock(16 * nf, 8 * nf, opt, sem)
+        self.up_1 = SPADEResnetBlock(8 * nf, 4 * nf, opt, sem)
+        self.up_2 = SPADEResnetBlock(4 * nf, 2 * nf, opt, sem)
+        self.up_3 = SPADEResnetBlock(2 * nf, 1 * nf, opt, sem)
+        final_nc = nf
+        if self.n_up == 7:
+            self.up_4 = SPADEResnetBlock(nf, nf // 2, opt, sem)
+            final_nc = nf // 2
+        self.conv_img = nn.Conv2d(final_nc, getattr(opt, "output_nc", 3), 3, padding=1)
+        self.up = nn.Upsample(scale_factor=2)
+
+    output_size = staticmethod(output_size)
+
+    def forward(self, semantics: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
+        seg = semantics
+        if self.use_vae:
+            if z is None:
+                z = torch.randn(seg.size(0), self.z_dim, dtype=seg.dtype, device=seg.device)
+            x = self.fc(z).view(-1, 16 * self.opt.ngf, self.sh, self.sw)
+        else:
+            x = self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
+        x = self.head_0(x, seg)
+        x = self.up(x)
+        x = self.G_middle_0(x, seg)
+        if self.n_up >= 6:
+            x = self.up(x)
+        x = self.G_middle_1(x, seg)
+        for block in (self.up_0, self.up_1, self.up_2, self.up_3):
+            x = block(self.up(x), seg)
+        if self.n_up == 7:
+            x = self.up_4(self.up(x), seg)
+        x = self.conv_img(F.leaky_relu(x, 2e-1))
+        return torch.tanh(x)

@@ -1,0 +1,155 @@
+"""The SPADE/GauGAN wrapper: label maps in, losses and images out.
+
+It turns a data batch into the generator's input (one-hot labels, dontcare channel, instance
+edges), runs the generator, the multiscale discriminator and the VAE style encoder, and
+composes the losses. Named methods replace SPADE's ``forward(data, mode="generator")`` switch,
+so each network can be wrapped in DDP on its own by the trainer.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Dict, Mapping, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from models import MODELS
+from models.networks import GENERATORS, define_D, define_E, define_G
+from models.networks.loss import GANLoss, KLDLoss, VGGLoss, feature_matching_loss
+
+Batch = Mapping[str, torch.Tensor]
+
+
+def one_hot_labels(label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``label: (N, 1, H, W) int64`` ids in [0, num_classes) -> ``(N, num_classes, H, W)`` float."""
+    n, _, h, w = label.shape
+    out = torch.zeros(n, num_classes, h, w, device=label.device)
+    return out.scatter_(1, label.long(), 1.0)
+
+
+def instance_edges(instance: torch.Tensor) -> torch.Tensor:
+    """Instance boundaries: ``instance: (N, 1, H, W)`` ids -> ``(N, 1, H, W)`` float in {0, 1}.
+
+    A pixel is an edge when its right/left or lower/upper neighbour has another id, so both
+    sides of a boundary are marked (SPADE's convention).
+    """
+    edge = torch.zeros_like(instance, dtype=torch.bool)
+    horizontal = instance[:, :, :, 1:] != instance[:, :, :, :-1]
+    vertical = instance[:, :, 1:, :] != instance[:, :, :-1, :]
+    edge[:, :, :, 1:] |= horizontal
+    edge[:, :, :, :-1] |= horizontal
+    edge[:, :, 1:, :] |= vertical
+    edge[:, :, :-1, :] |= vertical
+    return edge.float()
+
+
+@MODELS.register("pix2pix")
+class Pix2PixModel(nn.Module):
+    """Generator + (training only) multiscale discriminator + optional VAE encoder."""
+
+    @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
+        return parser
+
+    def __init__(self, opt: argparse.Namespace) -> None:
+        super().__init__()
+        self.opt = opt
+        GENERATORS.get(opt.netG).check_options(opt)
+        self.netG = define_G(opt)
+        self.netD = define_D(opt) if opt.isTrain else None
+        self.netE = define_E(opt) if opt.use_vae else None
+        if opt.isTrain:
+            self.criterionGAN = GANLoss(opt.gan_mode)
+            self.criterionVGG = None if opt.no_vgg_loss else VGGLoss(opt.vgg_weights)
+            self.KLDLoss = KLDLoss()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.netG.parameters()).device
+
+    def networks(self) -> Dict[str, nn.Module]:
+        """Networks that are saved, by SPADE's short names (G, D, E)."""
+        nets = {"G": self.netG, "D": self.netD, "E": self.netE}
+        return {k: v for k, v in nets.items() if v is not None}
+
+    # ------------------------------------------------------------------ inputs
+    def preprocess_input(self, batch: Batch) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Batch -> ``semantics: (N, semantic_nc, H, W)`` and ``image: (N, 3, H, W)`` on device."""
+        opt, device = self.opt, self.device
+        label = batch["label"].to(device, non_blocking=True).long()
+        num_classes = opt.label_nc + (1 if opt.contain_dontcare_label else 0)
+        semantics = one_hot_labels(label, num_classes)
+        if not opt.no_instance:
+            instance = batch["instance"].to(device, non_blocking=True)
+            semantics = torch.cat([semantics, instance_edges(instance)], dim=1)
+        image = batch["image"].to(device, non_blocking=True)
+        return semantics, image
+
+    # ------------------------------------------------------------------ pieces
+    def encode_z(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Style encoding with the reparameterization trick: ``(z, mu, logvar)``, each (N, z_dim)."""
+        mu, logvar = self.netE(image)
+        std = torch.exp(0.5 * logvar)
+        z = torch.randn_like(std) * std + mu
+        return z, mu, logvar
+
+    def generate_fake(self, semantics: torch.Tensor, image: Optional[torch.Tensor],
+                      compute_kld: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        z, kld = None, None
+        if self.opt.use_vae and image is not None:
+            z, mu, logvar = self.encode_z(image)
+            if compute_kld:
+                kld = self.KLDLoss(mu, logvar) * self.opt.lambda_kld
+        fake = self.netG(semantics, z=z)
+        return fake, kld
+
+    def discriminate(self, semantics: torch.Tensor, fake: torch.Tensor, real: torch.Tensor):
+        """One discriminator pass over [fake; real] (same normalization statistics for both)."""
+        fake_and_real = torch.cat([torch.cat([semantics, fake], dim=1),
+                                   torch.cat([semantics, real], dim=1)], dim=0)
+        pred = self.netD(fake_and_real)
+        half = fake.size(0)
+        split_fake = [[t[:half] for t in scale] for scale in pred]
+        split_real = [[t[half:] for t in scale] for scale in pred]
+        return split_fake, split_real
+
+    # ------------------------------------------------------------------ losses
+    def generator_loss(self, batch: Batch) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+        """Generator losses (weighted, SPADE's names) and the generated images."""
+        opt = self.opt
+        semantics, real = self.preprocess_input(batch)
+        fake, kld = self.generate_fake(semantics, real, compute_kld=opt.use_vae)
+        losses: Dict[str, torch.Tensor] = {}
+        if kld is not None:
+            losses["KLD"] = kld
+        pred_fake, pred_real = self.discriminate(semantics, fake, real)
+        losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
+        if not opt.no_ganFeat_loss:
+            losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat, opt.num_D)
+        if self.criterionVGG is not None:
+            losses["VGG"] = self.criterionVGG(fake.float(), real.float()) * opt.lambda_vgg
+        return losses, fake
+
+    def discriminator_loss(self, batch: Batch) -> Dict[str, torch.Tensor]:
+        semantics, real = self.preprocess_input(batch)
+        with torch.no_grad():
+            fake, _ = self.generate_fake(semantics, real)
+        pred_fake, pred_real = self.discriminate(semantics, fake.detach(), real)
+        return {"D_Fake": self.criterionGAN(pred_fake, False, for_discriminator=True),
+                "D_real": self.criterionGAN(pred_real, True, for_discriminator=True)}
+
+    # ------------------------------------------------------------------ synthesis
+    @torch.no_grad()
+    def inference(self, batch: Batch, z: Optional[torch.Tensor] = None,
+                  use_style_image: bool = True) -> torch.Tensor:
+        """Synthesize ``(N, 3, H, W)`` in [-1, 1].
+
+        With the VAE, ``z`` is taken as given, else encoded from the batch's real image
+        (``use_style_image`` and the batch has one), else drawn from the prior N(0, I).
+        """
+        semantics, image = self.preprocess_input(batch)
+        if self.opt.use_vae and z is None:
+            has_image = bool(torch.as_tensor(batch.get("has_image", True)).all())
+            if use_style_image and has_image:
+                z, _, _ = self.encode_z(image)
+        return self.netG(semantics, z=z)

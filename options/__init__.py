@@ -1,0 +1,1 @@
+"""Command-line options with SPADE's names and defaults (see base/train/test options)."""

@@ -1,0 +1,217 @@
+"""Options shared by training, testing and the scripts.
+
+Names and defaults follow NVlabs' SPADE so its users' command lines keep working. The selected
+model, generator, discriminator and dataset mode add their own flags (and their own defaults,
+e.g. Cityscapes sets ``--label_nc 35``) through their ``modify_commandline_options`` hooks,
+found by name in explicit registries.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from util.errors import OptionError
+
+PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop",
+                    "scale_shortside", "scale_shortside_and_crop", "fixed", "none")
+
+# Options that describe the run rather than the networks: never restored by
+# --load_from_opt_file and never reported as checkpoint mismatches.
+RUN_OPTIONS = {"name", "gpu_ids", "checkpoints_dir", "phase", "isTrain", "continue_train",
+               "which_epoch", "load_from_opt_file", "results_dir", "how_many", "dataroot",
+               "label_dir", "image_dir", "instance_dir", "nThreads", "batchSize",
+               "serial_batches", "no_flip", "max_dataset_size", "display_freq", "print_freq",
+               "save_latest_freq", "save_epoch_freq", "no_html", "amp", "seed", "niter",
+               "niter_decay", "num_samples", "world_size", "load_size", "is_main"}
+
+
+class BaseOptions:
+    """Builds the parser, applies registry hooks, validates and saves the options."""
+
+    isTrain = False
+
+    def initialize(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        # experiment
+        parser.add_argument("--name", type=str, default="label2coco",
+                            help="name of the experiment: folder under checkpoints_dir")
+        parser.add_argument("--gpu_ids", type=str, default="0",
+                            help="GPU ids, e.g. 0 or 0,1,2; -1 (or no CUDA) for CPU. Several ids "
+                                 "without torchrun start one DDP process per GPU")
+        parser.add_argument("--checkpoints_dir", type=str, default="./checkpoints",
+                            help="models, options, logs and pages are saved here")
+        parser.add_argument("--model", type=str, default="pix2pix", help="which model wrapper")
+        parser.add_argument("--norm_G", type=str, default="spectralinstance",
+                            help="generator normalization")
+        parser.add_argument("--norm_D", type=str, default="spectralinstance",
+                            help="discriminator normalization")
+        parser.add_argument("--norm_E", type=str, default="spectralinstance",
+                            help="encoder normalization")
+        parser.add_argument("--phase", type=str, default="train", help="train, val, test")
+        parser.add_argument("--seed", type=int, default=0,
+                            help="seed for weights, data order and augmentation")
+        # input/output sizes
+        parser.add_argument("--batchSize", type=int, default=1,
+                            help="global batch size (split across DDP processes)")
+        parser.add_argument("--preprocess_mode", type=str, default="scale_width_and_crop",
+                            choices=PREPROCESS_MODES, help="scaling and cropping of images")
+        parser.add_argument("--load_size", type=int, default=1024,
+                            help="scale images to this size before cropping (see preprocess_mode)")
+        parser.add_argument("--crop_size", type=int, default=512,
+                            help="crop to this size; the generator's output width")
+        parser.add_argument("--aspect_ratio", type=float, default=1.0,
+                            help="width / height of the generated images")
+        parser.add_argument("--label_nc", type=int, default=182,
+                            help="number of label classes (ids 0..label_nc-1), without dontcare")
+        parser.add_argument("--contain_dontcare_label", action="store_true",
+                            help="label 255 means 'unlabeled' and becomes an extra class")
+        parser.add_argument("--output_nc", type=int, default=3, help="number of output channels")
+        # data
+        parser.add_argument("--dataroot", type=str, default=None,
+                            help="dataset folder; without it the built-in synthetic dataset is used")
+        parser.add_argument("--dataset_mode", type=str, default=None,
+                            help="dataset mode (default: synthetic without --dataroot, custom with it)")
+        parser.add_argument("--serial_batches", action="store_true",
+                            help="take images in order instead of shuffling")
+        parser.add_argument("--no_flip", action="store_true", help="no horizontal flip augmentation")
+        parser.add_argument("--nThreads", default=0, type=int, help="data loading workers per process")
+        parser.add_argument("--max_dataset_size", type=int, default=sys.maxsize,
+                            help="use at most this many samples")
+        parser.add_argument("--load_from_opt_file", action="store_true",
+                            help="load the network options from checkpoints_dir/name/opt.json "
+                                 "(flags given on the command line still win)")
+        parser.add_argument("--display_winsize", type=int, default=400, help="display image width")
+        # generator
+        parser.add_argument("--netG", type=str, default="spade", help="generator architecture")
+        parser.add_argument("--ngf", type=int, default=64, help="generator width")
+        parser.add_argument("--init_type", type=str, default="xavier",
+                            choices=("normal", "xavier", "xavier_uniform", "kaiming", "orthogonal", "none"),
+                            help="weight initialization")
+        parser.add_argument("--init_variance", type=float, default=0.02,
+                            help="gain of the initialization")
+        parser.add_argument("--z_dim", type=int, default=256, help="dimension of the latent z")
+        parser.add_argument("--no_instance", action="store_true",
+                            help="do not add the instance-boundary map as an input")
+        parser.add_argument("--nef", type=int, default=16, help="encoder width (SPADE keeps it unused)")
+        parser.add_argument("--use_vae", action="store_true", help="enable the VAE style encoder")
+        # speed
+        parser.add_argument("--amp", type=str, default="none", choices=("none", "bf16", "fp16"),
+                            help="mixed precision (fp16 uses a GradScaler; bf16 also works on CPU)")
+        return parser
+
+    # ------------------------------------------------------------------ parsing
+    def _apply_hooks(self, parser: argparse.ArgumentParser, args: Optional[List[str]]) -> argparse.Namespace:
+        """Let the selected model, networks and dataset mode add flags and defaults."""
+        # Imported here so that `options` can be imported without building every registry.
+        from data import DATASETS
+        from models import MODELS
+        from models.networks import DISCRIMINATORS, GENERATORS
+
+        opt, _ = parser.parse_known_args(args)
+        if opt.dataset_mode is None:
+            parser.set_defaults(dataset_mode="synthetic" if opt.dataroot is None else "custom")
+        steps = [(MODELS, "model"), (GENERATORS, "netG"), (DATASETS, "dataset_mode")]
+        if self.isTrain:
+            steps.insert(2, (DISCRIMINATORS, "netD"))
+        for registry, dest in steps:
+            opt, _ = parser.parse_known_args(args)
+            name = getattr(opt, dest)
+            if (dest, name) not in self._hooks_applied:  # a hook adds its flags only once
+                self._hooks_applied.add((dest, name))
+                registry.get(name).modify_commandline_options(parser, self.isTrain)
+        opt, _ = parser.parse_known_args(args)
+        return opt
+
+    def gather_options(self, args: Optional[List[str]] = None) -> argparse.Namespace:
+        parser = argparse.ArgumentParser(
+            prog=os.path.basename(sys.argv[0]) or "udgan",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser = self.initialize(parser)
+        self._hooks_applied: set = set()
+        opt = self._apply_hooks(parser, args)
+        if opt.load_from_opt_file:
+            saved = load_option_file(option_file_path(opt))
+            known = {a.dest for a in parser._actions}
+            parser.set_defaults(**{k: v for k, v in saved.items()
+                                   if k in known and k not in RUN_OPTIONS})
+            opt = self._apply_hooks(parser, args)  # saved netG / dataset may bring other hooks
+        self.parser = parser
+        return parser.parse_args(args)  # strict: an unknown flag is an error here
+
+    def parse(self, args: Optional[List[str]] = None, save: bool = True) -> argparse.Namespace:
+        opt = self.gather_options(args)
+        opt.isTrain = self.isTrain
+        finalize_options(opt)
+        if save and self.isTrain:
+            save_options(opt, self.parser)
+        return opt
+
+
+def parse_gpu_ids(text: str) -> List[int]:
+    try:
+        ids = [int(t) for t in str(text).split(",") if t.strip() != ""]
+    except ValueError:
+        raise OptionError(f"--gpu_ids {text!r} is not a comma-separated list of integers "
+                          "(e.g. 0 or 0,1,2; -1 for CPU)") from None
+    return [i for i in ids if i >= 0]
+
+
+def finalize_options(opt: argparse.Namespace) -> None:
+    """Derived values and cross-option checks shared by every entry point."""
+    if isinstance(opt.gpu_ids, str):
+        opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
+    if opt.label_nc < 1:
+        raise OptionError(f"--label_nc must be at least 1 (got {opt.label_nc})")
+    if opt.batchSize < 1:
+        raise OptionError(f"--batchSize must be at least 1 (got {opt.batchSize})")
+    if opt.crop_size < 1 or opt.load_size < 1:
+        raise OptionError("--crop_size and --load_size must be positive")
+    if opt.aspect_ratio <= 0:
+        raise OptionError(f"--aspect_ratio must be positive (got {opt.aspect_ratio})")
+    # Channels the generator is conditioned on: one-hot labels (+ dontcare) + instance edges.
+    opt.semantic_nc = opt.label_nc + (1 if opt.contain_dontcare_label else 0) + \
+        (0 if opt.no_instance else 1)
+
+
+def option_file_path(opt: argparse.Namespace) -> str:
+    return os.path.join(opt.checkpoints_dir, opt.name, "opt.json")
+
+
+def options_to_dict(opt: argparse.Namespace) -> Dict[str, Any]:
+    return {k: v for k, v in sorted(vars(opt).items())
+            if isinstance(v, (str, int, float, bool, list, type(None)))}
+
+
+def save_options(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Write opt.txt (human-readable, marks non-defaults) and opt.json (machine-readable).
+
+    Only the main process writes: under torchrun every rank parses the options.
+    """
+    from util.image_io import atomic_write_text
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    folder = os.path.join(opt.checkpoints_dir, opt.name)
+    os.makedirs(folder, exist_ok=True)
+    lines = ["----------------- Options ---------------"]
+    for key, value in sorted(vars(opt).items()):
+        default = parser.get_default(key)
+        note = f"\t[default: {default}]" if default is not None and value != default else ""
+        lines.append(f"{key:>25}: {value!s:<30}{note}")
+    lines.append("----------------- End -------------------")
+    atomic_write_text(os.path.join(folder, "opt.txt"), "\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(folder, "opt.json"),
+                      json.dumps(options_to_dict(opt), indent=1) + "\n")
+
+
+def load_option_file(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise OptionError(f"--load_from_opt_file: {path} does not exist; check --name and "
+                          "--checkpoints_dir, or drop --load_from_opt_file and give the options")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise OptionError(f"--load_from_opt_file: cannot read {path} ({e})") from None

@@ -1,0 +1,24 @@
+"""Test (batch synthesis) options."""
+from __future__ import annotations
+
+import argparse
+
+from options.base_options import BaseOptions
+
+
+class TestOptions(BaseOptions):
+    isTrain = False
+
+    def initialize(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser = super().initialize(parser)
+        parser.add_argument("--results_dir", type=str, default="./results/",
+                            help="results are saved here")
+        parser.add_argument("--which_epoch", type=str, default="latest",
+                            help="checkpoint to load: latest or an epoch number")
+        parser.add_argument("--how_many", type=float, default=float("inf"),
+                            help="synthesize at most this many label maps")
+        parser.add_argument("--num_samples", type=int, default=1,
+                            help="images per label map (different z; needs --use_vae for variety)")
+        parser.set_defaults(preprocess_mode="scale_width_and_crop", crop_size=256, load_size=256,
+                            display_winsize=256, serial_batches=True, no_flip=True, phase="test")
+        return parser

@@ -1,0 +1,56 @@
+"""Training options (SPADE's names and defaults)."""
+from __future__ import annotations
+
+import argparse
+
+from options.base_options import BaseOptions
+
+
+class TrainOptions(BaseOptions):
+    isTrain = True
+
+    def initialize(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser = super().initialize(parser)
+        # display, logging, saving (frequencies count training samples, as in SPADE)
+        parser.add_argument("--display_freq", type=int, default=100,
+                            help="show results on the web page every N samples")
+        parser.add_argument("--print_freq", type=int, default=100,
+                            help="write losses to loss_log.txt every N samples")
+        parser.add_argument("--save_latest_freq", type=int, default=5000,
+                            help="save the 'latest' checkpoint every N samples")
+        parser.add_argument("--save_epoch_freq", type=int, default=10,
+                            help="save a per-epoch checkpoint every N epochs")
+        parser.add_argument("--no_html", action="store_true", help="do not write the web page")
+        parser.add_argument("--continue_train", action="store_true",
+                            help="resume from the checkpoint --which_epoch (weights, optimizers, "
+                                 "lr, counters, random state)")
+        parser.add_argument("--which_epoch", type=str, default="latest",
+                            help="checkpoint to resume from: latest or an epoch number")
+        # schedule and optimizer
+        parser.add_argument("--niter", type=int, default=50, help="epochs at the initial lr")
+        parser.add_argument("--niter_decay", type=int, default=0,
+                            help="epochs of linear lr decay to zero after --niter")
+        parser.add_argument("--optimizer", type=str, default="adam", choices=("adam",))
+        parser.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (with --no_TTUR)")
+        parser.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (with --no_TTUR)")
+        parser.add_argument("--no_TTUR", action="store_true",
+                            help="same lr for G and D and --beta1/--beta2; default TTUR: "
+                                 "G lr/2, D lr*2, betas (0, 0.9)")
+        parser.add_argument("--lr", type=float, default=0.0002, help="initial learning rate")
+        parser.add_argument("--D_steps_per_G", type=int, default=1,
+                            help="discriminator steps per generator step")
+        # discriminator and losses
+        parser.add_argument("--ndf", type=int, default=64, help="discriminator width")
+        parser.add_argument("--lambda_feat", type=float, default=10.0, help="feature matching weight")
+        parser.add_argument("--lambda_vgg", type=float, default=10.0, help="VGG loss weight")
+        parser.add_argument("--no_ganFeat_loss", action="store_true",
+                            help="no discriminator feature matching loss")
+        parser.add_argument("--no_vgg_loss", action="store_true", help="no VGG perceptual loss")
+        parser.add_argument("--vgg_weights", type=str, default=None,
+                            help="local torchvision vgg19 weights (.pth) for the VGG loss; "
+                                 "default: the torch hub cache (TORCH_HOME)")
+        parser.add_argument("--gan_mode", type=str, default="hinge",
+                            choices=("hinge", "ls", "original", "w"), help="GAN loss")
+        parser.add_argument("--netD", type=str, default="multiscale", help="discriminator")
+        parser.add_argument("--lambda_kld", type=float, default=0.05, help="KL divergence weight")
+        return parser

@@ -1,0 +1,95 @@
+"""Synthesize a whole test split into results/<name>/test_<epoch>/ with an HTML page.
+
+    python test.py --name run --which_epoch latest [--how_many 50] [--dataroot ...]
+Works from label maps alone (no real images): the real_image column is then left out.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Dict, List, Optional, Set
+
+import torch
+from tqdm import tqdm
+
+from data import create_dataset
+from data.loader import create_dataloader
+from models import MODELS
+from options.test_options import TestOptions
+from util import checkpoint, distributed
+from util.cli import run_reporting_errors
+from util.image_io import label_to_color, tensor_to_image
+from util.results_page import ResultsPage
+
+
+def unique_name(path: str, used: Set[str]) -> str:
+    """Result file name for a label map: its stem, prefixed by parent folders on collision."""
+    parts = os.path.normpath(path).split(os.sep)
+    stem = os.path.splitext(parts[-1])[0]
+    name, depth = stem, 2
+    while name in used and depth <= len(parts):
+        name = "_".join(parts[-depth:-1] + [stem])
+        depth += 1
+    while name in used:
+        name += "_dup"
+    used.add(name)
+    return name
+
+
+def synthesize(opt) -> str:
+    ctx = distributed.setup(opt.gpu_ids)
+    torch.manual_seed(opt.seed)
+    dataset = create_dataset(opt)
+    loader = create_dataloader(dataset, opt.batchSize, shuffle=False, drop_last=False,
+                               num_workers=opt.nThreads, pin_memory=ctx.device.type == "cuda")
+    model = MODELS.get(opt.model)(opt)
+    folder = os.path.join(opt.checkpoints_dir, opt.name)
+    for short, net in model.networks().items():
+        checkpoint.load_network(net, checkpoint.network_path(folder, opt.which_epoch, short), opt, short)
+    model.to(ctx.device).eval()
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt.amp)
+    results_dir = os.path.join(opt.results_dir, opt.name, f"{opt.phase}_{opt.which_epoch}")
+    page = ResultsPage(results_dir, f"{opt.name}: {opt.phase} results, checkpoint {opt.which_epoch}")
+    palette = dataset.palette()
+    limit = min(len(dataset), opt.how_many)
+    used: Set[str] = set()
+    done = 0
+    bar = tqdm(total=int(limit), desc="synthesizing", unit="image", dynamic_ncols=True)
+    with torch.inference_mode():
+        for batch in loader:
+            if done >= limit:
+                break
+            autocast = torch.autocast(ctx.device.type, dtype=amp) if amp else contextlib.nullcontext()
+            samples: List[torch.Tensor] = []
+            with autocast:
+                for k in range(opt.num_samples):
+                    # first sample: style from the real image when there is one; others: prior
+                    samples.append(model.inference(batch, use_style_image=(k == 0)).float().cpu())
+            for i in range(samples[0].size(0)):
+                if done >= limit:
+                    break
+                visuals: Dict[str, object] = {"input_label": label_to_color(batch["label"][i], palette)}
+                for k, fake in enumerate(samples):
+                    key = "synthesized_image" if k == 0 else f"synthesized_image_{k + 1}"
+                    visuals[key] = tensor_to_image(fake[i])
+                if bool(batch["has_image"][i]):
+                    visuals["real_image"] = tensor_to_image(batch["image"][i])
+                page.add(unique_name(batch["path"][i], used), visuals)
+                done += 1
+                bar.update(1)
+    bar.close()
+    page.save()
+    print(f"{done} results in {results_dir}/index.html", file=sys.stderr)
+    distributed.cleanup()
+    return results_dir
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    run_reporting_errors(lambda: synthesize(TestOptions().parse(argv)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,32 @@
+"""Shared fixtures: option objects from the real parser and tiny run settings."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List
+
+import pytest
+
+# Tests run on CPU whatever the machine has, with few threads so parallel processes don't fight.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+SHARED_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+
+# A tiny SPADE configuration that trains in about a second per iteration on a laptop CPU.
+TINY_TRAIN = ["--gpu_ids", "-1", "--dataset_mode", "synthetic", "--crop_size", "32",
+              "--load_size", "32", "--ngf", "4", "--ndf", "4", "--num_D", "2", "--n_layers_D", "2",
+              "--no_vgg_loss", "--batchSize", "2", "--synthetic_num", "8", "--niter", "1",
+              "--print_freq", "2", "--display_freq", "2", "--save_latest_freq", "1000",
+              "--num_upsampling_layers", "normal"]
+
+
+@pytest.fixture
+def tiny_train_args(tmp_path) -> List[str]:
+    return TINY_TRAIN + ["--checkpoints_dir", str(tmp_path / "checkpoints"), "--name", "tiny"]
+
+
+@pytest.fixture
+def shared_samples() -> Path:
+    if not SHARED_SAMPLES.is_dir():
+        pytest.skip("../shared/samples is not present beside this checkout")
+    return SHARED_SAMPLES

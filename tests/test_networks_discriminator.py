@@ -1,0 +1,183 @@
+"""Multiscale / n-layer discriminators and the non-SPADE normalization helper."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.networks import DISCRIMINATORS, define_D
+from models.networks.discriminators import MultiscaleDiscriminator, NLayerDiscriminator
+from models.networks.normalization import get_nonspade_norm_layer
+from util.errors import OptionError
+
+DEFAULTS = dict(
+    name="test", gpu_ids=[], checkpoints_dir="./checkpoints", model="pix2pix",
+    norm_G="spectralspadesyncbatch3x3", norm_D="spectralinstance", norm_E="spectralinstance",
+    phase="train", isTrain=True, batchSize=1, preprocess_mode="fixed", load_size=32,
+    crop_size=32, aspect_ratio=1.0, label_nc=4, contain_dontcare_label=False, output_nc=3,
+    dataroot=None, dataset_mode="synthetic", serial_batches=True, no_flip=True, nThreads=0,
+    max_dataset_size=sys.maxsize, netG="spade", ngf=4, init_type="xavier", init_variance=0.02,
+    z_dim=16, no_instance=True, nef=16, use_vae=False, num_upsampling_layers="normal",
+    semantic_nc=4, seed=0, ndf=4, netD="multiscale", num_D=2, n_layers_D=3, gan_mode="hinge",
+    no_ganFeat_loss=False, no_vgg_loss=True, lambda_feat=10.0, lambda_vgg=10.0,
+    lambda_kld=0.05, vgg_weights=None, netD_subarch="n_layer")
+
+
+def make_opt(**kw) -> argparse.Namespace:
+    return argparse.Namespace(**{**DEFAULTS, **kw})
+
+
+def conv_out(size: int, stride: int) -> int:
+    """Output size of a 4x4 conv with padding 2."""
+    return (size + 2 * 2 - 4) // stride + 1
+
+
+def pool_out(size: int) -> int:
+    """Output size of avg_pool2d(3, stride 2, padding 1)."""
+    return (size + 2 - 3) // 2 + 1
+
+
+def expected_shapes(n: int, h: int, w: int, ndf: int, n_layers: int):
+    """Per layer group: (N, C, H, W) following SPADE's n-layer PatchGAN."""
+    shapes = []
+    h, w = conv_out(h, 2), conv_out(w, 2)
+    nf = ndf
+    shapes.append((n, nf, h, w))
+    for i in range(1, n_layers):
+        stride = 1 if i == n_layers - 1 else 2
+        nf = min(2 * nf, 512)
+        h, w = conv_out(h, stride), conv_out(w, stride)
+        shapes.append((n, nf, h, w))
+    shapes.append((n, 1, conv_out(h, 1), conv_out(w, 1)))
+    return shapes
+
+
+@pytest.mark.parametrize("num_D,n_layers", [(1, 2), (2, 4), (3, 3)])
+def test_multiscale_output_structure_and_shapes(num_D, n_layers):
+    opt = make_opt(num_D=num_D, n_layers_D=n_layers, ndf=4)
+    d = define_D(opt)
+    x = torch.randn(2, opt.semantic_nc + opt.output_nc, 32, 48)
+    out = d(x)
+    assert isinstance(out, list) and len(out) == num_D
+    h, w = 32, 48
+    for i, scale in enumerate(out):
+        assert isinstance(scale, list)
+        assert [tuple(t.shape) for t in scale] == expected_shapes(2, h, w, 4, n_layers)
+        h, w = pool_out(h), pool_out(w)
+
+
+def test_no_gan_feat_loss_returns_prediction_only():
+    opt = make_opt(num_D=2, n_layers_D=3)
+    torch.manual_seed(0)
+    d_full = MultiscaleDiscriminator(opt)
+    d_pred = MultiscaleDiscriminator(make_opt(num_D=2, n_layers_D=3, no_ganFeat_loss=True))
+    d_pred.load_state_dict(d_full.state_dict())
+    d_full.eval(), d_pred.eval()
+    x = torch.randn(1, 7, 32, 32)
+    full, pred = d_full(x), d_pred(x)
+    assert [len(s) for s in pred] == [1, 1]
+    for s_full, s_pred in zip(full, pred):
+        assert torch.allclose(s_full[-1], s_pred[0])
+        assert s_pred[0].shape[1] == 1
+
+
+def test_scales_see_avg_pooled_input():
+    opt = make_opt(num_D=3, n_layers_D=2)
+    d = define_D(opt).eval()
+    x = torch.randn(1, 7, 32, 32)
+    out = d(x)
+    pooled = x
+    for i in range(3):
+        alone = getattr(d, f"discriminator_{i}")(pooled)
+        assert torch.allclose(alone[-1], out[i][-1])
+        # count_include_pad=False: a constant image stays constant at the borders
+        pooled = F.avg_pool2d(pooled, 3, 2, 1, count_include_pad=False)
+    const = torch.full((1, 1, 5, 5), 3.0)
+    assert torch.allclose(MultiscaleDiscriminator.downsample(const), torch.full((1, 1, 3, 3), 3.0))
+
+
+def test_input_channels_follow_semantic_nc_plus_output_nc():
+    opt = make_opt(semantic_nc=36, output_nc=3, ndf=2)
+    d = define_D(opt)
+    assert d.discriminator_0.model0[0].in_channels == 39
+    with pytest.raises(RuntimeError):
+        d(torch.randn(1, 38, 16, 16))
+
+
+def discriminator_params(in_nc: int, ndf: int, n_layers: int, affine_norm: bool) -> int:
+    n = in_nc * ndf * 16 + ndf
+    nf = ndf
+    for _ in range(1, n_layers):
+        prev, nf = nf, min(2 * nf, 512)
+        n += prev * nf * 16 + (2 * nf if affine_norm else 0)  # bias removed before the norm
+    return n + nf * 16 + 1
+
+
+@pytest.mark.parametrize("kw,affine", [
+    (dict(num_D=2, n_layers_D=4, ndf=4), False),
+    (dict(num_D=3, n_layers_D=2, ndf=8, semantic_nc=10), False),
+    (dict(num_D=1, n_layers_D=3, ndf=4, norm_D="spectralbatch"), True),
+    (dict(num_D=1, n_layers_D=8, ndf=64), False),  # width capped at 512
+])
+def test_discriminator_parameter_count_matches_formula(kw, affine):
+    opt = make_opt(**kw)
+    d = MultiscaleDiscriminator(opt)
+    per_d = discriminator_params(opt.semantic_nc + opt.output_nc, opt.ndf, opt.n_layers_D, affine)
+    assert d.num_parameters() == opt.num_D * per_d
+
+
+def test_registry_hook_and_check_options():
+    assert DISCRIMINATORS.get("multiscale") is MultiscaleDiscriminator
+    with pytest.raises(OptionError, match="--netD"):
+        DISCRIMINATORS.get("stylegan")
+    parser = argparse.ArgumentParser()
+    MultiscaleDiscriminator.modify_commandline_options(parser, True)
+    MultiscaleDiscriminator.modify_commandline_options(parser, True)
+    opt = parser.parse_args([])
+    assert (opt.num_D, opt.n_layers_D, opt.netD_subarch) == (2, 4, "n_layer")
+    parser2 = argparse.ArgumentParser()
+    NLayerDiscriminator.modify_commandline_options(parser2, True)
+    assert parser2.parse_args(["--n_layers_D", "3"]).n_layers_D == 3
+    with pytest.raises(OptionError, match="--num_D"):
+        define_D(make_opt(num_D=0))
+    with pytest.raises(OptionError, match="--n_layers_D"):
+        define_D(make_opt(n_layers_D=0))
+    with pytest.raises(OptionError, match="--netD_subarch"):
+        define_D(make_opt(netD_subarch="resnet"))
+
+
+def test_discriminator_trains_backward():
+    d = define_D(make_opt())
+    out = d(torch.randn(2, 7, 32, 32))
+    sum(t.mean() for scale in out for t in scale).backward()
+    assert all(p.grad is not None for p in d.parameters())
+
+
+# ---------------------------------------------------------------- non-SPADE norm helper
+def test_nonspade_norm_layer_variants():
+    opt = make_opt()
+
+    def build(kind: str) -> nn.Module:
+        return get_nonspade_norm_layer(opt, kind)(nn.Conv2d(3, 5, 3))
+
+    m = build("spectralinstance")
+    assert isinstance(m, nn.Sequential) and isinstance(m[1], nn.InstanceNorm2d)
+    assert not m[1].affine and m[0].bias is None and hasattr(m[0], "weight_orig")
+    m = build("spectralbatch")
+    assert isinstance(m[1], nn.BatchNorm2d) and m[1].affine and m[0].bias is None
+    m = build("spectralsyncbatch")
+    assert type(m[1]) is nn.BatchNorm2d  # converted to SyncBatchNorm by the DDP code
+    m = build("instance")
+    assert isinstance(m[1], nn.InstanceNorm2d) and not hasattr(m[0], "weight_orig")
+    m = build("spectral")
+    assert isinstance(m, nn.Conv2d) and m.bias is not None and hasattr(m, "weight_orig")
+    m = build("none")
+    assert isinstance(m, nn.Conv2d) and m.bias is not None and not hasattr(m, "weight_orig")
+    m = build("spectralnone")
+    assert isinstance(m, nn.Conv2d) and hasattr(m, "weight_orig")
+    with pytest.raises(OptionError, match="--norm_D"):
+        get_nonspade_norm_layer(opt, "spectralgroup")

@@ -1,0 +1,180 @@
+"""train.py -> test.py on the built-in dataset; resume; SIGTERM; NaN guard; clear errors."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import test as test_script
+import train as train_script
+from options.train_options import TrainOptions
+from trainers.train_loop import TrainingRun
+from util import checkpoint, distributed
+from util.errors import TrainingDiverged
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_in_process(args):
+    opt = TrainOptions().parse(args)
+    distributed.setup(opt.gpu_ids)
+    try:
+        run = TrainingRun(opt)
+        run.run()
+        return run
+    finally:
+        distributed.cleanup()
+
+
+def test_train_then_test_writes_everything(tmp_path, tiny_train_args):
+    train_script.main(tiny_train_args + ["--use_vae"])
+    folder = tmp_path / "checkpoints" / "tiny"
+    for f in ["opt.txt", "opt.json", "loss_log.txt", "latest_net_G.pth", "latest_net_D.pth",
+              "latest_net_E.pth", "latest_train_state.pth", "1_net_G.pth", "web/index.html"]:
+        assert (folder / f).is_file(), f
+    log = (folder / "loss_log.txt").read_text()
+    assert re.search(r"\(epoch: 1, iters: \d+, time: [\d.]+\).*GAN: [-\d.]+.*D_real: [-\d.]+", log)
+    assert (folder / "web" / "index.html").read_text().count("<img") >= 3
+    results = tmp_path / "results"
+    test_script.main(["--gpu_ids", "-1", "--checkpoints_dir", str(tmp_path / "checkpoints"),
+                      "--name", "tiny", "--results_dir", str(results), "--load_from_opt_file",
+                      "--how_many", "5", "--batchSize", "2", "--synthetic_num", "7"])
+    out = results / "tiny" / "test_latest"
+    for kind in ["input_label", "synthesized_image", "real_image"]:
+        assert len(list((out / "images" / kind).glob("*.png"))) == 5, kind
+    html = (out / "index.html").read_text()
+    srcs = re.findall(r'src="([^"]+)"', html)
+    assert len(srcs) == 15 and all((out / s).is_file() for s in srcs)
+
+
+def test_resume_restores_counters_lr_and_optimizer(tmp_path, tiny_train_args):
+    args = tiny_train_args + ["--niter", "1", "--niter_decay", "2", "--save_epoch_freq", "1"]
+    first = _run_in_process(args[:] + ["--niter", "1", "--niter_decay", "2"])
+    # the first run trained all 3 epochs; resume from epoch 2's checkpoint and compare
+    folder = tmp_path / "checkpoints" / "tiny"
+    state = checkpoint.load_train_state(str(folder), "2")
+    opt = TrainOptions().parse(args + ["--continue_train", "--which_epoch", "2"], save=False)
+    distributed.setup(opt.gpu_ids)
+    try:
+        resumed = TrainingRun(opt)
+    finally:
+        distributed.cleanup()
+    assert resumed.counter.state_dict() == state["counter"] == {"epoch": 3, "epoch_iter": 0,
+                                                                "total_steps": 16}
+    assert resumed.trainer.current_lrs() == state["lr"]
+    # epoch 3 of (niter 1 + decay 2): lr decayed once, TTUR split
+    assert state["lr"]["G"] == pytest.approx(0.0002 * 0.5 / 2)
+    saved = state["optimizer_G"]["state"]
+    loaded = resumed.trainer.optimizer_G.state_dict()["state"]
+    assert saved.keys() == loaded.keys() and len(saved) > 0
+    for k in saved:
+        assert torch.equal(saved[k]["exp_avg"], loaded[k]["exp_avg"])
+        assert torch.equal(saved[k]["exp_avg_sq"], loaded[k]["exp_avg_sq"])
+    assert first.counter.total_steps == 24
+
+
+def test_sigterm_saves_and_resume_continues(tmp_path, tiny_train_args):
+    args = [a for a in tiny_train_args]
+    args[args.index("--synthetic_num") + 1] = "4000"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, "--print_freq", "2"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tmp_path / "checkpoints" / "tiny" / "loss_log.txt"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or log.read_text().count("iters") < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, output
+    assert "stopped by SIGTERM" in output and "--continue_train" in output
+    folder = tmp_path / "checkpoints" / "tiny"
+    state = checkpoint.load_train_state(str(folder), "latest")
+    counter = state["counter"]
+    assert counter["epoch"] == 1 and 0 < counter["epoch_iter"] < 4000
+    # resume: the next printed iteration continues from the saved one
+    opt = TrainOptions().parse(args + ["--continue_train"], save=False)
+    distributed.setup(opt.gpu_ids)
+    try:
+        run = TrainingRun(opt)
+        assert run.counter.state_dict() == counter
+        batch_before = run.counter.total_steps
+        # one more iteration through the real loop: stop right after it via the flag
+        run.opt.print_freq = 1
+        import trainers.train_loop as loop
+
+        original = loop.StopSignal.install
+
+        def install_and_request(self):
+            original(self)
+            self.received = "SIGTERM"
+        loop.StopSignal.install = install_and_request
+        try:
+            run.run()
+        finally:
+            loop.StopSignal.install = original
+        assert run.counter.total_steps == batch_before + 2
+        assert run.counter.epoch_iter == counter["epoch_iter"] + 2
+    finally:
+        distributed.cleanup()
+
+
+def test_nan_loss_stops_with_diagnosis_and_keeps_checkpoint(tmp_path, tiny_train_args, monkeypatch):
+    args = tiny_train_args + ["--save_latest_freq", "2"]
+    opt = TrainOptions().parse(args)
+    distributed.setup(opt.gpu_ids)
+    try:
+        run = TrainingRun(opt)
+        model = run.model
+        original = model.generator_loss
+        calls = {"n": 0}
+
+        def poisoned(batch):
+            calls["n"] += 1
+            losses, fake = original(batch)
+            if calls["n"] == 3:
+                losses["GAN"] = losses["GAN"] * float("nan")
+            return losses, fake
+        monkeypatch.setattr(model, "generator_loss", poisoned)
+        folder = tmp_path / "checkpoints" / "tiny"
+        with pytest.raises(TrainingDiverged) as err:
+            run.run()
+        message = str(err.value)
+        assert "GAN = nan" in message and "iteration 6" in message
+        assert "latest_net_G.pth (iteration 4)" in message
+        assert checkpoint.load_train_state(str(folder), "latest")["step"] == 4
+    finally:
+        distributed.cleanup()
+
+
+def _cli(args, cwd=ROOT):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_bad_crop_size_is_reported_before_training(tmp_path, tiny_train_args):
+    args = tiny_train_args[:]
+    args[args.index("--crop_size") + 1] = "40"
+    result = _cli(["train.py", *args])
+    assert result.returncode == 2
+    assert "--crop_size" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "checkpoints" / "tiny" / "latest_net_G.pth").exists()
+
+
+def test_label_id_beyond_label_nc_is_reported_before_training(tmp_path):
+    from datasets.make_synthetic_dataset import main as make_dataset
+
+    root = tmp_path / "data"
+    make_dataset(["--out", str(root), "--num", "3", "--height", "32", "--width", "32"])
+    result = _cli(["train.py", "--gpu_ids", "-1", "--dataroot", str(root), "--dataset_mode",
+                   "custom", "--label_nc", "3", "--crop_size", "32", "--load_size", "32",
+                   "--checkpoints_dir", str(tmp_path / "ck"), "--no_vgg_loss", "--ngf", "4"])
+    assert result.returncode == 2, result.stderr
+    assert "--label_nc" in result.stderr and "Traceback" not in result.stderr
+    largest = re.search(r"--label_nc (\d+)", result.stderr.split("use")[-1])
+    assert largest and int(largest.group(1)) > 3

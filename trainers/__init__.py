@@ -1,0 +1,1 @@
+"""Training: optimizers, lr schedule, AMP, DDP wrapping, checkpoints, signals, NaN guard."""

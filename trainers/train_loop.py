@@ -1,0 +1,220 @@
+"""The training run of one process: data, model, loop, logging, checkpoints, stop signals."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import signal
+import sys
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data import create_dataset
+from data.loader import create_dataloader
+from models import MODELS
+from trainers.pix2pix_trainer import Pix2PixTrainer
+from util import checkpoint, distributed
+from util.errors import TrainingDiverged
+from util.iter_counter import IterationCounter
+
+
+class StopSignal:
+    """SIGTERM (cluster preemption) / SIGINT (Ctrl-C) ask the loop to save and exit cleanly.
+
+    The first signal only sets a flag that the loop checks after each iteration; a second
+    SIGINT gets Python's default behaviour, so a stuck run can still be interrupted.
+    """
+
+    def __init__(self) -> None:
+        self.received: Optional[str] = None
+        self._previous: Dict[int, object] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. embedded use): keep defaults
+                pass
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame) -> None:
+        self.received = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _visuals(batch, generated: torch.Tensor, palette: np.ndarray, max_items: int = 4) -> Dict[str, np.ndarray]:
+    from util.image_io import label_to_color, tensor_to_image
+
+    n = min(max_items, generated.size(0))
+
+    def row(images):
+        return np.concatenate(images, axis=1)  # batch side by side
+    visuals = {"input_label": row([label_to_color(batch["label"][i], palette) for i in range(n)]),
+               "synthesized_image": row([tensor_to_image(generated[i].float().cpu()) for i in range(n)]),
+               "real_image": row([tensor_to_image(batch["image"][i]) for i in range(n)])}
+    return visuals
+
+
+class TrainingRun:
+    """Everything one process needs for a run; ``run()`` trains until done or stopped."""
+
+    def __init__(self, opt: argparse.Namespace) -> None:
+        self.opt = opt
+        self.ctx = distributed.get_context()
+        self.folder = os.path.join(opt.checkpoints_dir, opt.name)
+        seed_everything(opt.seed)
+        self.dataset = create_dataset(opt)
+        self.loader = create_dataloader(
+            self.dataset, opt.batchSize, shuffle=not opt.serial_batches, drop_last=True,
+            num_workers=opt.nThreads, seed=opt.seed, rank=self.ctx.rank,
+            world_size=self.ctx.world_size, pin_memory=self.ctx.device.type == "cuda")
+        self.model = MODELS.get(opt.model)(opt)
+        self.trainer = Pix2PixTrainer(opt, self.model)
+        self.counter = IterationCounter(opt.batchSize, opt.niter + opt.niter_decay)
+        self.last_saved: Optional[str] = None
+        if self.ctx.is_main:
+            checkpoint.recover(self.folder)
+        distributed.barrier()
+        if opt.continue_train:
+            self._resume(opt.which_epoch)
+        self.visualizer = None
+        if self.ctx.is_main:
+            from util.visualizer import Visualizer
+            self.visualizer = Visualizer(opt)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _resume(self, label: str) -> None:
+        path_G = checkpoint.network_path(self.folder, label, "G")
+        if not os.path.exists(path_G) and not os.path.exists(checkpoint.state_path(self.folder, label)):
+            self._log(f"--continue_train: no '{label}' checkpoint in {self.folder} yet; starting "
+                      "from scratch")
+            return
+        steps = {}
+        for short, net in self.trainer.networks().items():
+            steps[short] = checkpoint.load_network(
+                net, checkpoint.network_path(self.folder, label, short), self.opt, short)
+        state = checkpoint.load_train_state(self.folder, label)
+        steps["train_state"] = state["step"]
+        if len(set(steps.values())) != 1:
+            raise checkpoint.CheckpointError(
+                f"the '{label}' checkpoint in {self.folder} mixes files from different "
+                f"iterations ({steps}); resume from another --which_epoch")
+        self.trainer.load_state_dict(state)
+        self.counter.load_state_dict(state["counter"])
+        self.last_saved = f"{self.folder}/{label}_net_G.pth (iteration {state['step']})"
+        self._log(f"resumed from '{label}': epoch {self.counter.epoch}, "
+                  f"{self.counter.epoch_iter} samples into it, {self.counter.total_steps} in all, "
+                  f"lr G {self.trainer.current_lrs()['G']:.3g} D {self.trainer.current_lrs()['D']:.3g}")
+
+    def save(self, label: str) -> None:
+        if self.ctx.is_main:
+            state = self.trainer.state_dict()
+            state["counter"] = self.counter.state_dict()
+            checkpoint.save_checkpoint(self.folder, label, self.trainer.networks(), self.opt,
+                                       step=self.counter.total_steps, train_state=state)
+            self.last_saved = f"{self.folder}/{label}_net_G.pth (iteration {self.counter.total_steps})"
+        distributed.barrier()
+
+    def _log(self, message: str) -> None:
+        if self.ctx.is_main:
+            tqdm.write(message, file=sys.stderr)
+
+    # ------------------------------------------------------------------ loop
+    def _check_finite(self, losses: Dict[str, torch.Tensor], stop: Optional[str]) -> bool:
+        bad = [k for k, v in losses.items() if not math.isfinite(float(v))]
+        nonfinite, stop_any = distributed.any_across_processes([bool(bad), stop is not None])
+        if nonfinite:
+            what = ", ".join(f"{k} = {float(losses[k])}" for k in bad) if bad else "a loss on another process"
+            good = self.last_saved or "none saved yet"
+            raise TrainingDiverged(
+                f"training diverged: {what} at epoch {self.counter.epoch}, iteration "
+                f"{self.counter.total_steps} (samples). No checkpoint was written after it; the "
+                f"last good checkpoint is {good}. Resume from it with --continue_train and try a "
+                "lower --lr, --amp bf16 or none instead of fp16, or check the data.")
+        return stop_any
+
+    def run(self) -> None:
+        opt, counter, trainer = self.opt, self.counter, self.trainer
+        stopper = StopSignal()
+        stopper.install()
+        palette = self.dataset.palette()
+        try:
+            while counter.epoch <= counter.total_epochs:
+                epoch = counter.epoch
+                lrs = trainer.set_epoch_lr(epoch)
+                skip = counter.epoch_iter // opt.batchSize
+                self.loader.sampler.set_epoch(epoch, skip=skip * self.loader.batch_size)
+                bar = tqdm(self.loader, desc=f"epoch {epoch}/{counter.total_epochs}",
+                           initial=skip, total=skip + len(self.loader),
+                           disable=not self.ctx.is_main, dynamic_ncols=True, leave=True)
+                for i, batch in enumerate(bar, start=skip):
+                    if i % opt.D_steps_per_G == 0:
+                        trainer.run_generator_one_step(batch)
+                    trainer.run_discriminator_one_step(batch)
+                    counter.record_one_iteration()
+                    losses = trainer.latest_losses()
+                    stop = self._check_finite(losses, stopper.received)
+                    if counter.needs_printing(opt.print_freq):
+                        values = {k: float(v) for k, v in losses.items()}
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+                        if self.visualizer is not None:
+                            self.visualizer.print_current_errors(
+                                epoch, counter.epoch_iter, counter.total_steps, values,
+                                counter.time_per_iter)
+                    if (self.visualizer is not None and not opt.no_html
+                            and counter.needs_displaying(opt.display_freq)
+                            and trainer.generated is not None):
+                        self.visualizer.display_current_results(
+                            _visuals(batch, trainer.generated, palette), epoch, counter.total_steps)
+                    if stop:
+                        self.save("latest")
+                        self._log(f"stopped by {stopper.received or 'a signal on another process'} "
+                                  f"at epoch {epoch}, iteration {counter.total_steps}; saved a "
+                                  f"resumable checkpoint in {self.folder}. Resume with "
+                                  f"--continue_train --name {opt.name}")
+                        return
+                    if counter.needs_saving(opt.save_latest_freq):
+                        self.save("latest")
+                bar.close()
+                counter.record_epoch_end()
+                if counter.epoch <= counter.total_epochs:
+                    trainer.set_epoch_lr(counter.epoch)  # the saved state resumes with this lr
+                if epoch % opt.save_epoch_freq == 0 or epoch == counter.total_epochs:
+                    self.save("latest")
+                    self.save(str(epoch))
+                    self._log(f"saved the model at the end of epoch {epoch}, iteration "
+                              f"{counter.total_steps} (lr G {lrs['G']:.3g}, D {lrs['D']:.3g})")
+            self._log(f"training finished: {counter.total_epochs} epochs, results in {self.folder}")
+        finally:
+            stopper.uninstall()
+
+
+def train_process(opt: argparse.Namespace) -> None:
+    """Entry of each training process (called directly, by torchrun, or by the spawner)."""
+    from util.cli import run_reporting_errors
+
+    def body() -> None:
+        ctx = distributed.setup(opt.gpu_ids)
+        opt.is_main = ctx.is_main
+        opt.world_size = ctx.world_size
+        try:
+            TrainingRun(opt).run()
+        finally:
+            distributed.cleanup()
+
+    run_reporting_errors(body)
