@@ -11,6 +11,7 @@ import torch
 
 from models.pix2pix_model import Pix2PixModel
 from util import distributed
+from util.errors import OptionError
 
 
 def learning_rates(opt: argparse.Namespace, epoch: int) -> Dict[str, float]:
@@ -84,7 +85,16 @@ class Pix2PixTrainer:
         return total.detach()
 
     def run_generator_one_step(self, batch: Mapping[str, Any]) -> None:
-        self.generator_backward(batch)
+        try:
+            self.generator_backward(batch)
+        except ValueError as e:
+            if "Expected more than 1 value per channel" not in str(e):
+                raise
+            raise OptionError(
+                f"--norm_G {self.opt.norm_G}: a batch norm sees a single value per channel (a 1x1 "
+                f"map and one sample per process). Use a larger --batchSize (now "
+                f"{self.opt.batchSize}, global), a larger --crop_size, or an instance norm, e.g. "
+                "--norm_G spectralspadeinstance3x3") from None
         self.scaler_G.step(self.optimizer_G)
         self.scaler_G.update()
 

@@ -138,16 +138,26 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        import warnings
+
+        with warnings.catch_warnings():  # the autograd-aware all_reduce is marked deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            from torch.distributed.nn.functional import all_reduce as _all_reduce
+
+        def all_reduce(t: torch.Tensor) -> torch.Tensor:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return _all_reduce(t)
 
         dims = [0, 2, 3]
-        count = torch.tensor([float(x.numel() // x.size(1))], dtype=x.dtype)
-        stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])
-        stats = all_reduce(stats)
         c = x.size(1)
-        total = stats[-1]
-        mean = stats[:c] / total
-        var = stats[c:2 * c] / total - mean * mean
+        count = torch.full((1,), float(x.numel() // c), dtype=x.dtype, device=x.device)
+        # Two passes (mean, then centred squares) like BatchNorm itself: E[x^2] - E[x]^2 loses
+        # precision when the mean is large against the spread.
+        first = all_reduce(torch.cat([x.sum(dims), count]))
+        total = first[-1]
+        mean = first[:c] / total
+        var = all_reduce(((x - mean[None, :, None, None]) ** 2).sum(dims)) / total
         if self.track_running_stats:
             with torch.no_grad():
                 momentum = self.momentum if self.momentum is not None else 0.1
@@ -194,7 +204,11 @@ def wrap_ddp(module: nn.Module) -> nn.Module:
     # broadcast_buffers=False: spectral-norm u/v and norm statistics are updated identically
     # on every rank (SyncBN) or are per-rank by design; broadcasting them every forward
     # would also clash with the in-place spectral-norm power iteration.
-    return DDP(module, device_ids=ids, broadcast_buffers=False)
+    import warnings
+
+    with warnings.catch_warnings():  # the replacement flag still syncs buffers at init
+        warnings.simplefilter("ignore", FutureWarning)
+        return DDP(module, device_ids=ids, broadcast_buffers=False)
 
 
 def unwrap(module: nn.Module) -> nn.Module:
