@@ -8,7 +8,6 @@ from typing import Dict
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from models.networks import vgg as vgg_module
 from models.networks.loss import GANLoss, KLDLoss, VGGLoss, feature_matching_loss

@@ -77,6 +77,9 @@ class TrainingRun:
         self.opt = opt
         self.ctx = distributed.get_context()
         self.folder = os.path.join(opt.checkpoints_dir, opt.name)
+        if opt.gpu_ids and self.ctx.device.type == "cpu":
+            self._log(f"--gpu_ids {','.join(map(str, opt.gpu_ids))}: CUDA is not available, "
+                      "training on the CPU (pass --gpu_ids -1 to silence this)")
         seed_everything(opt.seed)
         self.dataset = create_dataset(opt)
         self.loader = create_dataloader(

@@ -85,17 +85,33 @@ def _load_file(path: str) -> nn.Sequential:
         raise _weights_error(f"{path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt / not a torch file / pickled objects
-        raise _weights_error(f"cannot read {path} ({type(e).__name__}: {e})") from None
+    except Exception as e:  # corrupt / truncated / not a torch file / pickled objects
+        raise _weights_error(f"cannot read {path}: not a PyTorch state_dict file, or a corrupt "
+                             f"or truncated one ({type(e).__name__})") from None
     sd = _features_state_dict(obj, path)
     net = build_vgg19_features()
-    try:
-        net.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
-        raise _weights_error(f"{path} is not a vgg19 state_dict ({detail[:400]})") from None
+    problem = _mismatch(net.state_dict(), sd)
+    if problem:
+        raise _weights_error(f"{path} is not a torchvision vgg19 state_dict ({problem})")
+    net.load_state_dict(sd, strict=True)
     return net
+
+
+def _mismatch(expected: Dict[str, torch.Tensor], given: Dict[str, torch.Tensor]) -> str:
+    """A short description of how ``given`` differs from ``expected`` ('' if it fits)."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys, e.g. {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys, e.g. {', '.join(unexpected[:3])}")
+        return "; ".join(parts)
+    for k, v in expected.items():
+        if given[k].shape != v.shape:
+            return f"{k} has shape {tuple(given[k].shape)}, expected {tuple(v.shape)}"
+    return ""
 
 
 def load_vgg19_features(weights_path: Optional[str] = None) -> nn.Sequential:

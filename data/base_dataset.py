@@ -1,0 +1,221 @@
+"""What every dataset mode shares: the sample dict, SPADE's ``--preprocess_mode`` semantics,
+and conversions from decoded arrays to tensors.
+
+A sample is a dict with the same keys in every mode (so torch's default collate works):
+
+    label     (1, H, W) int64    class ids in [0, label_nc); dontcare (255) -> label_nc
+    instance  (1, H, W) int64    raw instance ids (zeros when there are none)
+    image     (3, H, W) float32  in [-1, 1] (zeros when there is no real image)
+    depth     (1, H, W) float32  normalized inverse depth min(1, 1 m / depth) in [0, 1]
+    has_image, has_depth  bool
+    path      str                the label file (synthetic: a sample name)
+
+Preprocessing follows SPADE: one set of random parameters (crop position, flip) per sample,
+applied to label, instance, image and depth alike; NEAREST for label/instance, BICUBIC for the
+image and BILINEAR for depth. Flips happen only when training without ``--no_flip``; at test
+time crops are centred, so results are reproducible.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from util.colorize import label_colormap
+from util.errors import OptionError
+
+PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop",
+                    "scale_shortside", "scale_shortside_and_crop", "fixed", "none")
+DONTCARE = 255            # id of unlabeled pixels in label files (SPADE convention)
+DONTCARE_COLOR = (255, 255, 255)
+
+
+@dataclass
+class TransformParams:
+    """Where one sample is resized to, cropped and whether it is flipped.
+
+    ``resize``: (width, height) after scaling, or None to keep the size; ``crop``:
+    (x, y, width, height) in the scaled image (may reach past its border: padded), or None;
+    ``flip``: mirror left-right.
+    """
+    resize: Optional[Tuple[int, int]]
+    crop: Optional[Tuple[int, int, int, int]]
+    flip: bool
+
+
+def scaled_size(opt: argparse.Namespace, size: Tuple[int, int]) -> Tuple[int, int]:
+    """(width, height) after the scaling step of ``opt.preprocess_mode`` (before cropping)."""
+    w, h = size
+    mode = opt.preprocess_mode
+    load = opt.load_size
+    if mode == "resize_and_crop":
+        return load, load
+    if mode in ("scale_width", "scale_width_and_crop"):
+        return (w, h) if w == load else (load, max(1, int(load * h / w)))
+    if mode in ("scale_shortside", "scale_shortside_and_crop"):
+        short, long = min(w, h), max(w, h)
+        if short == load:
+            return w, h
+        long = max(1, int(load * long / short))
+        return (load, long) if w <= h else (long, load)
+    if mode == "fixed":
+        return opt.crop_size, max(1, round(opt.crop_size / opt.aspect_ratio))
+    if mode in ("crop", "none"):
+        return w, h
+    raise OptionError(f"--preprocess_mode {mode!r} is not known; choose one of: "
+                      f"{', '.join(PREPROCESS_MODES)}")
+
+
+def output_size(opt: argparse.Namespace, size: Tuple[int, int]) -> Tuple[int, int]:
+    """(width, height) of a sample whose files are ``size`` = (width, height)."""
+    if "crop" in opt.preprocess_mode:
+        return opt.crop_size, opt.crop_size
+    return scaled_size(opt, size)
+
+
+def get_params(opt: argparse.Namespace, size: Tuple[int, int],
+               rnd: Optional[random.Random] = None) -> TransformParams:
+    """Draw the crop position and flip for one sample of ``size`` = (width, height).
+
+    Uses python's ``random`` (seeded per DataLoader worker by torch) unless ``rnd`` is given.
+    """
+    rnd = rnd or random  # type: ignore[assignment]
+    nw, nh = scaled_size(opt, size)
+    resize = None if (nw, nh) == tuple(size) else (nw, nh)
+    crop = None
+    if "crop" in opt.preprocess_mode:
+        c = opt.crop_size
+        if opt.isTrain:
+            x, y = rnd.randint(0, max(0, nw - c)), rnd.randint(0, max(0, nh - c))
+        else:  # deterministic at test time
+            x, y = max(0, nw - c) // 2, max(0, nh - c) // 2
+        if (x, y, c, c) != (0, 0, nw, nh):
+            crop = (x, y, c, c)
+    flip = bool(opt.isTrain and not opt.no_flip and rnd.random() > 0.5)
+    return TransformParams(resize=resize, crop=crop, flip=flip)
+
+
+def transform_array(arr: np.ndarray, params: TransformParams, resample: int,
+                    fill: float = 0) -> np.ndarray:
+    """Apply ``params`` to a decoded ``(H, W)`` or ``(H, W, C)`` array.
+
+    ``resample`` is a PIL filter (NEAREST for ids, BICUBIC for photos, BILINEAR for depth);
+    crop areas outside the image are filled with ``fill``.
+    """
+    if params.resize is not None and params.resize != (arr.shape[1], arr.shape[0]):
+        arr = np.asarray(Image.fromarray(arr).resize(params.resize, resample))
+    if params.crop is not None:
+        arr = crop_array(arr, params.crop, fill)
+    if params.flip:
+        arr = arr[:, ::-1]
+    return arr
+
+
+def crop_array(arr: np.ndarray, box: Tuple[int, int, int, int], fill: float = 0) -> np.ndarray:
+    """Crop ``(x, y, w, h)`` out of ``arr``, padding with ``fill`` past the border (like PIL)."""
+    x, y, w, h = box
+    H, W = arr.shape[:2]
+    if x >= 0 and y >= 0 and x + w <= W and y + h <= H:
+        return arr[y:y + h, x:x + w]
+    out = np.full((h, w) + arr.shape[2:], fill, dtype=arr.dtype)
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+    if x1 > x0 and y1 > y0:
+        out[y0 - y:y1 - y, x0 - x:x1 - x] = arr[y0:y1, x0:x1]
+    return out
+
+
+# ------------------------------------------------------------------ arrays -> tensors
+def label_tensor(label: np.ndarray, label_nc: int) -> torch.Tensor:
+    """``(H, W)`` ids with 255 = dontcare -> ``(1, H, W) int64`` with dontcare = ``label_nc``."""
+    t = torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
+    t[t == DONTCARE] = label_nc
+    return t.unsqueeze(0)
+
+
+def instance_tensor(instance: Optional[np.ndarray], shape: Tuple[int, int]) -> torch.Tensor:
+    """``(H, W)`` instance ids -> ``(1, H, W) int64``; zeros when ``instance`` is None."""
+    if instance is None:
+        return torch.zeros((1,) + tuple(shape), dtype=torch.int64)
+    return torch.from_numpy(np.ascontiguousarray(instance).astype(np.int64)).unsqueeze(0)
+
+
+def image_tensor(image: Optional[np.ndarray], shape: Tuple[int, int]) -> torch.Tensor:
+    """``(H, W, 3) uint8`` -> ``(3, H, W) float32`` in [-1, 1]; zeros when ``image`` is None."""
+    if image is None:
+        return torch.zeros((3,) + tuple(shape), dtype=torch.float32)
+    t = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).contiguous()
+    return t.div_(127.5).sub_(1.0)
+
+
+def depth_tensor(depth: Optional[np.ndarray], shape: Tuple[int, int]) -> torch.Tensor:
+    """``(H, W)`` normalized inverse depth -> ``(1, H, W) float32`` clipped to [0, 1]."""
+    if depth is None:
+        return torch.zeros((1,) + tuple(shape), dtype=torch.float32)
+    d = np.clip(np.nan_to_num(np.asarray(depth, np.float32), nan=0.0), 0.0, 1.0)
+    return torch.from_numpy(np.ascontiguousarray(d)).unsqueeze(0)
+
+
+def inverse_depth(depth_m: np.ndarray) -> np.ndarray:
+    """Metric depth (metres, inf = sky) -> normalized inverse depth min(1, 1 m / depth)."""
+    with np.errstate(divide="ignore"):
+        inv = 1.0 / np.maximum(np.asarray(depth_m, np.float32), 1e-6)
+    return np.minimum(inv, 1.0).astype(np.float32)
+
+
+def make_sample(label: np.ndarray, label_nc: int, path: str, instance: Optional[np.ndarray] = None,
+                image: Optional[np.ndarray] = None, depth: Optional[np.ndarray] = None) -> Dict[str, Any]:
+    """Assemble the sample dict from transformed arrays (see the module docstring)."""
+    shape = label.shape[:2]
+    return {"label": label_tensor(label, label_nc),
+            "instance": instance_tensor(instance, shape),
+            "image": image_tensor(image, shape),
+            "depth": depth_tensor(depth, shape),
+            "has_image": image is not None,
+            "has_depth": depth is not None,
+            "path": path}
+
+
+class BaseDataset(Dataset):
+    """Base of every dataset mode; subclasses register with ``@DATASETS.register(name)``."""
+
+    def __init__(self, opt: argparse.Namespace) -> None:
+        super().__init__()
+        self.opt = opt
+        self.max_size: Optional[int] = None
+
+    @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
+        """Add this mode's flags and set SPADE's defaults for it (called by the options parser)."""
+        return parser
+
+    def num_samples(self) -> int:
+        """Samples available before ``--max_dataset_size``."""
+        raise NotImplementedError
+
+    def set_max_size(self, n: Optional[int]) -> None:
+        """Use only the first ``n`` samples (``--max_dataset_size``); None for all."""
+        self.max_size = None if n is None else max(0, int(n))
+
+    def __len__(self) -> int:
+        n = self.num_samples()
+        return n if self.max_size is None else min(n, self.max_size)
+
+    def class_names(self) -> List[str]:
+        """Names of the ``label_nc`` classes (for the HTML pages)."""
+        return [f"class {i}" for i in range(self.opt.label_nc)]
+
+    def palette(self) -> np.ndarray:
+        """``(label_nc + 1, 3) uint8`` display colours; the last row is for dontcare."""
+        return with_dontcare(label_colormap(self.opt.label_nc))
+
+
+def with_dontcare(colors: np.ndarray) -> np.ndarray:
+    """Append the dontcare colour row to a ``(n, 3)`` palette."""
+    return np.concatenate([np.asarray(colors, np.uint8),
+                           np.array([DONTCARE_COLOR], np.uint8)], axis=0)
