@@ -219,3 +219,9 @@ def with_dontcare(colors: np.ndarray) -> np.ndarray:
     """Append the dontcare colour row to a ``(n, 3)`` palette."""
     return np.concatenate([np.asarray(colors, np.uint8),
                            np.array([DONTCARE_COLOR], np.uint8)], axis=0)
+
+
+def add_flag(parser: argparse.ArgumentParser, flag: str, **kw: Any) -> None:
+    """Add a flag unless an earlier hook already did (hooks may run more than once)."""
+    if not any(flag in a.option_strings for a in parser._actions):
+        parser.add_argument(flag, **kw)

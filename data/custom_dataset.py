@@ -12,7 +12,8 @@ import argparse
 import os
 
 from data import DATASETS
-from data.pix2pix_dataset import Folders, Pix2pixDataset, _add_flag
+from data.base_dataset import add_flag
+from data.pix2pix_dataset import Folders, Pix2pixDataset
 from util.errors import DatasetError
 
 LAYOUT = ("DATAROOT/label/NAME.png (ids), DATAROOT/image/NAME.jpg|png, optional "
@@ -26,13 +27,13 @@ class CustomDataset(Pix2pixDataset):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         parser = Pix2pixDataset.modify_commandline_options(parser, is_train)
-        _add_flag(parser, "--label_dir", type=str, default=None,
+        add_flag(parser, "--label_dir", type=str, default=None,
                   help="folder of label maps (default: DATAROOT/label)")
-        _add_flag(parser, "--image_dir", type=str, default=None,
+        add_flag(parser, "--image_dir", type=str, default=None,
                   help="folder of real images (default: DATAROOT/image)")
-        _add_flag(parser, "--instance_dir", type=str, default=None,
+        add_flag(parser, "--instance_dir", type=str, default=None,
                   help="folder of instance maps (default: DATAROOT/instance when it exists)")
-        _add_flag(parser, "--depth_dir", type=str, default=None,
+        add_flag(parser, "--depth_dir", type=str, default=None,
                   help="folder of depth maps (default: DATAROOT/depth when it exists)")
         parser.set_defaults(preprocess_mode="resize_and_crop", load_size=286 if is_train else 256,
                             crop_size=256, display_winsize=256, label_nc=13,

@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from data.base_dataset import (DONTCARE, BaseDataset, get_params, make_sample, transform_array)
+from data.base_dataset import (DONTCARE, BaseDataset, add_flag, get_params, make_sample,
+                               transform_array)
 from data.image_folder import IMG_EXTENSIONS, list_files
 from data.validation import (LABEL_MODES, FileInfo, Problems, check_decoded, check_label_ids,
                              check_same_size, index_by_key, read_label_array, run_threaded,
@@ -50,9 +51,9 @@ class Pix2pixDataset(BaseDataset):
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
-        _add_flag(parser, "--no_pairing_check", action="store_true",
+        add_flag(parser, "--no_pairing_check", action="store_true",
                   help="accepted for SPADE compatibility: files are always paired by name")
-        _add_flag(parser, "--no_label_scan", action="store_true",
+        add_flag(parser, "--no_label_scan", action="store_true",
                   help="do not decode every label map before training (faster start on huge "
                        "datasets; bad ids are then reported when a sample is loaded)")
         return parser
@@ -294,9 +295,3 @@ class Pix2pixDataset(BaseDataset):
         if s.depth is not None:
             depth = transform_array(self.load_depth(s.depth, size), params, Image.BILINEAR)
         return make_sample(label_out, opt.label_nc, s.label, instance, image, depth)
-
-
-def _add_flag(parser: argparse.ArgumentParser, flag: str, **kw: Any) -> None:
-    """Add a flag unless an earlier hook already did."""
-    if not any(flag in a.option_strings for a in parser._actions):
-        parser.add_argument(flag, **kw)

@@ -16,9 +16,8 @@ import numpy as np
 from PIL import Image
 
 from data import DATASETS
-from data.base_dataset import (BaseDataset, get_params, inverse_depth, make_sample,
+from data.base_dataset import (BaseDataset, add_flag, get_params, inverse_depth, make_sample,
                                transform_array, with_dontcare)
-from data.pix2pix_dataset import _add_flag
 from datasets.synthetic_scenes import (CLASS_NAMES, NUM_CLASSES, PALETTE, TEST_INDEX_OFFSET,
                                        render_scene, split_index)
 from util.errors import OptionError
@@ -35,9 +34,9 @@ class SyntheticDataset(BaseDataset):
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
-        _add_flag(parser, "--synthetic_num", type=int, default=2000 if is_train else 200,
+        add_flag(parser, "--synthetic_num", type=int, default=2000 if is_train else 200,
                   help="number of synthetic scenes in the split")
-        _add_flag(parser, "--synthetic_seed", type=int, default=0,
+        add_flag(parser, "--synthetic_seed", type=int, default=0,
                   help="world seed of the synthetic scenes (the test split uses other scenes)")
         parser.set_defaults(label_nc=NUM_CLASSES, contain_dontcare_label=False, no_instance=False,
                             preprocess_mode="fixed", crop_size=128, load_size=128,

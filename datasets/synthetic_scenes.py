@@ -841,6 +841,7 @@ class _Renderer:
         p = o.p
         s = self.s
         w, L, bh, rh = p["width"], p["length"], p["body_h"], p["roof_h"]
+        inst = self.new_instance(CAR)  # numbered before culling: ids do not depend on the size
         size = self.pixels_tall(o.x, o.z, rh)
         if size < 0.7:  # smaller than a pixel: nothing to see
             return
@@ -848,7 +849,6 @@ class _Renderer:
         z0, z1 = o.z, o.z + L
         body = p["color"]
         glass_col = _c(.07, .09, .11) + s.sky_horizon * 0.12
-        inst = self.new_instance(CAR)
         clear, wr = 0.24, 0.33
         oncoming = p["oncoming"]
         cz0, cz1 = (z0 + 0.3 * L, z1 - 0.22 * L) if oncoming else (z0 + 0.22 * L, z1 - 0.3 * L)

@@ -25,7 +25,9 @@ RUN_OPTIONS = {"name", "gpu_ids", "checkpoints_dir", "phase", "isTrain", "contin
                "label_dir", "image_dir", "instance_dir", "nThreads", "batchSize",
                "serial_batches", "no_flip", "max_dataset_size", "display_freq", "print_freq",
                "save_latest_freq", "save_epoch_freq", "no_html", "amp", "seed", "niter",
-               "niter_decay", "num_samples", "world_size", "load_size", "is_main"}
+               "niter_decay", "num_samples", "world_size", "load_size", "is_main",
+               "depth_dir", "no_label_scan", "no_pairing_check", "synthetic_num",
+               "coco_no_portraits"}
 
 
 class BaseOptions:

@@ -222,3 +222,16 @@ def test_benchmark_prints_json_lines(tmp_path):
     metrics = {r["metric"]: r for r in rows}
     assert {"train_G_step", "train_D_step", "inference", "peak_memory"} <= set(metrics)
     assert metrics["train_G_step"]["value"] > 0 and metrics["peak_memory"]["unit"] == "MiB"
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_saves_scaler(tmp_path, tiny_train_args, amp):
+    """The CUDA AMP path on CPU: autocast in both steps, a GradScaler for fp16 whose state is
+    part of the resumable checkpoint."""
+    run = _run_in_process(tiny_train_args + ["--amp", amp])
+    assert all(torch.isfinite(v) for v in run.trainer.latest_losses().values())
+    assert run.trainer.generated.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    state = checkpoint.load_train_state(str(tmp_path / "checkpoints" / "tiny"), "latest")
+    assert bool(state["scaler_G"]) == (amp == "fp16")  # a disabled scaler has an empty state
+    if amp == "fp16":
+        assert state["scaler_G"]["scale"] > 0
