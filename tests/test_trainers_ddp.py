@@ -53,3 +53,25 @@ def test_two_process_gradients_equal_one_process(tmp_path):
     for k in one:
         scale = one[k].abs().max().clamp(min=1e-12)
         assert (one[k] - two[k]).abs().max() <= 1e-9 * scale + 1e-12, k
+
+
+def test_torchrun_two_cpu_processes_train_and_only_rank0_writes(tmp_path):
+    """The cluster command line, on CPU: torchrun, gloo, global batch split in two."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "train.py", *ARGS[:-1], "--batchSize", "4", "--niter", "1", "--print_freq", "4",
+         "--display_freq", "4", "--checkpoints_dir", str(tmp_path), "--name", "ddp"],
+        cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = tmp_path / "ddp"
+    assert (folder / "latest_net_G.pth").is_file() and (folder / "web" / "index.html").is_file()
+    log = (folder / "loss_log.txt").read_text().splitlines()
+    # 8 samples, global batch 4: 2 iterations, each printed once (by rank 0 only)
+    iters = [int(line.split("iters: ")[1].split(",")[0]) for line in log if "iters: " in line]
+    assert iters == [4, 8]
+    assert result.stderr.count("training finished") == 1

@@ -173,7 +173,9 @@ class TrainingRun:
                     losses = trainer.latest_losses()
                     stop = self._check_finite(losses, stopper.received)
                     if counter.needs_printing(opt.print_freq):
-                        values = {k: float(v) for k, v in losses.items()}
+                        values = distributed.mean_across_processes(
+                            {k: float(v) for k, v in losses.items()})
+                        values = {k: values[k] for k in losses}  # keep SPADE's order
                         bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
                         if self.visualizer is not None:
                             self.visualizer.print_current_errors(

@@ -15,7 +15,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -119,6 +119,16 @@ def any_across_processes(flags: List[bool]) -> List[bool]:
     t = torch.tensor([1.0 if f else 0.0 for f in flags], device=_CONTEXT.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [bool(v) for v in t.tolist()]
+
+
+def mean_across_processes(values: Dict[str, float]) -> Dict[str, float]:
+    """Average scalar values over all processes (for logging losses of the global batch)."""
+    if not _CONTEXT.is_distributed or not values:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_CONTEXT.device)
+    dist.all_reduce(t)
+    return {k: v / _CONTEXT.world_size for k, v in zip(keys, t.tolist())}
 
 
 def barrier() -> None:
