@@ -6,7 +6,7 @@ batches already done so a resumed run continues at the same sample of the same e
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import pytest
 import torch
@@ -16,22 +15,10 @@ from models.networks.encoder import ConvEncoder
 from models.networks.generators.spade import SPADEGenerator, nearby_crop_sizes, output_size
 from models.networks.normalization import SPADE
 from util.errors import OptionError
-
-DEFAULTS = dict(
-    name="test", gpu_ids=[], checkpoints_dir="./checkpoints", model="pix2pix",
-    norm_G="spectralspadesyncbatch3x3", norm_D="spectralinstance", norm_E="spectralinstance",
-    phase="train", isTrain=True, batchSize=1, preprocess_mode="fixed", load_size=32,
-    crop_size=32, aspect_ratio=1.0, label_nc=4, contain_dontcare_label=False, output_nc=3,
-    dataroot=None, dataset_mode="synthetic", serial_batches=True, no_flip=True, nThreads=0,
-    max_dataset_size=sys.maxsize, netG="spade", ngf=4, init_type="xavier", init_variance=0.02,
-    z_dim=16, no_instance=True, nef=16, use_vae=False, num_upsampling_layers="normal",
-    semantic_nc=4, seed=0, ndf=4, netD="multiscale", num_D=2, n_layers_D=3, gan_mode="hinge",
-    no_ganFeat_loss=False, no_vgg_loss=True, lambda_feat=10.0, lambda_vgg=10.0,
-    lambda_kld=0.05, vgg_weights=None, netD_subarch="n_layer")
-
+from helpers import network_opt
 
 def make_opt(**kw) -> argparse.Namespace:
-    return argparse.Namespace(**{**DEFAULTS, **kw})
+    return network_opt(**kw)
 
 
 def random_semantics(n: int, c: int, h: int, w: int) -> torch.Tensor:

@@ -8,29 +8,22 @@ the table's keys and shapes.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Dict, List, Tuple
 
 import pytest
 import torch
 
 from models.networks import define_D, define_E, define_G
+from helpers import network_opt
 
-DEFAULTS = dict(
-    name="test", gpu_ids=[], checkpoints_dir="./checkpoints", model="pix2pix",
-    norm_G="spectralspadesyncbatch3x3", norm_D="spectralinstance", norm_E="spectralinstance",
-    phase="train", isTrain=True, batchSize=1, preprocess_mode="fixed", load_size=64,
-    crop_size=64, aspect_ratio=2.0, label_nc=35, contain_dontcare_label=False, output_nc=3,
-    dataroot=None, dataset_mode="cityscapes", serial_batches=True, no_flip=True, nThreads=0,
-    max_dataset_size=sys.maxsize, netG="spade", ngf=8, init_type="xavier", init_variance=0.02,
-    z_dim=256, no_instance=False, nef=16, use_vae=False, num_upsampling_layers="normal",
-    semantic_nc=36, seed=0, ndf=8, netD="multiscale", num_D=2, n_layers_D=4, gan_mode="hinge",
-    no_ganFeat_loss=False, no_vgg_loss=True, lambda_feat=10.0, lambda_vgg=10.0,
-    lambda_kld=0.05, vgg_weights=None, netD_subarch="n_layer")
+# Cityscapes-like: 35 labels + instance edges, 2:1 images, widths 8.
+LAYOUT_DEFAULTS = dict(load_size=64, crop_size=64, aspect_ratio=2.0, label_nc=35,
+                       dataset_mode="cityscapes", ngf=8, z_dim=256, no_instance=False,
+                       semantic_nc=36, ndf=8, n_layers_D=4)
 
 
 def make_opt(**kw) -> argparse.Namespace:
-    return argparse.Namespace(**{**DEFAULTS, **kw})
+    return network_opt(**{**LAYOUT_DEFAULTS, **kw})
 
 
 Table = Dict[str, Tuple[int, ...]]

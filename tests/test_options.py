@@ -77,7 +77,7 @@ def test_gpu_ids():
 def test_options_saved_and_restored(tmp_path):
     args = ["--checkpoints_dir", str(tmp_path), "--name", "exp", "--ngf", "8", "--label_nc", "7",
             "--use_vae"]
-    opt = TrainOptions().parse(args)
+    TrainOptions().parse(args)
     text = (tmp_path / "exp" / "opt.txt").read_text()
     ngf_line = next(line for line in text.splitlines() if line.strip().startswith("ngf:"))
     assert ngf_line.split()[1] == "8" and "[default: 64]" in ngf_line  # non-defaults are marked

@@ -80,6 +80,8 @@ class TrainingRun:
         if opt.gpu_ids and self.ctx.device.type == "cpu":
             self._log(f"--gpu_ids {','.join(map(str, opt.gpu_ids))}: CUDA is not available, "
                       "training on the CPU (pass --gpu_ids -1 to silence this)")
+        if self.ctx.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick kernels
         seed_everything(opt.seed)
         self.dataset = create_dataset(opt)
         self.loader = create_dataloader(
