@@ -148,3 +148,12 @@ def test_loss_log_format_and_append(tmp_path, capsys):
     lines = open(log, encoding="utf-8").read().splitlines()
     assert len(lines) == 5 and lines[1] == line and lines[3].startswith("================")
     assert lines[4] == "(epoch: 4, iters: 10, time: 0.300) G_GAN: 2.000 "
+
+
+def test_batch_tiled_visuals_show_each_sample_at_winsize(tmp_path):
+    """The trainer tiles a batch side by side; each sample keeps display_winsize width."""
+    vis = Visualizer(make_opt(checkpoints_dir=str(tmp_path), aspect_ratio=2.0))
+    tiled = np.zeros((8, 3 * 16, 3), dtype=np.uint8)  # three 16x8 (2:1) samples in a row
+    vis.display_current_results({"synthesized_image": tiled}, epoch=1, total_iters=4)
+    parser = parse_page(os.path.join(vis.web_dir, "index.html"))
+    assert [a["style"] for t, a in parser.tags if t == "img"] == ["width:192px"]

@@ -18,6 +18,7 @@ import time
 from typing import Dict, List, Mapping, Tuple
 
 import numpy as np
+from PIL import Image
 
 from util.html import HTML
 from util.image_io import save_image
@@ -56,6 +57,7 @@ class Visualizer:
         self.expr_dir = os.path.join(opt.checkpoints_dir, opt.name)
         self.use_html = not getattr(opt, "no_html", False)
         self.win_size = int(getattr(opt, "display_winsize", 256) or 256)
+        self.aspect_ratio = float(getattr(opt, "aspect_ratio", 1.0) or 1.0)
         self.is_train = bool(getattr(opt, "isTrain", True))
         self.web_dir = os.path.join(self.expr_dir, "web")
         self.img_dir = os.path.join(self.web_dir, "images")
@@ -102,6 +104,16 @@ class Visualizer:
                 steps.setdefault((int(m.group(1)), int(m.group(2))), []).append(m.group(3))
         return steps
 
+    def _display_width(self, relative_path: str) -> int:
+        """Width that shows each sample of a (batch-tiled) visual ``display_winsize`` wide."""
+        try:
+            with Image.open(os.path.join(self.web_dir, relative_path)) as im:  # header only
+                w, h = im.size
+        except OSError:
+            return self.win_size
+        tiles = max(1, round(w / (h * self.aspect_ratio)))
+        return self.win_size * tiles
+
     def _rebuild_page(self, key_order: List[str]) -> None:
         rank = {k: i for i, k in enumerate(key_order)}
         webpage = HTML(self.web_dir, f"Experiment name = {self.name}",
@@ -111,7 +123,7 @@ class Visualizer:
             keys.sort(key=lambda k: (rank.get(k, len(rank)), k))
             files = [f"images/{self.image_filename(epoch, iters, k)}" for k in keys]
             webpage.add_header(f"epoch {epoch}, iteration {iters}")
-            webpage.add_images(files, keys, files, width=self.win_size)
+            webpage.add_images(files, keys, files, width=self._display_width(files[0]))
         webpage.save()
 
     def print_current_errors(self, epoch: int, epoch_iter: int, total_iters: int,
