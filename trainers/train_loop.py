@@ -141,9 +141,10 @@ class TrainingRun:
 
     # ------------------------------------------------------------------ loop
     def _check_finite(self, losses: Dict[str, torch.Tensor], stop: Optional[str]) -> bool:
-        bad = [k for k, v in losses.items() if not math.isfinite(float(v))]
-        nonfinite, stop_any = distributed.any_across_processes([bool(bad), stop is not None])
+        local_bad = ~torch.isfinite(torch.stack([v.float() for v in losses.values()])).all()
+        nonfinite, stop_any = distributed.any_across_processes([local_bad, stop is not None])
         if nonfinite:
+            bad = [k for k, v in losses.items() if not math.isfinite(float(v))]
             what = ", ".join(f"{k} = {float(losses[k])}" for k in bad) if bad else "a loss on another process"
             good = self.last_saved or "none saved yet"
             raise TrainingDiverged(

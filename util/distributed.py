@@ -15,7 +15,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -111,13 +111,16 @@ def launch(fn: Callable[..., Any], args: tuple, gpu_ids: Sequence[int],
 
 
 # ---------------------------------------------------------------------- collectives
-def any_across_processes(flags: List[bool]) -> List[bool]:
+def any_across_processes(flags: List[Union[bool, torch.Tensor]]) -> List[bool]:
     """Logical OR of each flag over all processes, so every rank takes the same decision
-    (stop on a signal, stop on a NaN) at the same iteration instead of hanging."""
-    if not _CONTEXT.is_distributed:
-        return list(flags)
-    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=_CONTEXT.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    (stop on a signal, stop on a NaN) at the same iteration instead of hanging.
+
+    Flags may be 0-dim tensors on the device: they are combined there and read back to the
+    host once, so a check per iteration costs one synchronization.
+    """
+    t = torch.stack([torch.as_tensor(f, device=_CONTEXT.device).reshape(()).float() for f in flags])
+    if _CONTEXT.is_distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [bool(v) for v in t.tolist()]
 
 
