@@ -25,7 +25,7 @@ def tiny_train_args(tmp_path) -> List[str]:
     return TINY_TRAIN + ["--checkpoints_dir", str(tmp_path / "checkpoints"), "--name", "tiny"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_samples() -> Path:
     if not SHARED_SAMPLES.is_dir():
         pytest.skip("../shared/samples is not present beside this checkout")

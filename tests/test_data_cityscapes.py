@@ -14,7 +14,6 @@ from PIL import Image
 from data import DATASETS, create_dataset
 from util.errors import DatasetError
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 DEFAULTS = dict(name="t", gpu_ids=[], checkpoints_dir="/tmp", model="pix2pix", phase="train",
                 isTrain=True, batchSize=1, preprocess_mode="fixed", load_size=64, crop_size=64,
                 aspect_ratio=2.0, label_nc=35, contain_dontcare_label=False, output_nc=3,
@@ -23,11 +22,8 @@ DEFAULTS = dict(name="t", gpu_ids=[], checkpoints_dir="/tmp", model="pix2pix", p
 
 
 @pytest.fixture(scope="module")
-def root() -> Path:
-    path = SAMPLES / "cityscapes"
-    if not path.is_dir():
-        pytest.skip("../shared/samples not present")
-    return path
+def root(shared_samples) -> Path:
+    return shared_samples / "cityscapes"
 
 
 def make_opt(root, **kw) -> argparse.Namespace:

@@ -12,7 +12,6 @@ from PIL import Image
 from data import DATASETS, create_dataset
 from util.errors import DatasetError
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 COCO = dict(name="t", gpu_ids=[], checkpoints_dir="/tmp", model="pix2pix", phase="train",
             isTrain=True, batchSize=1, preprocess_mode="resize_and_crop", load_size=40,
             crop_size=32, aspect_ratio=1.0, label_nc=182, contain_dontcare_label=True,
@@ -23,11 +22,8 @@ ADE = {**COCO, "dataset_mode": "ade20k", "label_nc": 150, "no_instance": True,
 
 
 @pytest.fixture(scope="module")
-def coco_root() -> Path:
-    path = SAMPLES / "coco_stuff"
-    if not path.is_dir():
-        pytest.skip("../shared/samples not present")
-    return path
+def coco_root(shared_samples) -> Path:
+    return shared_samples / "coco_stuff"
 
 
 def opt_of(base: dict, root, **kw) -> argparse.Namespace:
