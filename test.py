@@ -2,6 +2,8 @@
 
     python test.py --name run --which_epoch latest [--how_many 50] [--dataroot ...]
 Works from label maps alone (no real images): the real_image column is then left out.
+UDGAN models also write synthesized_depth/ (and real_depth/ when the dataset has depth maps);
+``--depth_from dataset`` steers the image with the dataset's depth maps (input_depth/).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from models import MODELS
 from options.test_options import TestOptions
 from util import checkpoint, distributed
 from util.cli import run_reporting_errors
-from util.image_io import label_to_color, tensor_to_image
+from util.image_io import depth_to_image, label_to_color, tensor_to_image
 from util.results_page import ResultsPage
 
 
@@ -45,8 +47,7 @@ def synthesize(opt) -> str:
                                num_workers=opt.nThreads, pin_memory=ctx.device.type == "cuda")
     model = MODELS.get(opt.model)(opt)
     folder = os.path.join(opt.checkpoints_dir, opt.name)
-    for short, net in model.networks().items():
-        checkpoint.load_network(net, checkpoint.network_path(folder, opt.which_epoch, short), opt, short)
+    checkpoint.load_networks(model.networks(), folder, opt.which_epoch, opt)
     model.to(ctx.device).eval()
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -63,20 +64,27 @@ def synthesize(opt) -> str:
             if done >= limit:
                 break
             autocast = torch.autocast(ctx.device.type, dtype=amp) if amp else contextlib.nullcontext()
-            samples: List[torch.Tensor] = []
+            samples: List[Dict[str, torch.Tensor]] = []
             with autocast:
                 for k in range(opt.num_samples):
                     # first sample: style from the real image when there is one; others: prior
-                    samples.append(model.inference(batch, use_style_image=(k == 0)).float().cpu())
-            for i in range(samples[0].size(0)):
+                    out = model.synthesize(batch, use_style_image=(k == 0))
+                    samples.append({key: v.float().cpu() for key, v in out.items()})
+            for i in range(samples[0]["image"].size(0)):
                 if done >= limit:
                     break
                 visuals: Dict[str, object] = {"input_label": label_to_color(batch["label"][i], palette)}
-                for k, fake in enumerate(samples):
-                    key = "synthesized_image" if k == 0 else f"synthesized_image_{k + 1}"
-                    visuals[key] = tensor_to_image(fake[i])
+                if "input_depth" in samples[0]:
+                    visuals["input_depth"] = depth_to_image(samples[0]["input_depth"][i])
+                for k, out in enumerate(samples):
+                    suffix = "" if k == 0 else f"_{k + 1}"
+                    visuals["synthesized_image" + suffix] = tensor_to_image(out["image"][i])
+                if "depth" in samples[0]:  # UDGAN: the depth generator's map
+                    visuals["synthesized_depth"] = depth_to_image(samples[0]["depth"][i])
                 if bool(batch["has_image"][i]):
                     visuals["real_image"] = tensor_to_image(batch["image"][i])
+                if "depth" in samples[0] and bool(batch["has_depth"][i]):
+                    visuals["real_depth"] = depth_to_image(batch["depth"][i])
                 page.add(unique_name(batch["path"][i], used), visuals)
                 done += 1
                 bar.update(1)

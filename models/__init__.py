@@ -7,3 +7,4 @@ from util.registry import Registry
 MODELS = Registry("model", "--model")
 
 from models import pix2pix_model  # noqa: E402,F401  (registers "pix2pix")
+from models import udgan_model  # noqa: E402,F401  (registers "udgan")

@@ -16,6 +16,8 @@ import torch.nn as nn
 from models import MODELS
 from models.networks import GENERATORS, define_D, define_E, define_G
 from models.networks.loss import GANLoss, KLDLoss, VGGLoss, feature_matching_loss
+from options.base_options import COND_INPUTS
+from util.errors import DatasetError
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -74,16 +76,28 @@ class Pix2PixModel(nn.Module):
 
     # ------------------------------------------------------------------ inputs
     def preprocess_input(self, batch: Batch) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Batch -> ``semantics: (N, semantic_nc, H, W)`` and ``image: (N, 3, H, W)`` on device."""
+        """Batch -> ``semantics: (N, semantic_nc, H, W)`` and ``image: (N, 3, H, W)`` on device.
+
+        ``semantics`` = one-hot labels (+ dontcare) + instance edges + the continuous maps
+        named by ``--cond_inputs`` (e.g. the dataset's depth), in that order.
+        """
         opt, device = self.opt, self.device
         label = batch["label"].to(device, non_blocking=True).long()
         num_classes = opt.label_nc + (1 if opt.contain_dontcare_label else 0)
-        semantics = one_hot_labels(label, num_classes)
+        parts = [one_hot_labels(label, num_classes)]
         if not opt.no_instance:
             instance = batch["instance"].to(device, non_blocking=True)
-            semantics = torch.cat([semantics, instance_edges(instance)], dim=1)
+            parts.append(instance_edges(instance))
+        for name in getattr(opt, "cond_inputs", []):
+            key, _, flag = COND_INPUTS[name]
+            if flag in batch and not bool(torch.as_tensor(batch[flag]).all()):
+                paths = [p for p, ok in zip(batch.get("path", []), torch.as_tensor(batch[flag])) if not ok]
+                raise DatasetError(
+                    f"--cond_inputs {name}: sample {paths[0] if paths else '?'} has no {name} map. "
+                    f"Give every sample one (see README, 'Depth') or drop --cond_inputs {name}")
+            parts.append(batch[key].to(device, non_blocking=True).float())
         image = batch["image"].to(device, non_blocking=True)
-        return semantics, image
+        return torch.cat(parts, dim=1), image
 
     # ------------------------------------------------------------------ pieces
     def encode_z(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -93,32 +107,47 @@ class Pix2PixModel(nn.Module):
         z = torch.randn_like(std) * std + mu
         return z, mu, logvar
 
+    def style_code(self, image: Optional[torch.Tensor],
+                   compute_kld: bool = False) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """``(z, weighted KLD)`` from the style image with the VAE; ``(None, None)`` without."""
+        if not (self.opt.use_vae and image is not None):
+            return None, None
+        z, mu, logvar = self.encode_z(image)
+        kld = self.KLDLoss(mu, logvar) * self.opt.lambda_kld if compute_kld else None
+        return z, kld
+
+    def generate(self, semantics: torch.Tensor, z: Optional[torch.Tensor],
+                 batch: Optional[Batch] = None) -> Dict[str, torch.Tensor]:
+        """Generator outputs by name: ``{"image": (N, 3, H, W)}`` (subclasses add more)."""
+        return {"image": self.netG(semantics, z=z)}
+
     def generate_fake(self, semantics: torch.Tensor, image: Optional[torch.Tensor],
                       compute_kld: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        z, kld = None, None
-        if self.opt.use_vae and image is not None:
-            z, mu, logvar = self.encode_z(image)
-            if compute_kld:
-                kld = self.KLDLoss(mu, logvar) * self.opt.lambda_kld
-        fake = self.netG(semantics, z=z)
-        return fake, kld
+        """SPADE's helper: ``(fake image, weighted KLD or None)``."""
+        z, kld = self.style_code(image, compute_kld)
+        return self.generate(semantics, z)["image"], kld
 
-    def discriminate(self, semantics: torch.Tensor, fake: torch.Tensor, real: torch.Tensor):
+    def discriminate(self, semantics: torch.Tensor, fake: torch.Tensor, real: torch.Tensor,
+                     netD: Optional[nn.Module] = None):
         """One discriminator pass over [fake; real] (same normalization statistics for both)."""
+        netD = self.netD if netD is None else netD
         fake_and_real = torch.cat([torch.cat([semantics, fake], dim=1),
                                    torch.cat([semantics, real], dim=1)], dim=0)
-        pred = self.netD(fake_and_real)
+        pred = netD(fake_and_real)
         half = fake.size(0)
         split_fake = [[t[:half] for t in scale] for scale in pred]
         split_real = [[t[half:] for t in scale] for scale in pred]
         return split_fake, split_real
 
     # ------------------------------------------------------------------ losses
-    def generator_loss(self, batch: Batch) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
-        """Generator losses (weighted, SPADE's names) and the generated images."""
+    def generator_loss(self, batch: Batch) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        """Generator losses (weighted, SPADE's names) and the generator's outputs by name
+        (``image``; subclasses add e.g. ``depth``) for display."""
         opt = self.opt
         semantics, real = self.preprocess_input(batch)
-        fake, kld = self.generate_fake(semantics, real, compute_kld=opt.use_vae)
+        z, kld = self.style_code(real, compute_kld=opt.use_vae)
+        outputs = self.generate(semantics, z, batch)
+        fake = outputs["image"]
         losses: Dict[str, torch.Tensor] = {}
         if kld is not None:
             losses["KLD"] = kld
@@ -128,21 +157,36 @@ class Pix2PixModel(nn.Module):
             losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat, opt.num_D)
         if self.criterionVGG is not None:
             losses["VGG"] = self.criterionVGG(fake.float(), real.float()) * opt.lambda_vgg
-        return losses, fake
+        losses.update(self.extra_generator_losses(batch, semantics, real, outputs))
+        return losses, outputs
+
+    def extra_generator_losses(self, batch: Batch, semantics: torch.Tensor, real: torch.Tensor,
+                               outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Hook for models with more networks (UDGAN's depth losses); none here."""
+        return {}
 
     def discriminator_loss(self, batch: Batch) -> Dict[str, torch.Tensor]:
         semantics, real = self.preprocess_input(batch)
         with torch.no_grad():
-            fake, _ = self.generate_fake(semantics, real)
-        pred_fake, pred_real = self.discriminate(semantics, fake.detach(), real)
-        return {"D_Fake": self.criterionGAN(pred_fake, False, for_discriminator=True),
-                "D_real": self.criterionGAN(pred_real, True, for_discriminator=True)}
+            z, _ = self.style_code(real)
+            outputs = self.generate(semantics, z, batch)
+        fake = outputs["image"].detach()
+        pred_fake, pred_real = self.discriminate(semantics, fake, real)
+        losses = {"D_Fake": self.criterionGAN(pred_fake, False, for_discriminator=True),
+                  "D_real": self.criterionGAN(pred_real, True, for_discriminator=True)}
+        losses.update(self.extra_discriminator_losses(batch, semantics, real, outputs))
+        return losses
+
+    def extra_discriminator_losses(self, batch: Batch, semantics: torch.Tensor, real: torch.Tensor,
+                                   outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Hook for models with more discriminators; none here."""
+        return {}
 
     # ------------------------------------------------------------------ synthesis
     @torch.no_grad()
-    def inference(self, batch: Batch, z: Optional[torch.Tensor] = None,
-                  use_style_image: bool = True) -> torch.Tensor:
-        """Synthesize ``(N, 3, H, W)`` in [-1, 1].
+    def synthesize(self, batch: Batch, z: Optional[torch.Tensor] = None,
+                   use_style_image: bool = True) -> Dict[str, torch.Tensor]:
+        """All generator outputs by name (``image`` (N, 3, H, W) in [-1, 1], ...).
 
         With the VAE, ``z`` is taken as given, else encoded from the batch's real image
         (``use_style_image`` and the batch has one), else drawn from the prior N(0, I).
@@ -152,4 +196,10 @@ class Pix2PixModel(nn.Module):
             has_image = bool(torch.as_tensor(batch.get("has_image", True)).all())
             if use_style_image and has_image:
                 z, _, _ = self.encode_z(image)
-        return self.netG(semantics, z=z)
+        return self.generate(semantics, z, batch)
+
+    @torch.no_grad()
+    def inference(self, batch: Batch, z: Optional[torch.Tensor] = None,
+                  use_style_image: bool = True) -> torch.Tensor:
+        """Synthesize ``(N, 3, H, W)`` in [-1, 1] (see ``synthesize``)."""
+        return self.synthesize(batch, z, use_style_image)["image"]

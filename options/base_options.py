@@ -18,6 +18,10 @@ from util.errors import OptionError
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop",
                     "scale_shortside", "scale_shortside_and_crop", "fixed", "none")
 
+# Continuous per-pixel maps a dataset sample may carry, usable with --cond_inputs: name ->
+# (sample key, channels, flag saying the sample has it).
+COND_INPUTS = {"depth": ("depth", 1, "has_depth")}
+
 # Options that describe the run rather than the networks: never restored by
 # --load_from_opt_file and never reported as checkpoint mismatches.
 RUN_OPTIONS = {"name", "gpu_ids", "checkpoints_dir", "phase", "isTrain", "continue_train",
@@ -27,7 +31,7 @@ RUN_OPTIONS = {"name", "gpu_ids", "checkpoints_dir", "phase", "isTrain", "contin
                "save_latest_freq", "save_epoch_freq", "no_html", "amp", "seed", "niter",
                "niter_decay", "num_samples", "world_size", "load_size", "is_main",
                "depth_dir", "no_label_scan", "no_pairing_check", "synthetic_num",
-               "coco_no_portraits"}
+               "coco_no_portraits", "cityscapes_no_disparity", "depth_from"}
 
 
 class BaseOptions:
@@ -98,6 +102,9 @@ class BaseOptions:
                             help="do not add the instance-boundary map as an input")
         parser.add_argument("--nef", type=int, default=16, help="encoder width (SPADE keeps it unused)")
         parser.add_argument("--use_vae", action="store_true", help="enable the VAE style encoder")
+        parser.add_argument("--cond_inputs", type=str, default="",
+                            help="comma-separated continuous maps from the dataset that condition "
+                                 f"the generator and discriminator next to the labels ({', '.join(COND_INPUTS)})")
         # speed
         parser.add_argument("--amp", type=str, default="none", choices=("none", "bf16", "fp16"),
                             help="mixed precision (fp16 uses a GradScaler; bf16 also works on CPU)")
@@ -115,14 +122,20 @@ class BaseOptions:
         if opt.dataset_mode is None:
             parser.set_defaults(dataset_mode="synthetic" if opt.dataroot is None else "custom")
         steps = [(MODELS, "model"), (GENERATORS, "netG"), (DATASETS, "dataset_mode")]
-        if self.isTrain:
-            steps.insert(2, (DISCRIMINATORS, "netD"))
-        for registry, dest in steps:
-            opt, _ = parser.parse_known_args(args)
-            name = getattr(opt, dest)
-            if (dest, name) not in self._hooks_applied:  # a hook adds its flags only once
-                self._hooks_applied.add((dest, name))
-                registry.get(name).modify_commandline_options(parser, self.isTrain)
+        if self.isTrain:  # netD_depth exists once the udgan model's hook has added it
+            steps[2:2] = [(DISCRIMINATORS, "netD"), (DISCRIMINATORS, "netD_depth")]
+        # Repeat until nothing new is selected: a hook may change another default (the
+        # depthspade generator selects the udgan model, whose hook must then run too).
+        changed = True
+        while changed:
+            changed = False
+            for registry, dest in steps:
+                opt, _ = parser.parse_known_args(args)
+                name = getattr(opt, dest, None)
+                if name is not None and (dest, name) not in self._hooks_applied:  # a hook adds its flags only once
+                    self._hooks_applied.add((dest, name))
+                    registry.get(name).modify_commandline_options(parser, self.isTrain)
+                    changed = True
         opt, _ = parser.parse_known_args(args)
         return opt
 
@@ -135,10 +148,19 @@ class BaseOptions:
         opt = self._apply_hooks(parser, args)
         if opt.load_from_opt_file:
             saved = load_option_file(option_file_path(opt))
-            known = {a.dest for a in parser._actions}
-            parser.set_defaults(**{k: v for k, v in saved.items()
-                                   if k in known and k not in RUN_OPTIONS})
-            opt = self._apply_hooks(parser, args)  # saved netG / dataset may bring other hooks
+            restored: set = set()
+            while True:  # a restored netG / model brings hooks whose flags are restored next round
+                known = {a.dest for a in parser._actions}
+                todo = {k: v for k, v in saved.items()
+                        if k in known and k not in RUN_OPTIONS and k not in restored}
+                if not todo:
+                    break
+                parser.set_defaults(**todo)
+                restored |= set(todo)
+                opt = self._apply_hooks(parser, args)
+            # Hooks that ran meanwhile (a restored dataset mode's) set their own defaults:
+            # the saved values win over them.
+            parser.set_defaults(**{k: saved[k] for k in restored})
         self.parser = parser
         return parser.parse_args(args)  # strict: an unknown flag is an error here
 
@@ -172,9 +194,24 @@ def finalize_options(opt: argparse.Namespace) -> None:
         raise OptionError("--crop_size and --load_size must be positive")
     if opt.aspect_ratio <= 0:
         raise OptionError(f"--aspect_ratio must be positive (got {opt.aspect_ratio})")
-    # Channels the generator is conditioned on: one-hot labels (+ dontcare) + instance edges.
+    # Channels the generator is conditioned on: one-hot labels (+ dontcare) + instance edges
+    # + the continuous maps of --cond_inputs.
+    opt.cond_inputs = parse_cond_inputs(getattr(opt, "cond_inputs", ""))
     opt.semantic_nc = opt.label_nc + (1 if opt.contain_dontcare_label else 0) + \
-        (0 if opt.no_instance else 1)
+        (0 if opt.no_instance else 1) + sum(COND_INPUTS[c][1] for c in opt.cond_inputs)
+
+
+def parse_cond_inputs(value: Any) -> List[str]:
+    """'depth' / ['depth'] / '' -> list of known --cond_inputs names, in the given order."""
+    names = value if isinstance(value, list) else [v.strip() for v in str(value or "").split(",")]
+    names = [n for n in names if n]
+    for n in names:
+        if n not in COND_INPUTS:
+            raise OptionError(f"--cond_inputs: {n!r} is not a map datasets provide; choose from: "
+                              f"{', '.join(COND_INPUTS)}")
+    if len(set(names)) != len(names):
+        raise OptionError(f"--cond_inputs lists a map twice: {','.join(names)}")
+    return names
 
 
 def option_file_path(opt: argparse.Namespace) -> str:

@@ -57,9 +57,9 @@ def test_losses_and_gradients(tmp_path):
     opt = _opt(tmp_path, "--use_vae")
     model = Pix2PixModel(opt)
     batch = _batch()
-    g_losses, fake = model.generator_loss(batch)
+    g_losses, outputs = model.generator_loss(batch)
     assert set(g_losses) == {"GAN", "GAN_Feat", "KLD"}
-    assert fake.shape == (2, 3, 32, 32)
+    assert set(outputs) == {"image"} and outputs["image"].shape == (2, 3, 32, 32)
     sum(g_losses.values()).backward()
     assert model.netG.conv_img.weight.grad is not None and model.netE.fc_mu.weight.grad is not None
     d_losses = model.discriminator_loss(batch)

@@ -230,7 +230,7 @@ def test_mixed_precision_trains_and_saves_scaler(tmp_path, tiny_train_args, amp)
     part of the resumable checkpoint."""
     run = _run_in_process(tiny_train_args + ["--amp", amp])
     assert all(torch.isfinite(v) for v in run.trainer.latest_losses().values())
-    assert run.trainer.generated.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    assert run.trainer.generated["image"].dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     state = checkpoint.load_train_state(str(tmp_path / "checkpoints" / "tiny"), "latest")
     assert bool(state["scaler_G"]) == (amp == "fp16")  # a disabled scaler has an empty state
     if amp == "fp16":

@@ -152,7 +152,15 @@ def test_depth_to_image():
     d = torch.tensor([[0.0, 0.5], [1.0, 7.0]]).view(1, 2, 2)
     img = depth_to_image(d)
     assert img.shape == (2, 2, 3) and img.dtype == np.uint8
-    assert img[..., 0].tolist() == [[0, 128], [255, 255]]
+    assert img[0, 0].tolist() == [0, 0, 0] and img[1, 0].tolist() == [255, 255, 255]
+    assert img[1, 1].tolist() == img[1, 0].tolist()  # clipped
+    assert len(set(img[0, 1].tolist())) > 1  # a colour, not grey
+
+
+def test_depth_colormap_brightness_is_monotonic():
+    from util.image_io import DEPTH_COLORMAP
+    luma = DEPTH_COLORMAP.astype(float) @ np.array([0.299, 0.587, 0.114])
+    assert (np.diff(luma) > -1.0).all() and luma[-1] - luma[0] > 250
 
 
 def test_save_image_roundtrip_resize_and_parents(tmp_path):

@@ -39,11 +39,10 @@ class Pix2PixTrainer:
         self.device = ctx.device
         model.to(self.device)
         # Networks are converted / wrapped one by one: the wrapper stays a plain module.
-        for name in ("netG", "netD", "netE"):
-            net = getattr(model, name)
-            if net is not None:
-                net = distributed.convert_sync_batchnorm(net)
-                setattr(model, name, distributed.wrap_ddp(net))
+        # Frozen helpers (a depth estimator) are not in networks(): no DDP, no optimizer.
+        for short in model.networks():
+            net = distributed.convert_sync_batchnorm(getattr(model, "net" + short))
+            setattr(model, "net" + short, distributed.wrap_ddp(net))
         self.model = model
         self.amp_dtype = autocast_dtype(opt.amp)
         if opt.no_TTUR:
@@ -51,17 +50,18 @@ class Pix2PixTrainer:
         else:
             betas = (0.0, 0.9)
         lrs = learning_rates(opt, 1)
-        g_params = list(model.netG.parameters())
-        if model.netE is not None:
-            g_params += list(model.netE.parameters())
+        # Discriminators (D, D_depth) form the D side; G, E, G_depth the G side.
+        nets = model.networks()
+        g_params = [p for k, net in nets.items() if not k.startswith("D") for p in net.parameters()]
+        d_params = [p for k, net in nets.items() if k.startswith("D") for p in net.parameters()]
         self.optimizer_G = torch.optim.Adam(g_params, lr=lrs["G"], betas=betas)
-        self.optimizer_D = torch.optim.Adam(model.netD.parameters(), lr=lrs["D"], betas=betas)
+        self.optimizer_D = torch.optim.Adam(d_params, lr=lrs["D"], betas=betas)
         use_scaler = opt.amp == "fp16"
         self.scaler_G = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.scaler_D = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.g_losses: Dict[str, torch.Tensor] = {}
         self.d_losses: Dict[str, torch.Tensor] = {}
-        self.generated: torch.Tensor | None = None
+        self.generated: Dict[str, torch.Tensor] = {}
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -72,16 +72,17 @@ class Pix2PixTrainer:
     def generator_backward(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Forward + backward of the generator losses (no optimizer step)."""
         self.optimizer_G.zero_grad(set_to_none=True)
-        netD = self.model.netD
-        # D's gradients from this pass are thrown away, so skip their all-reduce.
-        no_sync = netD.no_sync() if hasattr(netD, "no_sync") else contextlib.nullcontext()
-        with no_sync:
+        # The discriminators' gradients from this pass are thrown away: skip their all-reduce.
+        with contextlib.ExitStack() as no_sync:
+            for short, net in self.model.networks().items():
+                if short.startswith("D") and hasattr(net, "no_sync"):
+                    no_sync.enter_context(net.no_sync())
             with self._autocast():
                 losses, generated = self.model.generator_loss(batch)
                 total = sum(v.float().mean() for v in losses.values())
             self.scaler_G.scale(total).backward()
         self.g_losses = {k: v.detach().float().mean() for k, v in losses.items()}
-        self.generated = generated.detach()
+        self.generated = {k: v.detach() for k, v in generated.items()}
         return total.detach()
 
     def run_generator_one_step(self, batch: Mapping[str, Any]) -> None:

@@ -57,16 +57,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _visuals(batch, generated: torch.Tensor, palette: np.ndarray, max_items: int = 4) -> Dict[str, np.ndarray]:
-    from util.image_io import label_to_color, tensor_to_image
+def _visuals(batch, generated: Dict[str, torch.Tensor], palette: np.ndarray,
+             max_items: int = 4) -> Dict[str, np.ndarray]:
+    """Page columns for the first ``max_items`` samples of a batch: label, synthesized image,
+    real image, and (UDGAN) synthesized and target depth."""
+    from util.image_io import depth_to_image, label_to_color, tensor_to_image
 
-    n = min(max_items, generated.size(0))
+    n = min(max_items, generated["image"].size(0))
 
     def row(images):
         return np.concatenate(images, axis=1)  # batch side by side
     visuals = {"input_label": row([label_to_color(batch["label"][i], palette) for i in range(n)]),
-               "synthesized_image": row([tensor_to_image(generated[i].float().cpu()) for i in range(n)]),
+               "synthesized_image": row([tensor_to_image(generated["image"][i].float().cpu())
+                                         for i in range(n)]),
                "real_image": row([tensor_to_image(batch["image"][i]) for i in range(n)])}
+    for key, column in (("depth", "synthesized_depth"), ("target_depth", "target_depth")):
+        if key in generated:
+            visuals[column] = row([depth_to_image(generated[key][i].float().cpu()) for i in range(n)])
     return visuals
 
 
@@ -186,7 +193,7 @@ class TrainingRun:
                                 counter.time_per_iter)
                     if (self.visualizer is not None and not opt.no_html
                             and counter.needs_displaying(opt.display_freq)
-                            and trainer.generated is not None):
+                            and trainer.generated):
                         self.visualizer.display_current_results(
                             _visuals(batch, trainer.generated, palette), epoch, counter.total_steps)
                     if stop:

@@ -31,7 +31,8 @@ JOURNAL_SUFFIX = ".commit.json"
 ARCHITECTURE_OPTIONS = ("model", "netG", "netD", "ngf", "ndf", "label_nc", "contain_dontcare_label",
                         "no_instance", "semantic_nc", "output_nc", "use_vae", "z_dim", "norm_G",
                         "norm_D", "norm_E", "num_upsampling_layers", "num_D", "n_layers_D",
-                        "netD_subarch", "crop_size", "aspect_ratio")
+                        "netD_subarch", "crop_size", "aspect_ratio", "cond_inputs", "netG_depth",
+                        "ngf_depth", "depth_num_down", "netD_depth", "num_D_depth")
 
 
 def network_path(folder: str, label: str, net: str) -> str:
@@ -171,7 +172,8 @@ def load_network(net: nn.Module, path: str, opt: Any, short: str) -> int:
     if problems:
         current = architecture_options(opt)
         diffs = [f"--{k} {saved_opts[k]!r} (this run: {current.get(k)!r})"
-                 for k in ARCHITECTURE_OPTIONS if k in saved_opts and saved_opts.get(k) != current.get(k)]
+                 for k in ARCHITECTURE_OPTIONS  # options this run lacks (D's, at test time) don't matter
+                 if k in saved_opts and k in current and saved_opts[k] != current[k]]
         hint = ("the checkpoint was built with " + ", ".join(diffs) +
                 "; pass those options or --load_from_opt_file") if diffs else \
             "the checkpoint does not match the network built from these options"
@@ -179,6 +181,17 @@ def load_network(net: nn.Module, path: str, opt: Any, short: str) -> int:
                               "entries, e.g.:\n    " + "\n    ".join(problems[:6]))
     net.load_state_dict(state, strict=True)
     return int(step)
+
+
+def load_networks(networks: Mapping[str, nn.Module], folder: str, label: str, opt: Any) -> int:
+    """Load every network of a model (``{short: module}``) from ``<label>_net_<short>.pth``;
+    returns the training step they were saved at (a set of files must agree)."""
+    steps = {short: load_network(net, network_path(folder, label, short), opt, short)
+             for short, net in networks.items()}
+    if len(set(steps.values())) > 1:
+        raise CheckpointError(f"the '{label}' checkpoint in {folder} mixes files from different "
+                              f"iterations ({steps}); use another --which_epoch")
+    return next(iter(steps.values()), 0)
 
 
 def load_train_state(folder: str, label: str) -> Dict[str, Any]:

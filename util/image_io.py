@@ -71,17 +71,35 @@ def label_to_color(label: Any, palette: np.ndarray) -> np.ndarray:
     return colorize_label(a.astype(np.int64), np.asarray(palette, dtype=np.uint8))
 
 
+def cubehelix_colormap(n: int = 256, start: float = 0.5, rotations: float = -1.5,
+                       hue: float = 1.2, gamma: float = 1.0) -> np.ndarray:
+    """``(n, 3) uint8`` cubehelix colormap (D. A. Green, 2011): brightness rises monotonically
+    from black to white while the hue turns, so it reads correctly in colour and in grey."""
+    lam = np.linspace(0.0, 1.0, n) ** gamma
+    phi = 2.0 * np.pi * (start / 3.0 + rotations * np.linspace(0.0, 1.0, n))
+    amp = hue * lam * (1.0 - lam) / 2.0
+    cos, sin = np.cos(phi), np.sin(phi)
+    rgb = np.stack([lam + amp * (-0.14861 * cos + 1.78277 * sin),
+                    lam + amp * (-0.29227 * cos - 0.90649 * sin),
+                    lam + amp * (1.97294 * cos)], axis=1)
+    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+DEPTH_COLORMAP = cubehelix_colormap()
+
+
 def depth_to_image(depth: Any) -> np.ndarray:
-    """Grey image of a depth map: ``(1, H, W)`` or ``(H, W)`` float in [0, 1] ->
-    ``(H, W, 3) uint8`` (0 -> black, 1 -> white; clipped, NaN -> black)."""
+    """Colour image of a normalized inverse depth map: ``(1, H, W)`` or ``(H, W)`` float in
+    [0, 1] -> ``(H, W, 3) uint8`` through the cubehelix colormap: far (0) is dark, near (1) is
+    bright (clipped; NaN -> black)."""
     a = _to_numpy(depth)
     if a.ndim == 3 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 2:
         raise ValueError(f"depth_to_image expects (1, H, W) or (H, W); got shape {tuple(a.shape)}")
     a = np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), 0.0, 1.0)
-    grey = np.rint(a * 255.0).astype(np.uint8)
-    return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    index = np.rint(a * (len(DEPTH_COLORMAP) - 1)).astype(np.int64)
+    return np.ascontiguousarray(DEPTH_COLORMAP[index])
 
 
 def _fsync_dir(folder: str) -> None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 
-from models.networks.base_network import (DISCRIMINATORS, ENCODERS, GENERATORS,  # noqa: F401
-                                          BaseNetwork)
+from models.networks.base_network import (DEPTH_GENERATORS, DISCRIMINATORS,  # noqa: F401
+                                          ENCODERS, GENERATORS, BaseNetwork)
 from models.networks.generators import spade  # noqa: F401  (registers netG "spade")
+from models.networks.generators import depthspade  # noqa: F401  (netG "depthspade", netG_depth "unet")
 from models.networks import discriminators  # noqa: F401  (registers netD "multiscale")
 from models.networks import encoder  # noqa: F401  (registers netE "conv")
 
@@ -31,10 +32,15 @@ def define_D(opt: argparse.Namespace) -> BaseNetwork:
     return _build(DISCRIMINATORS.get(opt.netD), opt)
 
 
+def define_G_depth(opt: argparse.Namespace) -> BaseNetwork:
+    """The depth generator named by ``opt.netG_depth`` (UDGAN), weights initialized."""
+    return _build(DEPTH_GENERATORS.get(opt.netG_depth), opt)
+
+
 def define_E(opt: argparse.Namespace) -> BaseNetwork:
     """The VAE encoder (``opt.netE``, default 'conv'), weights initialized."""
     return _build(ENCODERS.get(getattr(opt, "netE", "conv")), opt)
 
 
-__all__ = ["GENERATORS", "DISCRIMINATORS", "ENCODERS", "BaseNetwork",
-           "define_G", "define_D", "define_E"]
+__all__ = ["GENERATORS", "DISCRIMINATORS", "ENCODERS", "DEPTH_GENERATORS", "BaseNetwork",
+           "define_G", "define_D", "define_E", "define_G_depth"]

@@ -21,6 +21,7 @@ from util.registry import Registry
 GENERATORS = Registry("generator", "--netG")
 DISCRIMINATORS = Registry("discriminator", "--netD")
 ENCODERS = Registry("encoder", "--netE")
+DEPTH_GENERATORS = Registry("depth generator", "--netG_depth")
 
 INIT_TYPES = ("normal", "xavier", "xavier_uniform", "kaiming", "orthogonal", "none")
 

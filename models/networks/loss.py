@@ -130,3 +130,32 @@ class VGGLoss(nn.Module):
         for w, fx, fy in zip(self.layer_weights, x_feats, y_feats):
             loss = loss + w * F.l1_loss(fx, fy.detach())
         return loss
+
+
+DEPTH_LOSSES = ("l1", "silog")
+
+
+def depth_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1",
+               valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Depth reconstruction loss on normalized inverse depth maps ``(N, 1, H, W)`` in [0, 1].
+
+    ``l1``: mean absolute error. ``silog``: the scale-invariant log error (Eigen et al.),
+    ``sqrt(mean(g^2) - 0.85 * mean(g)^2)`` with ``g = log(pred) - log(target)`` over pixels
+    whose target is above 1e-3 (inverse depth 0 = sky, where a log is meaningless); it ignores
+    a global scale, which suits relative-depth targets. ``valid``: optional (N, 1, H, W) bool
+    mask of pixels that have a target (e.g. Cityscapes disparity holes).
+    """
+    if kind not in DEPTH_LOSSES:
+        raise OptionError(f"--depth_loss {kind!r} is not known; choose one of: {', '.join(DEPTH_LOSSES)}")
+    pred, target = pred.float(), target.float()
+    mask = torch.ones_like(target, dtype=torch.bool) if valid is None else valid.bool()
+    if kind == "silog":
+        mask = mask & (target > 1e-3)
+    weight = mask.float()
+    count = weight.sum().clamp_min(1.0)
+    if kind == "l1":
+        return ((pred - target).abs() * weight).sum() / count
+    g = (torch.log(pred.clamp_min(1e-3)) - torch.log(target.clamp_min(1e-3))) * weight
+    mean_g = g.sum() / count
+    mean_g2 = (g * g).sum() / count
+    return torch.sqrt((mean_g2 - 0.85 * mean_g * mean_g).clamp_min(1e-8))

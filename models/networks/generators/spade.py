@@ -116,7 +116,7 @@ class SPADEGenerator(BaseNetwork):
         self.sh, self.sw = latent_size(opt)
         self.use_vae = bool(opt.use_vae)
         self.z_dim = opt.z_dim
-        sem = opt.semantic_nc
+        sem = self.conditioning_nc(opt)
         if self.use_vae:
             self.fc: nn.Module = nn.Linear(opt.z_dim, 16 * nf * self.sw * self.sh)
         else:
@@ -136,6 +136,11 @@ class SPADEGenerator(BaseNetwork):
         self.up = nn.Upsample(scale_factor=2)
 
     output_size = staticmethod(output_size)
+
+    @staticmethod
+    def conditioning_nc(opt: argparse.Namespace) -> int:
+        """Channels of the map the SPADE layers (and ``fc``) see: the semantics."""
+        return opt.semantic_nc
 
     def forward(self, semantics: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
         seg = semantics
