@@ -2,6 +2,7 @@
 on the same global batch; this runs the same launcher and code path as multi-GPU training."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from options.train_options import TrainOptions
@@ -25,10 +26,14 @@ def _gradients(args, out_path) -> None:
         run.loader.sampler.set_epoch(1)
         batch = next(iter(run.loader))
         batch["image"] = batch["image"].double()
+        batch["depth"] = batch["depth"].double()
+        nets = run.trainer.networks()
         run.trainer.generator_backward(batch)
-        grads = {f"G.{k}": p.grad.clone() for k, p in run.trainer.networks()["G"].named_parameters()}
+        grads = {f"{short}.{k}": p.grad.clone() for short, net in nets.items()
+                 if not short.startswith("D") for k, p in net.named_parameters()}
         run.trainer.discriminator_backward(batch)
-        grads.update({f"D.{k}": p.grad.clone() for k, p in run.trainer.networks()["D"].named_parameters()})
+        grads.update({f"{short}.{k}": p.grad.clone() for short, net in nets.items()
+                      if short.startswith("D") for k, p in net.named_parameters()})
         grads["paths"] = list(batch["path"])
         all_paths = [None] * ctx.world_size
         if ctx.is_distributed:
@@ -40,14 +45,31 @@ def _gradients(args, out_path) -> None:
         distributed.cleanup()
 
 
-def test_two_process_gradients_equal_one_process(tmp_path):
-    args = ARGS + ["--checkpoints_dir", str(tmp_path)]
+@pytest.fixture
+def udgan_args(tmp_path):
+    """UDGAN: depth generator + depth discriminator behind a frozen (saved) estimator."""
+    from models.networks.depth_estimators import save_estimator
+    from models.networks.depth_unet import DepthUNet
+
+    torch.manual_seed(3)
+    path = str(tmp_path / "estimator.pth")
+    save_estimator(path, DepthUNet(3, 4, 2), "unet", {"ngf": 4, "num_down": 2})
+    return ["--netG", "depthspade", "--ngf_depth", "4", "--depth_num_down", "2",
+            "--depth_estimator_path", path]
+
+
+@pytest.mark.parametrize("model", ["spade", "udgan"])
+def test_two_process_gradients_equal_one_process(tmp_path, model, request):
+    extra = request.getfixturevalue("udgan_args") if model == "udgan" else []
+    args = ARGS + extra + ["--checkpoints_dir", str(tmp_path)]
     distributed.launch(_gradients, (args, tmp_path / "one.pt"), gpu_ids=[], nprocs=1)
     distributed.launch(_gradients, (args, tmp_path / "two.pt"), gpu_ids=[], nprocs=2)
     one = torch.load(tmp_path / "one.pt")
     two = torch.load(tmp_path / "two.pt")
     assert sorted(one.pop("paths")) == two.pop("paths")  # same global batch, split in two
     assert one.keys() == two.keys()
+    if model == "udgan":
+        assert any(k.startswith("G_depth.") for k in one) and any(k.startswith("D_depth.") for k in one)
     # The generator's SPADE norms are batch norms (spectralspadesyncbatch3x3): its gradients
     # only agree when the statistics span both processes.
     for k in one:
