@@ -108,7 +108,7 @@ def evaluate(a: argparse.Namespace, name: str, estimator_path: str) -> Dict[str,
     estimator = build_depth_estimator(est_opt).to(ctx.device)
     loader = create_dataloader(create_dataset(opt), opt.batchSize, shuffle=False, drop_last=False)
     sums = {"depth_l1": 0.0, "depth_delta1": 0.0, "gen_depth_l1": 0.0, "image_l1": 0.0,
-            "mse": 0.0}
+            "mse": 0.0, "real_depth_l1": 0.0, "real_depth_delta1": 0.0}
     pixels = valid_pixels = images = 0
     seconds = 0.0
     for batch in tqdm(loader, desc=f"evaluating {name}", dynamic_ncols=True):
@@ -120,15 +120,15 @@ def evaluate(a: argparse.Namespace, name: str, estimator_path: str) -> Dict[str,
         fake = out["image"].float()
         real = batch["image"].to(ctx.device)
         true = batch["depth"].to(ctx.device)
-        est = estimator(fake).float()
-        n = fake.size(0)
-        images += n
+        images += fake.size(0)
         pixels += true.numel()
-        sums["depth_l1"] += float((est - true).abs().sum())
         valid = true > 1e-3
-        ratio = torch.maximum(est[valid].clamp_min(1e-3) / true[valid], true[valid] / est[valid].clamp_min(1e-3))
-        sums["depth_delta1"] += float((ratio < 1.25).sum())
         valid_pixels += int(valid.sum())
+        # The judge on the real photos is the floor: no synthesized image can score better.
+        for prefix, photo in (("", fake), ("real_", real)):
+            l1, within = depth_errors(estimator(photo).float(), true, valid)
+            sums[prefix + "depth_l1"] += l1
+            sums[prefix + "depth_delta1"] += within
         if "depth" in out:
             sums["gen_depth_l1"] += float((out["depth"].float() - true).abs().sum())
         sums["image_l1"] += float((fake - real).abs().mean(dim=(1, 2, 3)).sum())
@@ -137,10 +137,30 @@ def evaluate(a: argparse.Namespace, name: str, estimator_path: str) -> Dict[str,
     mse = sums["mse"] / images
     return {"depth_l1": sums["depth_l1"] / pixels,
             "depth_delta1": sums["depth_delta1"] / max(1, valid_pixels),
-            "gen_depth_l1": sums["gen_depth_l1"] / pixels if "depth" in out else float("nan"),
+            "gen_depth_l1": sums["gen_depth_l1"] / pixels if "depth" in out else None,
             "image_l1": sums["image_l1"] / images,
             "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
-            "sec_per_image": seconds / images, "images": images}
+            "sec_per_image": seconds / images, "images": images,
+            "real_depth_l1": sums["real_depth_l1"] / pixels,
+            "real_depth_delta1": sums["real_depth_delta1"] / max(1, valid_pixels)}
+
+
+def depth_errors(est: torch.Tensor, true: torch.Tensor, valid: torch.Tensor):
+    """Summed |est - true| over all pixels and the count of valid pixels within a factor 1.25."""
+    ratio = torch.maximum(est[valid].clamp_min(1e-3) / true[valid], true[valid] / est[valid].clamp_min(1e-3))
+    return float((est - true).abs().sum()), float((ratio < 1.25).sum())
+
+
+def format_table(results: Dict[str, Dict[str, float]]) -> str:
+    keys = ["depth_l1", "depth_delta1", "gen_depth_l1", "image_l1", "psnr", "sec_per_image"]
+    cell = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
+    lines = ["| netG | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for netG, r in results.items():
+        lines.append(f"| {netG} | " + " | ".join(cell(r[k]) for k in keys) + " |")
+    first = next(iter(results.values()))
+    lines.append("| real photos (floor) | " + cell(first["real_depth_l1"]) + " | "
+                 + cell(first["real_depth_delta1"]) + " |" + " – |" * (len(keys) - 2))
+    return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
@@ -155,11 +175,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
         if not os.path.isfile(os.path.join(a.out, "checkpoints", name, "latest_net_G.pth")):
             train_model(a, name, netG, estimator)
         results[netG] = evaluate(a, name, judge)
-    keys = ["depth_l1", "depth_delta1", "gen_depth_l1", "image_l1", "psnr", "sec_per_image"]
-    lines = ["| netG | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for netG, r in results.items():
-        lines.append(f"| {netG} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
-    print("\n".join(lines))
+    print(format_table(results))
     with open(os.path.join(a.out, "ablation.json"), "w") as f:
         json.dump({"settings": vars(a), "results": results}, f, indent=1)
     return results
