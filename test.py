@@ -2,6 +2,8 @@
 
     python test.py --name run --which_epoch latest [--how_many 50] [--dataroot ...]
 Works from label maps alone (no real images): the real_image column is then left out.
+Also writes labels/<name>.png (raw label ids) and results.json (options, timing) for
+scripts/evaluate.py.
 UDGAN models also write synthesized_depth/ (and real_depth/ when the dataset has depth maps);
 ``--depth_from dataset`` steers the image with the dataset's depth maps (input_depth/).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from typing import Dict, List, Optional, Set
 
 import torch
@@ -21,7 +24,7 @@ from models import MODELS
 from options.test_options import TestOptions
 from util import checkpoint, distributed
 from util.cli import run_reporting_errors
-from util.image_io import depth_to_image, label_to_color, tensor_to_image
+from util.image_io import depth_to_image, label_to_color, save_label_ids, tensor_to_image
 from util.results_page import ResultsPage
 
 
@@ -37,6 +40,40 @@ def unique_name(path: str, used: Set[str]) -> str:
         name += "_dup"
     used.add(name)
     return name
+
+
+# Options scripts/evaluate.py needs to read a results folder (label space, resolution, model).
+MANIFEST_OPTIONS = ("name", "model", "netG", "which_epoch", "phase", "dataset_mode", "dataroot",
+                    "label_nc", "contain_dontcare_label", "no_instance", "preprocess_mode",
+                    "load_size", "crop_size", "aspect_ratio", "use_vae", "num_samples", "seed",
+                    "batchSize", "gpu_ids", "amp")
+
+
+class SynthesisTimer:
+    """Seconds per synthesized image, device-synchronized. The first batch (cuDNN autotune,
+    lazy init) is left out when there are more; every sample of a label map counts."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.batches: List[tuple] = []  # (seconds, images)
+
+    @contextlib.contextmanager
+    def measure(self, images: int, first_sample: bool = True):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.batches.append((time.perf_counter() - start, images))
+
+    def summary(self, amp: str) -> dict:
+        timed = self.batches[1:] if len(self.batches) > 1 else self.batches
+        seconds, images = sum(t for t, _ in timed), sum(n for _, n in timed)
+        return {"sec_per_image": seconds / images if images else None, "images_timed": images,
+                "warmup_batches_skipped": len(self.batches) - len(timed),
+                "device": str(self.device), "amp": amp,
+                "what": "model.synthesize per batch (one-hot, encoder, generator), synchronized"}
 
 
 def synthesize(opt) -> str:
@@ -58,6 +95,7 @@ def synthesize(opt) -> str:
     limit = min(len(dataset), opt.how_many)
     used: Set[str] = set()
     done = 0
+    timing = SynthesisTimer(ctx.device)
     bar = tqdm(total=int(limit), desc="synthesizing", unit="image", dynamic_ncols=True)
     with torch.inference_mode():
         for batch in loader:
@@ -68,7 +106,8 @@ def synthesize(opt) -> str:
             with autocast:
                 for k in range(opt.num_samples):
                     # first sample: style from the real image when there is one; others: prior
-                    out = model.synthesize(batch, use_style_image=(k == 0))
+                    with timing.measure(batch["label"].size(0), first_sample=(k == 0)):
+                        out = model.synthesize(batch, use_style_image=(k == 0))
                     samples.append({key: v.float().cpu() for key, v in out.items()})
             for i in range(samples[0]["image"].size(0)):
                 if done >= limit:
@@ -85,11 +124,16 @@ def synthesize(opt) -> str:
                     visuals["real_image"] = tensor_to_image(batch["image"][i])
                 if "depth" in samples[0] and bool(batch["has_depth"][i]):
                     visuals["real_depth"] = depth_to_image(batch["depth"][i])
-                page.add(unique_name(batch["path"][i], used), visuals)
+                name = unique_name(batch["path"][i], used)
+                page.add(name, visuals)
+                save_label_ids(batch["label"][i], os.path.join(results_dir, "labels", name + ".png"))
                 done += 1
                 bar.update(1)
     bar.close()
     page.save()
+    page.write_manifest({"options": {k: getattr(opt, k) for k in MANIFEST_OPTIONS if hasattr(opt, k)},
+                         "num_images": done, "timing": timing.summary(opt.amp),
+                         "torch": torch.__version__})
     print(f"{done} results in {results_dir}/index.html", file=sys.stderr)
     distributed.cleanup()
     return results_dir

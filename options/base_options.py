@@ -31,7 +31,9 @@ RUN_OPTIONS = {"name", "gpu_ids", "checkpoints_dir", "phase", "isTrain", "contin
                "save_latest_freq", "save_epoch_freq", "no_html", "amp", "seed", "niter",
                "niter_decay", "num_samples", "world_size", "load_size", "is_main",
                "depth_dir", "no_label_scan", "no_pairing_check", "synthetic_num",
-               "coco_no_portraits", "cityscapes_no_disparity", "depth_from"}
+               "coco_no_portraits", "cityscapes_no_disparity", "depth_from", "eval_freq",
+               "eval_num", "fid_weights", "eval_segmenter", "eval_segmenter_path",
+               "eval_segmenter_mapping"}
 
 
 class BaseOptions:

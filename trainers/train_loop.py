@@ -108,6 +108,12 @@ class TrainingRun:
         if self.ctx.is_main:
             from util.visualizer import Visualizer
             self.visualizer = Visualizer(opt)
+        self.evaluator = None
+        if getattr(opt, "eval_freq", 0) > 0:
+            from trainers.periodic_eval import PeriodicEvaluator
+            self.evaluator = PeriodicEvaluator(opt, self.ctx.device)
+            if self.visualizer is not None and self.evaluator.history:
+                self.visualizer.plot_metrics(self.evaluator.history)
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self, label: str) -> None:
@@ -141,6 +147,16 @@ class TrainingRun:
                                        step=self.counter.total_steps, train_state=state)
             self.last_saved = f"{self.folder}/{label}_net_G.pth (iteration {self.counter.total_steps})"
         distributed.barrier()
+
+    def _evaluate(self, epoch: int) -> None:
+        step = self.counter.total_steps
+        metrics = self.evaluator.evaluate(self.model, epoch, step)
+        if self.visualizer is not None:
+            text = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            self._log(f"validation at epoch {epoch}, iteration {step}: {text}")
+            with open(self.visualizer.log_name, "a", encoding="utf-8") as f:
+                f.write(f"(validation epoch: {epoch}, iters: {step}) {text}\n")
+            self.visualizer.plot_metrics(self.evaluator.history)
 
     def _log(self, message: str) -> None:
         if self.ctx.is_main:
@@ -196,6 +212,8 @@ class TrainingRun:
                             and trainer.generated):
                         self.visualizer.display_current_results(
                             _visuals(batch, trainer.generated, palette), epoch, counter.total_steps)
+                    if self.evaluator is not None and counter.needs_evaluating(opt.eval_freq):
+                        self._evaluate(epoch)
                     if stop:
                         self.save("latest")
                         self._log(f"stopped by {stopper.received or 'a signal on another process'} "

@@ -183,3 +183,30 @@ def save_image(array: np.ndarray, path: str, size: Optional[Tuple[int, int]] = N
     buf = io.BytesIO()
     img.save(buf, format=fmt)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def save_label_ids(label: Any, path: str) -> None:
+    """Save a label map's raw class ids ``(H, W)`` (or ``(1, H, W)``) as a lossless PNG:
+    8-bit when every id is below 256, else 16-bit. Evaluation reads these back with
+    ``load_label_ids``; the coloured ``input_label`` picture is for people only."""
+    a = _to_numpy(label)
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 2:
+        raise ValueError(f"save_label_ids expects (H, W) ids, got shape {a.shape} for {path!r}")
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise ValueError(f"label ids must be in 0..65535 to be stored as PNG; got "
+                         f"{a.min()}..{a.max()} for {path!r}")
+    a = a.astype(np.uint8 if a.size == 0 or a.max() < 256 else np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_label_ids(path: str) -> np.ndarray:
+    """Read a label-id PNG written by ``save_label_ids`` (or any 8/16-bit single-channel
+    label map) as ``(H, W) int64``. Colour images are refused: they are pictures, not ids."""
+    with Image.open(path) as im:
+        if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+            raise ValueError(f"{path} is a {im.mode} image, not a single-channel label-id map")
+        return np.asarray(im).astype(np.int64)

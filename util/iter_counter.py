@@ -45,6 +45,9 @@ class IterationCounter:
     def needs_displaying(self, freq: int) -> bool:
         return self._due(freq)
 
+    def needs_evaluating(self, freq: int) -> bool:
+        return freq > 0 and self._due(freq)
+
     def needs_saving(self, freq: int) -> bool:
         return self._due(freq)
 

@@ -3,7 +3,10 @@
 Layout under ``results_dir``::
 
     index.html
+    results.json                 manifest: title, rows (name, kinds) and whatever test.py adds
+                                 (options, timing); scripts/evaluate.py reads it
     images/<kind>/<name>.png     kind = input_label, synthesized_image, real_image, depth, ...
+    labels/<name>.png            raw label ids (8- or 16-bit) for evaluation
 
 Names must be unique (two Cityscapes cities can share a file stem, so the caller builds a
 unique name, e.g. ``frankfurt/frankfurt_000000_000294``); a repeated name is an error rather
@@ -11,14 +14,17 @@ than a silent overwrite. Nothing is written outside ``results_dir``.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
-from typing import Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from util.html import HTML
-from util.image_io import save_image
+from util.image_io import atomic_write_text, save_image
+
+MANIFEST = "results.json"
 
 _SAFE_KIND = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -68,10 +74,48 @@ class ResultsPage:
         self._names[name] = len(self._rows)
         self._rows.append((name, list(visuals), rel_paths))
 
-    def save(self, width: int = 256) -> str:
-        """Write ``results_dir/index.html`` (atomically); returns its path."""
+    def names(self) -> List[str]:
+        """Result names in page order."""
+        return [name for name, _, _ in self._rows]
+
+    def write_manifest(self, info: Optional[Mapping[str, Any]] = None) -> str:
+        """Write ``results.json``: the title, the rows and ``info`` (JSON-serializable)."""
+        data = dict(info or {})
+        data.update(title=self.title, rows=[[name, kinds] for name, kinds, _ in self._rows])
+        path = os.path.join(self.results_dir, MANIFEST)
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
+        return path
+
+    @classmethod
+    def reopen(cls, results_dir: str) -> "ResultsPage":
+        """The page of an existing results folder, from its ``results.json`` (written by
+        test.py), so its index can be rewritten, e.g. with a metrics table on top."""
+        path = os.path.join(os.fspath(results_dir), MANIFEST)
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        page = cls(results_dir, data.get("title", os.path.basename(os.path.abspath(results_dir))))
+        for name, kinds in data.get("rows", []):
+            page._names[name] = len(page._rows)
+            page._rows.append((name, list(kinds), [f"images/{k}/{name}.png" for k in kinds]))
+        return page
+
+    def save(self, width: int = 256, metrics: Optional[Mapping[str, Any]] = None,
+             metrics_note: str = "") -> str:
+        """Write ``results_dir/index.html`` (atomically); returns its path. ``metrics`` (name ->
+        value) becomes a summary table above the images."""
         page = HTML(self.results_dir, self.title)
+        if metrics:
+            page.add_header("metrics")
+            page.add_table([[k, _format_metric(v)] for k, v in metrics.items()], header=["metric", "value"])
+            if metrics_note:
+                page.add_text(metrics_note)
         for name, kinds, rel_paths in self._rows:
             page.add_header(name)
             page.add_images(rel_paths, kinds, rel_paths, width=width)
         return page.save()
+
+
+def _format_metric(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.1f}"
+    return "–" if value is None else str(value)

@@ -15,13 +15,13 @@ import argparse
 import os
 import re
 import time
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
 from util.html import HTML
-from util.image_io import save_image
+from util.image_io import atomic_write_text, save_image
 
 _STEP_FILE = re.compile(r"^epoch(\d+)_iter(\d+)_(.+)\.png$")
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -62,6 +62,8 @@ class Visualizer:
         self.web_dir = os.path.join(self.expr_dir, "web")
         self.img_dir = os.path.join(self.web_dir, "images")
         self.log_name = os.path.join(self.expr_dir, "loss_log.txt")
+        self._key_order: List[str] = []
+        self._charts: List[str] = []  # eval_<metric>.svg shown on top of the page
         os.makedirs(self.expr_dir, exist_ok=True)
         if self.use_html:
             os.makedirs(self.img_dir, exist_ok=True)
@@ -114,10 +116,29 @@ class Visualizer:
         tiles = max(1, round(w / (h * self.aspect_ratio)))
         return self.win_size * tiles
 
+    def plot_metrics(self, history: Sequence[Mapping[str, float]]) -> None:
+        """Draw each validation metric of ``history`` (dicts with ``step`` and metric values,
+        from --eval_freq) as ``web/eval_<metric>.svg`` and show the charts on top of the page."""
+        if not self.use_html:
+            return
+        from util.plot import line_chart_svg
+        names = sorted({k for h in history for k in h if k not in ("step", "epoch")})
+        for name in names:
+            points = [(h["step"], h[name]) for h in history if name in h]
+            atomic_write_text(os.path.join(self.web_dir, f"eval_{name}.svg"),
+                              line_chart_svg(points, f"validation {name}", "iteration (samples)"))
+        self._charts = [f"eval_{n}.svg" for n in names]
+        self._rebuild_page(self._key_order)
+
     def _rebuild_page(self, key_order: List[str]) -> None:
+        self._key_order = list(key_order)
         rank = {k: i for i, k in enumerate(key_order)}
         webpage = HTML(self.web_dir, f"Experiment name = {self.name}",
                        refresh=REFRESH_SECONDS if self.is_train else 0)
+        charts = self._charts
+        if charts:
+            webpage.add_header("validation metrics (--eval_freq)")
+            webpage.add_images(charts, [c[len("eval_"):-len(".svg")] for c in charts], charts, width=420)
         for (epoch, iters), keys in sorted(self._scan_steps().items(), reverse=True):
             # Keys of this run in the order given; keys only older runs had go last.
             keys.sort(key=lambda k: (rank.get(k, len(rank)), k))

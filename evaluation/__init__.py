@@ -1,0 +1,1 @@
+"""Evaluation suite: FID/KID, segmentation consistency, paired image metrics, diversity, speed."""

