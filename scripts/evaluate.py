@@ -1,7 +1,8 @@
 """Evaluate synthesized images: FID, KID, mIoU / pixel accuracy, PSNR, SSIM, LPIPS, diversity, time.
 
     python scripts/evaluate.py results/NAME/test_latest [--segmenter unet --segmenter_path FILE]
-    python scripts/evaluate.py --fake_dir GEN --real_dir REAL [--label_dir LABELS --dataset_mode cityscapes --label_nc 35]
+    python scripts/evaluate.py --fake_dir GEN --real_dir REAL \
+        [--label_dir LABELS --dataset_mode cityscapes --label_nc 35]
 
 Reads a test.py results folder (or loose folders matched by file name), prints a table, writes
 ``metrics.json`` (numbers + the protocol they were computed under) and, for a results folder,

@@ -16,7 +16,8 @@ def test_validation_fid_is_logged_plotted_and_survives_resume(tmp_path, tiny_tra
     history = json.loads((folder / "eval_log.json").read_text())
     assert [h["step"] for h in history] == [4, 8]
     assert all(math.isfinite(h["fid"]) and h["fid"] > 0 for h in history)
-    assert len(re.findall(r"\(validation epoch: 1, iters: \d+\) fid [\d.]+", (folder / "loss_log.txt").read_text())) == 2
+    log = (folder / "loss_log.txt").read_text()
+    assert len(re.findall(r"\(validation epoch: 1, iters: \d+\) fid [\d.]+", log)) == 2
     html = (folder / "web" / "index.html").read_text()
     assert 'src="eval_fid.svg"' in html and (folder / "web" / "eval_fid.svg").is_file()
     # A resumed run continues the same history instead of starting a new one.
