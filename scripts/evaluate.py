@@ -141,7 +141,9 @@ def _add_to_page(results_dir: str, result: EvalResult) -> None:
               f"index.html left as it is", file=sys.stderr)
         return
     shown = {k: result.metrics[k] for k in SHOWN if k in result.metrics}
-    ResultsPage.reopen(results_dir).save(metrics=shown, metrics_note="; ".join(result.notes))
+    # first line of each note: the page stays readable; metrics.json keeps them whole
+    note = "; ".join(n.splitlines()[0] for n in result.notes)
+    ResultsPage.reopen(results_dir).save(metrics=shown, metrics_note=note)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
