@@ -13,8 +13,9 @@ against the ground-truth depth and photos:
 * depth_l1: mean |judge(synthesized) - true inverse depth| (does the image show the
   right 3-D layout?) and depth_delta1: share of pixels within a factor 1.25;
 * gen_depth_l1: the depth generator's own error (depthspade only);
-* image_l1 / psnr against the real test image (a reference-based proxy: the evaluation suite's
-  FID / mIoU will replace it), and seconds per image.
+* image_l1 / psnr against the real test image, FID against the real test photos (the
+  evaluation suite's TF-FID protocol, images quantized to 8 bits as saved PNGs), and seconds
+  per image.
 
 Prints a markdown table and writes ``<out>/ablation.json``.
 """
@@ -31,6 +32,7 @@ from typing import Dict, List, Optional
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a trained 'unet' estimator; default: train one first")
     p.add_argument("--eval_estimator_path", default=None,
                    help="the estimator that judges depth; default: train one with another seed")
+    p.add_argument("--fid_weights", default=None, help="TF-FID Inception file (default: as scripts/evaluate.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--extra", default="", help="more train.py flags for both runs, quoted")
     return p
@@ -92,6 +95,8 @@ def evaluate(a: argparse.Namespace, name: str, estimator_path: str) -> Dict[str,
     from data.loader import create_dataloader
     from models import MODELS
     from models.networks.depth_estimators import build_depth_estimator
+    from evaluation.fid import fid_from_features
+    from evaluation.inception import load_inception, to_uint8
     from options.test_options import TestOptions
     from util import checkpoint, distributed
 
@@ -106,6 +111,8 @@ def evaluate(a: argparse.Namespace, name: str, estimator_path: str) -> Dict[str,
     est_opt = argparse.Namespace(depth_estimator="unet", depth_estimator_path=estimator_path,
                                  i2d_max_depth=10.0)
     estimator = build_depth_estimator(est_opt).to(ctx.device)
+    inception = load_inception(a.fid_weights, ctx.device)
+    fake_feats, real_feats = [], []
     loader = create_dataloader(create_dataset(opt), opt.batchSize, shuffle=False, drop_last=False)
     sums = {"depth_l1": 0.0, "depth_delta1": 0.0, "gen_depth_l1": 0.0, "image_l1": 0.0,
             "mse": 0.0, "real_depth_l1": 0.0, "real_depth_delta1": 0.0}
@@ -132,6 +139,8 @@ def evaluate(a: argparse.Namespace, name: str, estimator_path: str) -> Dict[str,
         if "depth" in out:
             sums["gen_depth_l1"] += float((out["depth"].float() - true).abs().sum())
         sums["image_l1"] += float((fake - real).abs().mean(dim=(1, 2, 3)).sum())
+        fake_feats.append(inception(to_uint8(fake)).numpy())
+        real_feats.append(inception(to_uint8(real)).numpy())
         sums["mse"] += float(((fake - real) / 2).pow(2).mean(dim=(1, 2, 3)).sum())  # in [0,1] units
     distributed.cleanup()
     mse = sums["mse"] / images
@@ -139,6 +148,7 @@ def evaluate(a: argparse.Namespace, name: str, estimator_path: str) -> Dict[str,
             "depth_delta1": sums["depth_delta1"] / max(1, valid_pixels),
             "gen_depth_l1": sums["gen_depth_l1"] / pixels if "depth" in out else None,
             "image_l1": sums["image_l1"] / images,
+            "fid": fid_from_features(np.concatenate(fake_feats), np.concatenate(real_feats)),
             "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
             "sec_per_image": seconds / images, "images": images,
             "real_depth_l1": sums["real_depth_l1"] / pixels,
@@ -152,7 +162,7 @@ def depth_errors(est: torch.Tensor, true: torch.Tensor, valid: torch.Tensor):
 
 
 def format_table(results: Dict[str, Dict[str, float]]) -> str:
-    keys = ["depth_l1", "depth_delta1", "gen_depth_l1", "image_l1", "psnr", "sec_per_image"]
+    keys = ["depth_l1", "depth_delta1", "gen_depth_l1", "image_l1", "psnr", "fid", "sec_per_image"]
     cell = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
     lines = ["| netG | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for netG, r in results.items():

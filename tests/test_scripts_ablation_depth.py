@@ -14,7 +14,7 @@ def test_ablation_trains_both_models_and_reports_depth_and_image_metrics(tmp_pat
     assert set(results) == {"spade", "depthspade"}
     for netG, r in results.items():
         assert r["images"] == 4
-        for key in ("depth_l1", "depth_delta1", "image_l1", "psnr", "real_depth_l1"):
+        for key in ("depth_l1", "depth_delta1", "image_l1", "psnr", "fid", "real_depth_l1"):
             assert math.isfinite(r[key]), (netG, key)
         assert 0.0 <= r["depth_delta1"] <= 1.0
     assert results["spade"]["gen_depth_l1"] is None  # spade has no depth generator
@@ -36,9 +36,9 @@ def test_ablation_trains_both_models_and_reports_depth_and_image_metrics(tmp_pat
 
 
 def test_table_marks_missing_values_instead_of_nan():
-    row = {"depth_l1": 0.1, "depth_delta1": 0.5, "gen_depth_l1": None, "image_l1": 0.2, "psnr": 15.0,
+    row = {"depth_l1": 0.1, "depth_delta1": 0.5, "gen_depth_l1": None, "image_l1": 0.2, "psnr": 15.0, "fid": 300.0,
            "sec_per_image": 0.01, "real_depth_l1": 0.05, "real_depth_delta1": 0.7}
     table = ablation_depth.format_table({"spade": row})
     assert "nan" not in table.lower()
-    assert "| spade | 0.1000 | 0.5000 | – | 0.2000 | 15.0000 | 0.0100 |" in table
+    assert "| spade | 0.1000 | 0.5000 | – | 0.2000 | 15.0000 | 300.0000 | 0.0100 |" in table
     assert len(table.splitlines()) == 4  # header, rule, model, floor
