@@ -93,6 +93,11 @@ def test_cached_real_statistics_give_the_same_fid(results, tmp_path):
     second = evaluate_script.run(args + ["--out", str(tmp_path / "b.json"), "--real_stats", str(stats)])
     assert stats.is_file()
     assert second["metrics"]["fid"] == pytest.approx(first["metrics"]["fid"], rel=1e-9)
+    # --real_dir as the reference set: here the same photos, so the same FID
+    third = evaluate_script.run(args + ["--out", str(tmp_path / "c.json"), "--real_dir",
+                                        str(results / "images" / "real_image")])
+    assert third["metrics"]["fid"] == pytest.approx(first["metrics"]["fid"], rel=1e-6)
+    assert third["details"]["fid_real"]["images"] == 4
 
 
 def test_a_metric_asked_for_by_name_must_be_computable(results, tmp_path, capsys):

@@ -87,7 +87,8 @@ def test_torchrun_two_cpu_processes_train_and_only_rank0_writes(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "train.py", *ARGS[:-1], "--batchSize", "4", "--niter", "1", "--print_freq", "4",
-         "--display_freq", "4", "--checkpoints_dir", str(tmp_path), "--name", "ddp"],
+         "--display_freq", "4", "--checkpoints_dir", str(tmp_path), "--name", "ddp",
+         "--eval_freq", "8", "--eval_num", "5"],  # 5 maps over 2 processes: one is padding
         cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     folder = tmp_path / "ddp"
@@ -97,3 +98,21 @@ def test_torchrun_two_cpu_processes_train_and_only_rank0_writes(tmp_path):
     iters = [int(line.split("iters: ")[1].split(",")[0]) for line in log if "iters: " in line]
     assert iters == [4, 8]
     assert result.stderr.count("training finished") == 1
+    # Validation FID of the two processes (gathered, padding dropped) equals one process's.
+    import json
+
+    from models import MODELS
+    from trainers.periodic_eval import PeriodicEvaluator
+    from util import checkpoint
+    history = json.loads((folder / "eval_log.json").read_text())
+    assert [h["step"] for h in history] == [8]
+    opt = TrainOptions().parse([*ARGS[:-1], "--batchSize", "4", "--checkpoints_dir", str(tmp_path),
+                                "--name", "ddp_check", "--eval_freq", "8", "--eval_num", "5"], save=False)
+    distributed.setup(opt.gpu_ids)
+    try:
+        model = MODELS.get(opt.model)(opt)
+        checkpoint.load_networks(model.networks(), str(folder), "latest", opt)
+        single = PeriodicEvaluator(opt, torch.device("cpu")).evaluate(model, 1, 8)
+    finally:
+        distributed.cleanup()
+    assert single["fid"] == pytest.approx(history[0]["fid"], rel=1e-4)

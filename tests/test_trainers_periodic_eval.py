@@ -10,16 +10,29 @@ from util.plot import line_chart_svg
 
 
 def test_validation_fid_is_logged_plotted_and_survives_resume(tmp_path, tiny_train_args):
-    args = tiny_train_args + ["--eval_freq", "4", "--eval_num", "3", "--display_freq", "1000"]
+    import torch
+
+    from evaluation.label_spaces import label_space_for
+    from evaluation.segmenters import save_segmenter
+    from evaluation.segmenters.base import GENERATOR_RANGE
+    from evaluation.segmenters.unet import SegUNet
+    torch.manual_seed(0)
+    segmenter = tmp_path / "segmenter.pth"
+    save_segmenter(str(segmenter), SegUNet(12, ngf=4, num_down=2), "unet", {"ngf": 4, "num_down": 2},
+                   label_space_for("synthetic", 12, False), GENERATOR_RANGE.to_dict())
+    args = tiny_train_args + ["--eval_freq", "4", "--eval_num", "3", "--display_freq", "1000",
+                              "--eval_segmenter", "unet", "--eval_segmenter_path", str(segmenter)]
     train_script.main(args)  # 8 samples, batch 2: evaluations at samples 4 and 8
     folder = tmp_path / "checkpoints" / "tiny"
     history = json.loads((folder / "eval_log.json").read_text())
     assert [h["step"] for h in history] == [4, 8]
     assert all(math.isfinite(h["fid"]) and h["fid"] > 0 for h in history)
+    assert all(0.0 <= h["miou"] <= 1.0 and 0.0 <= h["pixel_accuracy"] <= 1.0 for h in history)
     log = (folder / "loss_log.txt").read_text()
-    assert len(re.findall(r"\(validation epoch: 1, iters: \d+\) fid [\d.]+", log)) == 2
+    assert len(re.findall(r"^validation at epoch 1, iteration \d+: fid [\d.]+, miou [\d.]+", log, re.M)) == 2
     html = (folder / "web" / "index.html").read_text()
-    assert 'src="eval_fid.svg"' in html and (folder / "web" / "eval_fid.svg").is_file()
+    for metric in ("fid", "miou", "pixel_accuracy"):
+        assert f'src="eval_{metric}.svg"' in html and (folder / "web" / f"eval_{metric}.svg").is_file()
     # A resumed run continues the same history instead of starting a new one.
     train_script.main(args + ["--continue_train", "--niter", "2"])
     resumed = json.loads((folder / "eval_log.json").read_text())

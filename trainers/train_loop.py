@@ -155,7 +155,8 @@ class TrainingRun:
             text = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
             self._log(f"validation at epoch {epoch}, iteration {step}: {text}")
             with open(self.visualizer.log_name, "a", encoding="utf-8") as f:
-                f.write(f"(validation epoch: {epoch}, iters: {step}) {text}\n")
+                # not SPADE's "(epoch: .., iters: ..)" shape, so loss-log parsers skip it
+                f.write(f"validation at epoch {epoch}, iteration {step}: {text}\n")
             self.visualizer.plot_metrics(self.evaluator.history)
 
     def _log(self, message: str) -> None:
