@@ -179,8 +179,8 @@ class EvalImages(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _photo(self, path: str, size: Tuple[int, int], ref: str) -> torch.Tensor:
-        im = _open_rgb(path)
+    def _photo(self, path: str, size: Tuple[int, int], ref: str, im: Optional[Image.Image] = None) -> torch.Tensor:
+        im = im if im is not None else _open_rgb(path)
         if im.size != size:
             _check_aspect(im.size, size, path, ref)
             im = im.resize(size, Image.BICUBIC)
@@ -190,7 +190,7 @@ class EvalImages(Dataset):
         item = self.items[index]
         fake_im = _open_rgb(item.fake)
         size = self.size or fake_im.size
-        out: Dict[str, Any] = {"index": index, "fake": self._photo(item.fake, size, item.fake)}
+        out: Dict[str, Any] = {"index": index, "fake": self._photo(item.fake, size, item.fake, fake_im)}
         if self.use_real:
             out["real"] = self._photo(item.real, size, item.fake)
         if self.use_labels:
