@@ -24,7 +24,7 @@ from models import MODELS
 from options.test_options import TestOptions
 from util import checkpoint, distributed
 from util.cli import run_reporting_errors
-from util.image_io import depth_to_image, label_to_color, save_label_ids, tensor_to_image
+from util.image_io import depth_to_image, input_to_image, save_label_ids, tensor_to_image
 from util.results_page import ResultsPage
 
 
@@ -112,7 +112,7 @@ def synthesize(opt) -> str:
             for i in range(samples[0]["image"].size(0)):
                 if done >= limit:
                     break
-                visuals: Dict[str, object] = {"input_label": label_to_color(batch["label"][i], palette)}
+                visuals: Dict[str, object] = {"input_label": input_to_image(batch["label"][i], palette)}
                 if "input_depth" in samples[0]:
                     visuals["input_depth"] = depth_to_image(samples[0]["input_depth"][i])
                 for k, out in enumerate(samples):
@@ -126,7 +126,8 @@ def synthesize(opt) -> str:
                     visuals["real_depth"] = depth_to_image(batch["depth"][i])
                 name = unique_name(batch["path"][i], used)
                 page.add(name, visuals)
-                save_label_ids(batch["label"][i], os.path.join(results_dir, "labels", name + ".png"))
+                if opt.label_nc > 0:  # label ids for evaluation; an input image needs none
+                    save_label_ids(batch["label"][i], os.path.join(results_dir, "labels", name + ".png"))
                 done += 1
                 bar.update(1)
     bar.close()

@@ -12,6 +12,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from models import MODELS
 from models.networks import GENERATORS, define_D, define_E, define_G
@@ -82,9 +83,17 @@ class Pix2PixModel(nn.Module):
         named by ``--cond_inputs`` (e.g. the dataset's depth), in that order.
         """
         opt, device = self.opt, self.device
-        label = batch["label"].to(device, non_blocking=True).long()
-        num_classes = opt.label_nc + (1 if opt.contain_dontcare_label else 0)
-        parts = [one_hot_labels(label, num_classes)]
+        if opt.label_nc == 0:  # image-to-image: "label" is an RGB image in [-1, 1]
+            label = batch["label"].to(device, non_blocking=True).float()
+            if label.dim() != 4 or label.size(1) != 3:
+                raise DatasetError(f"--label_nc 0 expects 3-channel input images as 'label'; got shape "
+                                   f"{tuple(label.shape)}: use a dataset mode that yields images "
+                                   f"(e.g. noisy) or set --label_nc to the number of classes")
+            parts = [label]
+        else:
+            label = batch["label"].to(device, non_blocking=True).long()
+            num_classes = opt.label_nc + (1 if opt.contain_dontcare_label else 0)
+            parts = [one_hot_labels(label, num_classes)]
         if not opt.no_instance:
             instance = batch["instance"].to(device, non_blocking=True)
             parts.append(instance_edges(instance))
@@ -154,9 +163,12 @@ class Pix2PixModel(nn.Module):
         pred_fake, pred_real = self.discriminate(semantics, fake, real)
         losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
         if not opt.no_ganFeat_loss:
-            losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat, opt.num_D)
+            # one term per scale the discriminator has (--netD patch has one, multiscale --num_D)
+            losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat, len(pred_fake))
         if self.criterionVGG is not None:
             losses["VGG"] = self.criterionVGG(fake.float(), real.float()) * opt.lambda_vgg
+        if getattr(opt, "lambda_L1", 0) > 0:  # pix2pix's reconstruction term
+            losses["L1"] = F.l1_loss(fake.float(), real.float()) * opt.lambda_L1
         losses.update(self.extra_generator_losses(batch, semantics, real, outputs))
         return losses, outputs
 

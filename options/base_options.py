@@ -36,6 +36,23 @@ RUN_OPTIONS = {"name", "gpu_ids", "checkpoints_dir", "phase", "isTrain", "contin
                "eval_segmenter_mapping"}
 
 
+# --preset: published recipes as defaults (facts from the papers / their code). Flags a parser
+# does not have (training-only ones in test.py) are skipped.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "pix2pix": {"netG": "unet", "netD": "patch", "lambda_L1": 100.0, "gan_mode": "original",
+                "no_ganFeat_loss": True, "no_vgg_loss": True, "no_TTUR": True, "beta1": 0.5,
+                "no_instance": True, "norm_D": "batch", "init_type": "normal"},
+    "pix2pixhd": {"netG": "pix2pixhd", "netD": "multiscale", "gan_mode": "ls", "norm_G": "instance",
+                  "norm_D": "instance", "no_TTUR": True, "beta1": 0.5, "lambda_feat": 10.0},
+    "asapnet": {"netG": "asapnet", "netD": "multiscale", "gan_mode": "hinge"},
+    "spade": {"netG": "spade", "netD": "multiscale", "gan_mode": "hinge"},
+}
+
+
+def _describe(values: Dict[str, Any]) -> str:
+    return " ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in values.items())
+
+
 class BaseOptions:
     """Builds the parser, applies registry hooks, validates and saves the options."""
 
@@ -92,6 +109,9 @@ class BaseOptions:
                                  "(flags given on the command line still win)")
         parser.add_argument("--display_winsize", type=int, default=400, help="display image width")
         # generator
+        parser.add_argument("--preset", type=str, default=None, choices=tuple(PRESETS),
+                            help="one flag for a published recipe's defaults (explicit flags still win): "
+                                 + "; ".join(f"{k}: {_describe(v)}" for k, v in PRESETS.items()))
         parser.add_argument("--netG", type=str, default="spade", help="generator architecture")
         parser.add_argument("--ngf", type=int, default=64, help="generator width")
         parser.add_argument("--init_type", type=str, default="xavier",
@@ -121,6 +141,8 @@ class BaseOptions:
         from models.networks import DISCRIMINATORS, GENERATORS
 
         opt, _ = parser.parse_known_args(args)
+        preset = self._preset_defaults(parser, opt)
+        opt, _ = parser.parse_known_args(args)
         if opt.dataset_mode is None:
             parser.set_defaults(dataset_mode="synthetic" if opt.dataroot is None else "custom")
         steps = [(MODELS, "model"), (GENERATORS, "netG"), (DATASETS, "dataset_mode")]
@@ -138,8 +160,20 @@ class BaseOptions:
                     self._hooks_applied.add((dest, name))
                     registry.get(name).modify_commandline_options(parser, self.isTrain)
                     changed = True
+        if preset:  # the recipe wins over defaults the hooks set (e.g. a generator's norm_G)
+            parser.set_defaults(**self._preset_defaults(parser, opt))
         opt, _ = parser.parse_known_args(args)
         return opt
+
+    @staticmethod
+    def _preset_defaults(parser: argparse.ArgumentParser, opt: argparse.Namespace) -> Dict[str, Any]:
+        """Apply ``--preset``'s defaults for the flags this parser has; returns them."""
+        if not getattr(opt, "preset", None):
+            return {}
+        known = {a.dest for a in parser._actions}
+        values = {k: v for k, v in PRESETS[opt.preset].items() if k in known}
+        parser.set_defaults(**values)
+        return values
 
     def gather_options(self, args: Optional[List[str]] = None) -> argparse.Namespace:
         parser = argparse.ArgumentParser(
@@ -188,8 +222,12 @@ def finalize_options(opt: argparse.Namespace) -> None:
     """Derived values and cross-option checks shared by every entry point."""
     if isinstance(opt.gpu_ids, str):
         opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
-    if opt.label_nc < 1:
-        raise OptionError(f"--label_nc must be at least 1 (got {opt.label_nc})")
+    if opt.label_nc < 0:
+        raise OptionError(f"--label_nc must be 0 (the input is an RGB image) or a class count "
+                          f"(got {opt.label_nc})")
+    if opt.label_nc == 0 and opt.contain_dontcare_label:
+        raise OptionError("--contain_dontcare_label needs label classes; with --label_nc 0 the "
+                          "input is an image: drop one of the two")
     if opt.batchSize < 1:
         raise OptionError(f"--batchSize must be at least 1 (got {opt.batchSize})")
     if opt.crop_size < 1 or opt.load_size < 1:
@@ -199,8 +237,9 @@ def finalize_options(opt: argparse.Namespace) -> None:
     # Channels the generator is conditioned on: one-hot labels (+ dontcare) + instance edges
     # + the continuous maps of --cond_inputs.
     opt.cond_inputs = parse_cond_inputs(getattr(opt, "cond_inputs", ""))
-    opt.semantic_nc = opt.label_nc + (1 if opt.contain_dontcare_label else 0) + \
-        (0 if opt.no_instance else 1) + sum(COND_INPUTS[c][1] for c in opt.cond_inputs)
+    # --label_nc 0 (pix2pix's image-to-image mode, denoising): the input is a 3-channel image.
+    input_nc = 3 if opt.label_nc == 0 else opt.label_nc + (1 if opt.contain_dontcare_label else 0)
+    opt.semantic_nc = input_nc + (0 if opt.no_instance else 1) + sum(COND_INPUTS[c][1] for c in opt.cond_inputs)
 
 
 def parse_cond_inputs(value: Any) -> List[str]:

@@ -53,6 +53,8 @@ class TrainOptions(BaseOptions):
                             choices=("hinge", "ls", "original", "w"), help="GAN loss")
         parser.add_argument("--netD", type=str, default="multiscale", help="discriminator")
         parser.add_argument("--lambda_kld", type=float, default=0.05, help="KL divergence weight")
+        parser.add_argument("--lambda_L1", type=float, default=0.0,
+                            help="L1 reconstruction weight (pix2pix: 100; 0 = off)")
         # validation metrics during training (trainers/periodic_eval.py)
         parser.add_argument("--eval_freq", type=int, default=0,
                             help="validation FID (and mIoU) every this many samples; 0 = never")

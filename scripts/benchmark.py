@@ -63,6 +63,18 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def generator_flops(model, batch) -> float:
+    """FLOPs of one inference forward (torch's flop counter: 2 per multiply-add of convs and
+    matmuls; elementwise ops are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.inference(batch)
+    model.train(was_training)
+    return float(counter.get_total_flops())
+
+
 def benchmark(opt: argparse.Namespace) -> List[dict]:
     ctx = distributed.setup(opt.gpu_ids)
     device = ctx.device
@@ -83,6 +95,9 @@ def benchmark(opt: argparse.Namespace) -> List[dict]:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    emit("G_parameters", float(model.netG.num_parameters() if hasattr(model.netG, "num_parameters")
+                               else sum(p.numel() for p in model.netG.parameters())), "count")
+    emit("G_flops_per_image", generator_flops(model, batch) / batch["label"].size(0), "FLOP")
     g = _time(lambda: trainer.run_generator_one_step(batch), opt.bench_iters, opt.bench_warmup, device)
     d = _time(lambda: trainer.run_discriminator_one_step(batch), opt.bench_iters, opt.bench_warmup, device)
     emit("train_G_step", g, "s/iter")

@@ -232,6 +232,15 @@ def test_benchmark_prints_json_lines(tmp_path):
     metrics = {r["metric"]: r for r in rows}
     assert {"train_G_step", "train_D_step", "inference", "peak_memory"} <= set(metrics)
     assert metrics["train_G_step"]["value"] > 0 and metrics["peak_memory"]["unit"] == "MiB"
+    from models import MODELS
+    opt = TrainOptions().parse(["--gpu_ids", "-1", "--crop_size", "32", "--load_size", "32", "--ngf", "4",
+                                "--ndf", "4", "--n_layers_D", "2", "--no_vgg_loss"], save=False)
+    netG = MODELS.get(opt.model)(opt).netG
+    assert metrics["G_parameters"]["value"] == sum(p.numel() for p in netG.parameters())
+    # FLOPs at least those of the final 3x3 conv to RGB (2 per multiply-add), at most absurdly more
+    final = netG.conv_img
+    floor = 2 * final.in_channels * final.out_channels * 9 * 32 * 32
+    assert floor < metrics["G_flops_per_image"]["value"] < 1e4 * floor
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])

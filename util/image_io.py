@@ -71,6 +71,15 @@ def label_to_color(label: Any, palette: np.ndarray) -> np.ndarray:
     return colorize_label(a.astype(np.int64), np.asarray(palette, dtype=np.uint8))
 
 
+def input_to_image(label: Any, palette: np.ndarray) -> np.ndarray:
+    """The generator input for display: a coloured label map, or (``--label_nc 0``, a
+    ``(3, H, W)`` float image such as a noisy photo) the image itself."""
+    shape = tuple(getattr(label, "shape", np.shape(label)))
+    if len(shape) == 3 and shape[0] == 3:
+        return tensor_to_image(label if hasattr(label, "detach") else np.asarray(label))
+    return label_to_color(label, palette)
+
+
 def cubehelix_colormap(n: int = 256, start: float = 0.5, rotations: float = -1.5,
                        hue: float = 1.2, gamma: float = 1.0) -> np.ndarray:
     """``(n, 3) uint8`` cubehelix colormap (D. A. Green, 2011): brightness rises monotonically

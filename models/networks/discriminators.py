@@ -1,4 +1,5 @@
-"""Patch discriminators (``--netD``): SPADE's multiscale stack of PatchGAN discriminators.
+"""Patch discriminators (``--netD``): SPADE's multiscale stack of PatchGAN discriminators, and
+pix2pix's single 70x70 PatchGAN (``patch``).
 
 Module names (``discriminator_{i}.model{n}``) match NVlabs' SPADE checkpoints.
 """
@@ -117,3 +118,38 @@ class MultiscaleDiscriminator(BaseNetwork):
                 x = self.downsample(x)
             results.append(d(x))
         return results
+
+
+@DISCRIMINATORS.register("patch")
+class PatchDiscriminator(BaseNetwork):
+    """pix2pix's single-scale PatchGAN: with ``--n_layers_D 4`` (the default here: three
+    stride-2 4x4 convs, a stride-1 conv and the 1-channel output) each output judges a 70x70
+    patch. Same output format as ``multiscale`` with one scale: ``[[features..., prediction]]``.
+    """
+
+    @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser,
+                                   is_train: bool) -> argparse.ArgumentParser:
+        return NLayerDiscriminator.modify_commandline_options(parser, is_train)
+
+    @staticmethod
+    def check_options(opt: argparse.Namespace) -> None:
+        NLayerDiscriminator.check_options(opt)
+
+    def __init__(self, opt: argparse.Namespace) -> None:
+        super().__init__()
+        self.discriminator_0 = NLayerDiscriminator(opt)
+
+    def forward(self, x: torch.Tensor) -> List[List[torch.Tensor]]:
+        return [self.discriminator_0(x)]
+
+
+def receptive_field(n_layers_D: int) -> int:
+    """Input pixels one output of an ``NLayerDiscriminator`` sees (70 for n_layers_D 4)."""
+    # layers: (n_layers_D - 1) stride-2 4x4 convs, one stride-1 4x4 conv, the stride-1 4x4 output
+    strides = [2] * (n_layers_D - 1) + [1, 1]
+    field, jump = 1, 1
+    for s in strides:
+        field += 3 * jump
+        jump *= s
+    return field
