@@ -14,7 +14,7 @@ DATASETS = Registry("dataset mode", "--dataset_mode")
 
 from data.base_dataset import BaseDataset  # noqa: E402
 from data import (ade20k_dataset, cityscapes_dataset, coco_dataset, custom_dataset,  # noqa: E402,F401
-                  synthetic_dataset)
+                  noisy_dataset, synthetic_dataset)
 
 
 def create_dataset(opt: argparse.Namespace) -> BaseDataset:

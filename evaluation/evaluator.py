@@ -16,6 +16,7 @@ asked for by name that cannot be computed is an error saying what is missing.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -172,6 +173,15 @@ class _Plan:
             self.skip("lpips", str(e))
 
 
+_SIGMA = re.compile(r"_sigma([0-9p]+)$")  # noisy mode's result names: <stem>_sigma25
+
+
+def noise_level(name: str) -> Optional[str]:
+    """The noise sigma (0-255 scale) a denoising result name carries, e.g. '25', or None."""
+    m = _SIGMA.search(name)
+    return m.group(1).replace("p", ".") if m else None
+
+
 def _collate(items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return items  # sizes may differ between items; grouped by shape below
 
@@ -225,6 +235,11 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
     confusion = ConfusionMatrix(plan.label_space.num_classes, plan.label_space.ignore_index) \
         if plan.segmenter is not None else None
     paired = PairedMetrics() if "paired" in groups else None
+    # denoising results (noisy mode): PSNR/SSIM per noise level as well, as papers report them
+    levels = {i: noise_level(item.name) for i, item in enumerate(eval_set.items)}
+    per_level: Dict[str, Any] = {}
+    if paired is not None and all(v is not None for v in levels.values()):
+        per_level = {lv: PairedMetrics() for lv in sorted(set(levels.values()), key=float)}
     lpips_sum, lpips_n = 0.0, 0
     div_sum, div_maps, div_distance = 0.0, 0, None
     loader = loader_for(eval_set, use_real=need_real, use_labels=confusion is not None,
@@ -244,6 +259,9 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
                         feats_real.append(plan.inception(real).double().cpu().numpy())
                     if paired is not None:
                         paired.update(_unit(fake), _unit(real))
+                        for j, i in enumerate(idx):
+                            if per_level:
+                                per_level[levels[items[i]["index"]]].update(_unit(fake[j:j + 1]), _unit(real[j:j + 1]))
                     if plan.lpips is not None:
                         d = plan.lpips(_unit(fake), _unit(real))
                         lpips_sum += float(d.sum())
@@ -276,6 +294,11 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
         values = paired.compute()
         m.update(psnr=values["psnr"], ssim=values["ssim"], mse=values["mse"])
         result.details["paired"] = values
+        for level, acc in per_level.items():
+            v = acc.compute()
+            m[f"psnr_sigma{level}"], m[f"ssim_sigma{level}"] = v["psnr"], v["ssim"]
+        if per_level:
+            result.details["paired_per_sigma"] = {lv: acc.compute() for lv, acc in per_level.items()}
     if plan.lpips is not None and lpips_n:
         m["lpips"] = lpips_sum / lpips_n
     if "diversity" in groups and div_maps:

@@ -37,6 +37,8 @@ class BenchmarkOptions(TrainOptions):
         parser = super().initialize(parser)
         parser.add_argument("--bench_iters", type=int, default=5, help="timed iterations")
         parser.add_argument("--bench_warmup", type=int, default=1, help="untimed iterations first")
+        parser.add_argument("--bench_skip_train", action="store_true",
+                            help="time inference only (training steps of big models take minutes on a CPU)")
         parser.set_defaults(name="benchmark", no_html=True)
         return parser
 
@@ -98,12 +100,13 @@ def benchmark(opt: argparse.Namespace) -> List[dict]:
     emit("G_parameters", float(model.netG.num_parameters() if hasattr(model.netG, "num_parameters")
                                else sum(p.numel() for p in model.netG.parameters())), "count")
     emit("G_flops_per_image", generator_flops(model, batch) / batch["label"].size(0), "FLOP")
-    g = _time(lambda: trainer.run_generator_one_step(batch), opt.bench_iters, opt.bench_warmup, device)
-    d = _time(lambda: trainer.run_discriminator_one_step(batch), opt.bench_iters, opt.bench_warmup, device)
-    emit("train_G_step", g, "s/iter")
-    emit("train_D_step", d, "s/iter")
-    emit("train_iter", g + d, "s/iter")
-    emit("train_peak_memory", _peak_memory_mb(device), "MiB")
+    if not opt.bench_skip_train:
+        g = _time(lambda: trainer.run_generator_one_step(batch), opt.bench_iters, opt.bench_warmup, device)
+        d = _time(lambda: trainer.run_discriminator_one_step(batch), opt.bench_iters, opt.bench_warmup, device)
+        emit("train_G_step", g, "s/iter")
+        emit("train_D_step", d, "s/iter")
+        emit("train_iter", g + d, "s/iter")
+        emit("train_peak_memory", _peak_memory_mb(device), "MiB")
     model.eval()
 
     def infer() -> None:

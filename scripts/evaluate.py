@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def format_table(metrics: Dict[str, Any]) -> str:
     rows = [(k, metrics[k]) for k in SHOWN if k in metrics]
+    rows += [(k, v) for k, v in metrics.items() if k.startswith(("psnr_sigma", "ssim_sigma"))]
     width = max((len(k) for k, _ in rows), default=6)
     lines = []
     for k, v in rows:
@@ -140,7 +141,7 @@ def _add_to_page(results_dir: str, result: EvalResult) -> None:
         print(f"note: {results_dir} has no {MANIFEST} (not written by this test.py); "
               f"index.html left as it is", file=sys.stderr)
         return
-    shown = {k: result.metrics[k] for k in SHOWN if k in result.metrics}
+    shown = {k: v for k, v in result.metrics.items() if k in SHOWN or k.startswith(("psnr_sigma", "ssim_sigma"))}
     # first line of each note: the page stays readable; metrics.json keeps them whole
     note = "; ".join(n.splitlines()[0] for n in result.notes)
     ResultsPage.reopen(results_dir).save(metrics=shown, metrics_note=note)

@@ -163,7 +163,7 @@ def test_check_options_rejects_non_spade_norm_and_define_g_checks():
 
 def test_unknown_generator_name_lists_choices():
     with pytest.raises(OptionError, match="spade"):
-        GENERATORS.get("pix2pixhd")
+        GENERATORS.get("no_such_net")
 
 
 def test_generator_hook_adds_flag_and_default_norm():

@@ -189,6 +189,8 @@ class TrainingRun:
                 lrs = trainer.set_epoch_lr(epoch)
                 skip = counter.epoch_iter // opt.batchSize
                 self.loader.sampler.set_epoch(epoch, skip=skip * self.loader.batch_size)
+                if hasattr(self.dataset, "set_epoch"):  # per-epoch random draws (noisy mode's sigma)
+                    self.dataset.set_epoch(epoch)
                 bar = tqdm(self.loader, desc=f"epoch {epoch}/{counter.total_epochs}",
                            initial=skip, total=skip + len(self.loader),
                            disable=not self.ctx.is_main, dynamic_ncols=True, leave=True)

@@ -11,7 +11,9 @@ from models.networks.base_network import (DEPTH_GENERATORS, DISCRIMINATORS,  # n
                                           ENCODERS, GENERATORS, BaseNetwork)
 from models.networks.generators import spade  # noqa: F401  (registers netG "spade")
 from models.networks.generators import depthspade  # noqa: F401  (netG "depthspade", netG_depth "unet")
-from models.networks import discriminators  # noqa: F401  (registers netD "multiscale")
+from models.networks.generators import unet  # noqa: F401  (netG "unet": pix2pix)
+from models.networks.generators import pix2pixhd  # noqa: F401  (netG "pix2pixhd")
+from models.networks import discriminators  # noqa: F401  (registers netD "multiscale", "patch")
 from models.networks import encoder  # noqa: F401  (registers netE "conv")
 
 
