@@ -13,6 +13,7 @@ from models.networks.generators import spade  # noqa: F401  (registers netG "spa
 from models.networks.generators import depthspade  # noqa: F401  (netG "depthspade", netG_depth "unet")
 from models.networks.generators import unet  # noqa: F401  (netG "unet": pix2pix)
 from models.networks.generators import pix2pixhd  # noqa: F401  (netG "pix2pixhd")
+from models.networks.generators import asapnet  # noqa: F401  (netG "asapnet")
 from models.networks import discriminators  # noqa: F401  (registers netD "multiscale", "patch")
 from models.networks import encoder  # noqa: F401  (registers netE "conv")
 
