@@ -58,9 +58,19 @@ def udgan_args(tmp_path):
             "--depth_estimator_path", path]
 
 
-@pytest.mark.parametrize("model", ["spade", "udgan"])
+# The zoo: pix2pix's U-Net (batch norm -> SyncBatchNorm; dropout off, its masks differ between
+# runs), pix2pixHD (instance norm) and ASAPNet (per-pixel MLPs), each with its preset.
+ZOO_ARGS = {
+    "unet": ["--preset", "pix2pix", "--num_downs", "4", "--no_dropout", "--n_layers_D", "2"],
+    "pix2pixhd": ["--preset", "pix2pixhd", "--resnet_n_blocks", "1", "--resnet_n_downsample", "2"],
+    "asapnet": ["--preset", "asapnet", "--lr_width", "4", "--lr_max_width", "8", "--lr_depth", "1",
+                "--hr_width", "4", "--hr_depth", "2"],
+}
+
+
+@pytest.mark.parametrize("model", ["spade", "udgan", *ZOO_ARGS])
 def test_two_process_gradients_equal_one_process(tmp_path, model, request):
-    extra = request.getfixturevalue("udgan_args") if model == "udgan" else []
+    extra = request.getfixturevalue("udgan_args") if model == "udgan" else ZOO_ARGS.get(model, [])
     args = ARGS + extra + ["--checkpoints_dir", str(tmp_path)]
     distributed.launch(_gradients, (args, tmp_path / "one.pt"), gpu_ids=[], nprocs=1)
     distributed.launch(_gradients, (args, tmp_path / "two.pt"), gpu_ids=[], nprocs=2)
