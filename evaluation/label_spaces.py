@@ -132,7 +132,13 @@ def _cityscapes(label_nc: int) -> LabelSpace:
                       IGNORE_INDEX, tuple(id_map))
 
 
-LABEL_SPACE_MODES = ("cityscapes", "coco", "ade20k", "synthetic", "custom")
+# Modes whose dataset ids 0..label_nc-1 are the evaluation classes (void = dontcare, ignored):
+# module and class-name list for each.
+DIRECT_MODES = {"voc": ("data.voc_dataset", "VOC_CLASSES"),
+                "facades": ("data.facades_dataset", "FACADES_CLASSES"),
+                "camvid": ("data.camvid_dataset", "CAMVID_CLASSES"),
+                "nyu": ("data.nyu_dataset", "NYU40_CLASSES")}
+LABEL_SPACE_MODES = ("cityscapes", "coco", "ade20k", "synthetic", "custom", *DIRECT_MODES)
 
 
 def label_space_for(dataset_mode: str, label_nc: int, contain_dontcare_label: bool) -> LabelSpace:
@@ -161,6 +167,12 @@ def label_space_for(dataset_mode: str, label_nc: int, contain_dontcare_label: bo
         return _direct("synthetic", CLASS_NAMES, NUM_CLASSES)
     if dataset_mode == "custom":
         return _direct("custom", [], label_nc)
+    if dataset_mode in DIRECT_MODES:
+        import importlib
+        module, names = DIRECT_MODES[dataset_mode]
+        classes = getattr(importlib.import_module(module), names)
+        classes = [c[0] if isinstance(c, tuple) else c for c in classes]  # (name, colour) tables
+        return _direct(dataset_mode, classes, label_nc)
     raise OptionError(f"--dataset_mode {dataset_mode!r} has no evaluation label space; choose one "
                       f"of: {', '.join(LABEL_SPACE_MODES)}")
 

@@ -162,3 +162,15 @@ def test_real_cityscapes_label_map(shared_samples):
     assert set(np.unique(out).tolist()) <= set(range(19)) | {255}
     assert (out[ids == 7] == 0).all() and (out[ids == 0] == 255).all()
     assert (out != 255).mean() > 0.5  # most of a street scene is scored
+
+
+def test_new_dataset_modes_score_their_own_classes():
+    import numpy as np
+
+    from evaluation.label_spaces import label_space_for
+    for mode, n, first in (("voc", 21, "background"), ("facades", 12, "background"), ("camvid", 11, "Sky"),
+                           ("nyu", 40, "wall")):
+        space = label_space_for(mode, n, True)
+        assert space.num_classes == n and space.class_names[0] == first
+        ids = np.array([[0, n - 1, n]])  # first class, last class, the dontcare id data/ yields
+        assert space.to_eval(ids).tolist() == [[0, n - 1, space.ignore_index]]
