@@ -24,6 +24,7 @@ from models import MODELS
 from options.test_options import TestOptions
 from util import checkpoint, distributed
 from util.cli import run_reporting_errors
+from util.errors import OptionError
 from util.image_io import depth_to_image, input_to_image, save_label_ids, tensor_to_image
 from util.results_page import ResultsPage
 
@@ -90,7 +91,10 @@ def synthesize(opt) -> str:
         torch.backends.cudnn.benchmark = True
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt.amp)
     results_dir = os.path.join(opt.results_dir, opt.name, f"{opt.phase}_{opt.which_epoch}")
-    page = ResultsPage(results_dir, f"{opt.name}: {opt.phase} results, checkpoint {opt.which_epoch}")
+    if opt.results_per_page < 1:
+        raise OptionError(f"--results_per_page must be at least 1 (got {opt.results_per_page})")
+    page = ResultsPage(results_dir, f"{opt.name}: {opt.phase} results, checkpoint {opt.which_epoch}",
+                       rows_per_page=opt.results_per_page)
     palette = dataset.palette()
     limit = min(len(dataset), opt.how_many)
     used: Set[str] = set()

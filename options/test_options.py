@@ -17,6 +17,8 @@ class TestOptions(BaseOptions):
                             help="checkpoint to load: latest or an epoch number")
         parser.add_argument("--how_many", type=float, default=float("inf"),
                             help="synthesize at most this many label maps")
+        parser.add_argument("--results_per_page", type=int, default=50,
+                            help="label maps per results page (index.html, page_2.html, ...)")
         parser.add_argument("--num_samples", type=int, default=1,
                             help="images per label map (different z; needs --use_vae for variety)")
         parser.set_defaults(preprocess_mode="scale_width_and_crop", crop_size=256, load_size=256,

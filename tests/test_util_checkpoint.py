@@ -106,3 +106,19 @@ def test_kill_during_write_leaves_a_loadable_set(tmp_path, patch, die_on_call):
     assert torch.all(G[0].weight == 0.5) == expected_old
     assert (state["counter"]["epoch"] == 1) == expected_old
     assert not [f for f in os.listdir(folder) if f.endswith(".tmp") or f.endswith(".json")]
+
+
+def test_keep_last_prunes_old_epochs_but_never_latest(tmp_path, tiny_train_args):
+    import train as train_script
+    from util.checkpoint import prune_epochs
+
+    train_script.main(tiny_train_args + ["--niter", "3", "--save_epoch_freq", "1", "--keep_last", "2"])
+    folder = tmp_path / "checkpoints" / "tiny"
+    names = sorted(p.name for p in folder.glob("*.pth"))
+    assert not any(n.startswith("1_") for n in names)
+    for epoch in ("2", "3", "latest"):
+        assert f"{epoch}_net_G.pth" in names and f"{epoch}_net_D.pth" in names and f"{epoch}_train_state.pth" in names
+    assert prune_epochs(str(folder), 0) == []  # 0 keeps everything
+    removed = prune_epochs(str(folder), 1)
+    assert sorted(os.path.basename(p) for p in removed) == ["2_net_D.pth", "2_net_G.pth", "2_train_state.pth"]
+    assert (folder / "latest_net_G.pth").is_file() and (folder / "3_net_G.pth").is_file()

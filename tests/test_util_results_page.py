@@ -119,3 +119,29 @@ def test_save_atomic(tmp_path, monkeypatch):
         page.save()
     assert open(index, encoding="utf-8").read() == before
     assert not any(".tmp-" in f for f in all_files(str(tmp_path)))
+
+
+def test_many_rows_are_paged_with_working_links(tmp_path):
+    import re
+
+    page = ResultsPage(str(tmp_path), "big", rows_per_page=50)
+    tile = np.zeros((4, 4, 3), np.uint8)
+    for i in range(120):
+        page.add(f"img_{i:03d}", {"synthesized_image": tile})
+    page.save(metrics={"fid": 12.5})
+    files = sorted(p.name for p in tmp_path.glob("*.html"))
+    assert files == ["index.html", "page_2.html", "page_3.html"]
+    for name, first, count in (("index.html", 0, 50), ("page_2.html", 50, 50), ("page_3.html", 100, 20)):
+        html = (tmp_path / name).read_text()
+        srcs = re.findall(r'<img[^>]*src="([^"]+)"', html)
+        assert len(srcs) == count and srcs[0].endswith(f"img_{first:03d}.png")
+        assert all((tmp_path / s).is_file() for s in srcs)
+        hrefs = [h for h in re.findall(r'<a href="([^"]+)"', html) if h.endswith(".html")]
+        assert hrefs and all((tmp_path / h).is_file() for h in hrefs)
+        assert "12.5" in html  # the metrics table on every page
+    assert 'href="page_2.html">next' in (tmp_path / "index.html").read_text()
+    # a shorter rewrite removes the pages it no longer needs
+    small = ResultsPage(str(tmp_path), "small", rows_per_page=50)
+    small.add("only", {"synthesized_image": tile})
+    small.save()
+    assert sorted(p.name for p in tmp_path.glob("*.html")) == ["index.html"]

@@ -105,6 +105,7 @@ class TrainingRun:
         if opt.continue_train:
             self._resume(opt.which_epoch)
         self.visualizer = None
+        opt.total_samples = len(self.dataset) * (opt.niter + opt.niter_decay)  # for the page's ETA
         if self.ctx.is_main:
             from util.visualizer import Visualizer
             self.visualizer = Visualizer(opt)
@@ -233,6 +234,10 @@ class TrainingRun:
                 if epoch % opt.save_epoch_freq == 0 or epoch == counter.total_epochs:
                     self.save("latest")
                     self.save(str(epoch))
+                    if self.ctx.is_main and getattr(opt, "keep_last", 0) > 0:
+                        removed = checkpoint.prune_epochs(self.folder, opt.keep_last)
+                        if removed:
+                            self._log(f"--keep_last {opt.keep_last}: removed {len(removed)} older epoch files")
                     self._log(f"saved the model at the end of epoch {epoch}, iteration "
                               f"{counter.total_steps} (lr G {lrs['G']:.3g}, D {lrs['D']:.3g})")
             self._log(f"training finished: {counter.total_epochs} epochs, results in {self.folder}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
@@ -41,6 +42,28 @@ def network_path(folder: str, label: str, net: str) -> str:
 
 def state_path(folder: str, label: str) -> str:
     return os.path.join(folder, f"{label}_train_state.pth")
+
+
+_EPOCH_FILE = re.compile(r"^(\d+)_(net_[A-Za-z_]+\.pth|train_state\.pth)$")
+
+
+def prune_epochs(folder: str, keep_last: int) -> List[str]:
+    """Delete the per-epoch checkpoint files (``<epoch>_net_*.pth``, ``<epoch>_train_state.pth``)
+    of all but the newest ``keep_last`` epochs; ``latest_*`` is never touched. Returns the
+    removed paths. ``keep_last`` <= 0 keeps everything."""
+    if keep_last <= 0 or not os.path.isdir(folder):
+        return []
+    by_epoch: Dict[int, List[str]] = {}
+    for name in os.listdir(folder):
+        m = _EPOCH_FILE.match(name)
+        if m:
+            by_epoch.setdefault(int(m.group(1)), []).append(os.path.join(folder, name))
+    removed = []
+    for epoch in sorted(by_epoch)[:-keep_last]:
+        for path in sorted(by_epoch[epoch]):
+            os.remove(path)
+            removed.append(path)
+    return removed
 
 
 def architecture_options(opt: Any) -> Dict[str, Any]:

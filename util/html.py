@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence
 from urllib.parse import quote, urlsplit
 
 import dominate
+import dominate.util
 from dominate.tags import a, br, h1, h3, img, meta, p, style, table, td, th, tr
 
 from util.image_io import atomic_write_text
@@ -69,6 +70,19 @@ class HTML:
         """A paragraph of plain text."""
         with self.doc:
             p(text)
+
+    def add_links(self, links: Sequence[tuple]) -> None:
+        """A navigation line: ``(text, href)`` pairs; ``href`` None shows plain text (e.g. the
+        current page). ``href`` is relative to ``web_dir``."""
+        with self.doc:
+            with p(cls="nav"):
+                for i, (text, href) in enumerate(links):
+                    if i:
+                        dominate.util.text(" | ")
+                    if href is None:
+                        dominate.util.text(str(text))
+                    else:
+                        a(str(text), href=_relative_url(href))
 
     def add_images(self, ims: Sequence[str], txts: Sequence[str], links: Sequence[str],
                    width: int = 256) -> None:

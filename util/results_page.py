@@ -44,9 +44,12 @@ def _check_name(name: str) -> str:
 class ResultsPage:
     """Collects test results into ``results_dir`` and writes ``results_dir/index.html``."""
 
-    def __init__(self, results_dir: str, title: str) -> None:
+    def __init__(self, results_dir: str, title: str, rows_per_page: int = 50) -> None:
+        if rows_per_page < 1:
+            raise ValueError(f"rows_per_page must be at least 1 (got {rows_per_page})")
         self.results_dir = os.fspath(results_dir)
         self.title = title
+        self.rows_per_page = int(rows_per_page)
         self.image_dir = os.path.join(self.results_dir, "images")
         self._rows: List[Tuple[str, List[str], List[str]]] = []  # (name, kinds, rel paths)
         self._names: Dict[str, int] = {}
@@ -81,7 +84,8 @@ class ResultsPage:
     def write_manifest(self, info: Optional[Mapping[str, Any]] = None) -> str:
         """Write ``results.json``: the title, the rows and ``info`` (JSON-serializable)."""
         data = dict(info or {})
-        data.update(title=self.title, rows=[[name, kinds] for name, kinds, _ in self._rows])
+        data.update(title=self.title, rows=[[name, kinds] for name, kinds, _ in self._rows],
+                    rows_per_page=self.rows_per_page)
         path = os.path.join(self.results_dir, MANIFEST)
         atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
         return path
@@ -93,26 +97,55 @@ class ResultsPage:
         path = os.path.join(os.fspath(results_dir), MANIFEST)
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        page = cls(results_dir, data.get("title", os.path.basename(os.path.abspath(results_dir))))
+        page = cls(results_dir, data.get("title", os.path.basename(os.path.abspath(results_dir))),
+                   int(data.get("rows_per_page", 50)))
         for name, kinds in data.get("rows", []):
             page._names[name] = len(page._rows)
             page._rows.append((name, list(kinds), [f"images/{k}/{name}.png" for k in kinds]))
         return page
 
+    @staticmethod
+    def page_file(number: int) -> str:
+        """File of page ``number`` (1-based): index.html, page_2.html, page_3.html, ..."""
+        return "index.html" if number == 1 else f"page_{number}.html"
+
     def save(self, width: int = 256, metrics: Optional[Mapping[str, Any]] = None,
              metrics_note: str = "") -> str:
-        """Write ``results_dir/index.html`` (atomically); returns its path. ``metrics`` (name ->
-        value) becomes a summary table above the images."""
-        page = HTML(self.results_dir, self.title)
-        if metrics:
-            page.add_header("metrics")
-            page.add_table([[k, _format_metric(v)] for k, v in metrics.items()], header=["metric", "value"])
-            if metrics_note:
-                page.add_text(metrics_note)
-        for name, kinds, rel_paths in self._rows:
-            page.add_header(name)
-            page.add_images(rel_paths, kinds, rel_paths, width=width)
-        return page.save()
+        """Write ``index.html`` and, beyond ``rows_per_page`` rows, ``page_2.html``, ... with
+        previous / next links (each atomically; stale pages of an earlier, longer run are
+        removed); returns index.html's path. ``metrics`` (name -> value) becomes a summary table
+        on top of every page."""
+        per = self.rows_per_page
+        pages = max(1, -(-len(self._rows) // per))
+        for number in range(1, pages + 1):
+            rows = self._rows[(number - 1) * per: number * per]
+            page = HTML(self.results_dir, self.title if pages == 1 else f"{self.title} ({number}/{pages})")
+            if pages > 1:
+                self._add_nav(page, number, pages, rows)
+            if metrics:
+                page.add_header("metrics")
+                page.add_table([[k, _format_metric(v)] for k, v in metrics.items()], header=["metric", "value"])
+                if metrics_note:
+                    page.add_text(metrics_note)
+            for name, kinds, rel_paths in rows:
+                page.add_header(name)
+                page.add_images(rel_paths, kinds, rel_paths, width=width)
+            if pages > 1:
+                self._add_nav(page, number, pages, rows)
+            page.save(self.page_file(number))
+        number = pages + 1
+        while os.path.exists(os.path.join(self.results_dir, self.page_file(number))):
+            os.remove(os.path.join(self.results_dir, self.page_file(number)))
+            number += 1
+        return os.path.join(self.results_dir, "index.html")
+
+    def _add_nav(self, page: HTML, number: int, pages: int, rows: List[Tuple[str, List[str], List[str]]]) -> None:
+        links = [("« previous", self.page_file(number - 1) if number > 1 else None)]
+        links += [(str(k), None if k == number else self.page_file(k)) for k in range(1, pages + 1)]
+        links += [("next »", self.page_file(number + 1) if number < pages else None)]
+        first = (number - 1) * self.rows_per_page + 1
+        links += [(f"rows {first}-{first + len(rows) - 1} of {len(self._rows)}", None)]
+        page.add_links(links)
 
 
 def _format_metric(value: Any) -> str:
