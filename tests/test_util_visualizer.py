@@ -157,3 +157,125 @@ def test_batch_tiled_visuals_show_each_sample_at_winsize(tmp_path):
     vis.display_current_results({"synthesized_image": tiled}, epoch=1, total_iters=4)
     parser = parse_page(os.path.join(vis.web_dir, "index.html"))
     assert [a["style"] for t, a in parser.tags if t == "img"] == ["width:192px"]
+
+
+# ---------------------------------------------------------------- dashboard: header, curves, pages
+def _png_size(path: str):
+    from PIL import Image
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def test_header_shows_options_progress_speed_and_eta(tmp_path):
+    opt = make_opt(checkpoints_dir=str(tmp_path), niter=3, niter_decay=1, total_samples=400,
+                   dataset_mode="cityscapes", batchSize=4, lr=0.0002)
+    vis = Visualizer(opt)
+    vis.print_current_errors(2, 20, 120, {"G_GAN": 1.0, "D_real": 0.5}, 0.25)
+    vis.display_current_results(visuals(10), epoch=2, total_iters=120)
+    index = os.path.join(vis.web_dir, "index.html")
+    text = open(index, encoding="utf-8").read()
+    assert "<h1>Experiment name = exp</h1>" in text
+    progress = re.search(r'<p id="progress">([^<]*)</p>', text).group(1)
+    assert "epoch 2 of 4" in progress and "iteration 120 of 400 samples (30.0%)" in progress
+    assert "4.00 it/s" in progress  # 1 / 0.25 s per iteration
+    assert re.search(r"ETA \d+:\d\d:\d\d", progress)
+    # options summary table: names in the header row, values below
+    for name, value in [("dataset_mode", "cityscapes"), ("batchSize", "4"), ("niter_decay", "1"),
+                        ("lr", "0.0002")]:
+        assert f"<th>{name}</th>" in text and f"<td>{value}</td>" in text
+    assert_links_relative_and_present(index)
+
+
+def test_header_without_total_samples_says_eta_unknown(tmp_path):
+    vis = Visualizer(make_opt(checkpoints_dir=str(tmp_path)))  # no total_samples, no niter
+    vis.print_current_errors(1, 10, 10, {"G_GAN": 1.0}, 0.5)
+    progress = re.search(r'<p id="progress">([^<]*)</p>',
+                         open(os.path.join(vis.web_dir, "index.html"), encoding="utf-8").read()).group(1)
+    assert "iteration 10 (samples)" in progress and "ETA unknown" in progress
+
+
+def test_loss_curves_png_redrawn_on_display_and_throttled_on_print(tmp_path, monkeypatch):
+    import util.visualizer as V
+    vis = Visualizer(make_opt(checkpoints_dir=str(tmp_path), niter=1, total_samples=100))
+    drawn = []
+    real = vis._draw_losses
+    monkeypatch.setattr(vis, "_draw_losses", lambda s: drawn.append({k: list(v) for k, v in s.items()}) or real(s))
+    for i in range(1, 6):
+        vis.print_current_errors(1, 10 * i, 10 * i, {"G_GAN": 1.0 / i, "G_VGG": 5.0, "D_Fake": 0.3}, 0.1)
+    assert len(drawn) == 1  # the first print draws; the next ones within REDRAW_SECONDS don't
+    png = os.path.join(vis.web_dir, V.LOSS_PNG)
+    w, h = _png_size(png)
+    assert w > 300 and h > 150
+    vis.display_current_results(visuals(10), epoch=1, total_iters=50)
+    assert len(drawn) == 2 and list(drawn[-1]) == ["G_GAN", "G_VGG", "D_Fake"]
+    assert [x for x, _ in drawn[-1]["G_GAN"]] == [10, 20, 30, 40, 50]
+    text = open(os.path.join(vis.web_dir, "index.html"), encoding="utf-8").read()
+    assert f'src="{V.LOSS_PNG}"' in text
+    monkeypatch.setattr(V, "REDRAW_SECONDS", 0.0)
+    vis.print_current_errors(1, 60, 60, {"G_GAN": 0.1}, 0.1)
+    assert len(drawn) == 3
+    assert not [f for f in os.listdir(vis.web_dir) if ".tmp-" in f]
+
+
+def test_resumed_run_curves_cover_whole_history(tmp_path):
+    """Epochs of 40 samples; run 1 reaches epoch 2, the resumed run restarts in epoch 2."""
+    opt = make_opt(checkpoints_dir=str(tmp_path), niter=3, total_samples=120)
+    vis = Visualizer(opt)
+    for epoch, it, total in [(1, 20, 20), (1, 40, 40), (2, 20, 60), (2, 40, 80)]:
+        vis.print_current_errors(epoch, it, total, {"G_GAN": float(total), "D_real": 1.0}, 0.1)
+    resumed = Visualizer(opt)  # resumed from the end of epoch 1 (sample 40)
+    for epoch, it, total in [(2, 20, 60), (3, 20, 100)]:
+        resumed.print_current_errors(epoch, it, total, {"G_GAN": -float(total), "D_real": 2.0}, 0.1)
+    series, last = resumed.loss_history()
+    assert series["G_GAN"] == [(20, 20.0), (40, 40.0), (60, -60.0), (100, -100.0)]
+    assert [y for _, y in series["D_real"]] == [1.0, 1.0, 2.0, 2.0]
+    assert last["epoch"] == 3 and last["x"] == 100
+    # a fresh Visualizer (no in-memory state) reads the same from disk
+    assert Visualizer(opt).loss_history()[0] == series
+
+
+def test_parse_loss_log_without_recorded_epochs(tmp_path):
+    from util.visualizer import parse_loss_log
+    log = tmp_path / "loss_log.txt"
+    log.write_text("================ Training Loss (x) ================\n"
+                   "(epoch: 1, iters: 50, time: 0.100) G_GAN: 1.000 D_real: 0.500 \n"
+                   "(epoch: 1, iters: 100, time: 0.100) G_GAN: 2.000 D_real: 0.500 \n"
+                   "validation at epoch 1, iteration 100: fid 3.0\n"
+                   "(epoch: 2, iters: 50, time: 0.100) G_GAN: 3.000 D_real: nan \n")
+    series, last = parse_loss_log(str(log))  # epoch length guessed from the longest epoch
+    assert series["G_GAN"] == [(50, 1.0), (100, 2.0), (150, 3.0)]
+    series, _ = parse_loss_log(str(log), samples_per_epoch=120)  # from opt.total_samples
+    assert [x for x, _ in series["G_GAN"]] == [50, 100, 170]
+    assert last == {"epoch": 2, "epoch_iter": 50, "x": 150, "time": 0.1}
+    assert parse_loss_log(str(tmp_path / "missing.txt")) == ({}, None)
+
+
+def test_25_steps_make_three_linked_pages(tmp_path):
+    vis = Visualizer(make_opt(checkpoints_dir=str(tmp_path)))
+    for step in range(1, 26):
+        vis.display_current_results(visuals(step), epoch=1 + step // 10, total_iters=step * 4)
+    pages = sorted(f for f in os.listdir(vis.web_dir) if f.endswith(".html"))
+    assert pages == ["index.html", "page_2.html", "page_3.html"]
+    seen = []
+    for page, expected in [("index.html", 10), ("page_2.html", 10), ("page_3.html", 5)]:
+        path = os.path.join(vis.web_dir, page)
+        text = open(path, encoding="utf-8").read()
+        iters = [int(i) for _, i in re.findall(r"<h3>epoch (\d+), iteration (\d+)</h3>", text)]
+        assert len(iters) == expected and iters == sorted(iters, reverse=True)
+        seen += iters
+        urls = assert_links_relative_and_present(path)
+        hrefs = [a["href"] for t, a in parse_page(path).tags if t == "a" and a["href"].endswith(".html")]
+        refresh = [a for t, a in parse_page(path).tags if t == "meta" and a.get("http-equiv") == "refresh"]
+        assert refresh and refresh[0]["content"] == "30"
+        assert len([u for u in urls if u.startswith("images/")]) == 2 * 3 * expected
+        if page == "index.html":
+            assert set(hrefs) == {"page_2.html"}
+        elif page == "page_2.html":
+            assert set(hrefs) == {"index.html", "page_3.html"}
+        else:
+            assert set(hrefs) == {"page_2.html", "index.html"}
+    assert seen == [4 * s for s in range(25, 0, -1)]  # every step exactly once, newest first
+    # the header (progress) is on the first page only
+    assert 'id="progress"' in open(os.path.join(vis.web_dir, "index.html"), encoding="utf-8").read()
+    assert 'id="progress"' not in open(os.path.join(vis.web_dir, "page_2.html"), encoding="utf-8").read()

@@ -1,31 +1,54 @@
-"""Training-time snapshots (a self-refreshing web page) and the loss log.
+"""Training dashboard (a self-refreshing web page) and the loss log.
 
 Layout under ``<checkpoints_dir>/<name>/``::
 
-    web/index.html                                   all display steps, newest first
+    web/index.html                                   header (run name, options, progress: epoch,
+                                                     iteration, it/s, ETA), loss curves, validation
+                                                     charts, the newest STEPS_PER_PAGE display steps
+    web/page_2.html, page_3.html, ...                older display steps, newest first, with
+                                                     newer/older links
+    web/losses.png                                   one subplot per logged loss (matplotlib)
+    web/eval_<metric>.svg                            validation charts (--eval_freq)
+    web/loss_epochs.json                             epoch -> samples before it (x axis of curves)
     web/images/epoch003_iter00000200_<key>.png       one file per visual per step
     loss_log.txt                                     one line per print_current_errors
 
-The page is rebuilt from the files in ``web/images`` on every display, so a resumed run
-keeps the rows of the run before it.
+The pages are rebuilt from the files in ``web/images`` and the whole ``loss_log.txt`` (every
+run, resumed ones included) on every display, and at most every ``REDRAW_SECONDS`` when
+losses are printed, so a resumed run keeps the rows and curves of the run before it.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import re
 import time
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import quote
 
 import numpy as np
+from dominate.tags import a, div, img, p, span
 from PIL import Image
 
 from util.html import HTML
-from util.image_io import atomic_write_text, save_image
+from util.image_io import atomic_write_bytes, atomic_write_text, save_image
 
 _STEP_FILE = re.compile(r"^epoch(\d+)_iter(\d+)_(.+)\.png$")
+_PAGE_FILE = re.compile(r"^page_(\d+)\.html$")
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+_LOG_LINE = re.compile(r"^\(epoch: (\d+), iters: (\d+), time: ([-\d.eE+naif]+)\) ?(.*)$")
+_LOG_HEADER = "================ Training Loss"
 REFRESH_SECONDS = 30
+STEPS_PER_PAGE = 10     # display steps on index.html and on each older page
+REDRAW_SECONDS = 60.0   # print_current_errors redraws the curves and page at most this often
+LOSS_PNG = "losses.png"
+EPOCHS_JSON = "loss_epochs.json"
+# Options shown in the page header (those the opt Namespace has).
+SUMMARY_OPTIONS = ("model", "netG", "dataset_mode", "dataroot", "label_nc", "crop_size",
+                   "batchSize", "niter", "niter_decay", "lr", "use_vae", "amp", "gpu_ids",
+                   "continue_train", "seed")
 
 
 def _as_float(v: object) -> float:
@@ -44,12 +67,97 @@ def format_losses(epoch: int, epoch_iter: int, losses: Mapping[str, object],
     return line
 
 
-class Visualizer:
-    """Writes the training web page and loss log of one experiment (main process only).
+def _parse_values(text: str) -> Dict[str, float]:
+    """``"G_GAN: 0.512 D_real: 0.6 "`` -> ``{"G_GAN": 0.512, "D_real": 0.6}``."""
+    tokens = text.split()
+    out: Dict[str, float] = {}
+    for name, value in zip(tokens[0::2], tokens[1::2]):
+        if name.endswith(":"):
+            try:
+                out[name[:-1]] = float(value)
+            except ValueError:
+                pass
+    return out
 
-    Reads ``opt.checkpoints_dir``, ``opt.name``, ``opt.no_html`` (skip images and page),
-    ``opt.display_winsize`` (width images are shown at; default 256) and ``opt.isTrain``
-    (refresh the page every 30 s, start the loss log).
+
+def parse_loss_log(path: str, samples_per_epoch: Optional[float] = None,
+                   epoch_offsets: Optional[Mapping[int, int]] = None
+                   ) -> Tuple[Dict[str, List[Tuple[float, float]]], Optional[dict]]:
+    """Loss curves from a SPADE ``loss_log.txt`` holding one or more (resumed) runs.
+
+    Returns ``(series, last)``: ``series`` maps each loss name (first-seen order) to
+    ``[(x, value)]`` with x the global sample count, and ``last`` is the newest entry
+    (``epoch``, ``epoch_iter``, ``x``, ``time``) or None. A log line only holds the epoch and
+    the samples done within it, so x = samples before that epoch + ``iters``; the samples
+    before an epoch come from ``epoch_offsets`` (recorded while training), else from
+    ``samples_per_epoch``, else from the largest ``iters`` seen in each earlier epoch.
+    A run that resumed from an earlier checkpoint replaces the points at or after its start.
+    Other lines (headers' text, "validation at ..." lines) are skipped.
+    """
+    runs: List[List[Tuple[int, int, float, Dict[str, float]]]] = [[]]
+    if os.path.exists(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(_LOG_HEADER):
+                    if runs[-1]:
+                        runs.append([])
+                    continue
+                m = _LOG_LINE.match(line.strip())
+                if m:
+                    try:
+                        t = float(m.group(3))
+                    except ValueError:
+                        t = float("nan")
+                    runs[-1].append((int(m.group(1)), int(m.group(2)), t, _parse_values(m.group(4))))
+    offsets = {int(k): int(v) for k, v in (epoch_offsets or {}).items()}
+    longest: Dict[int, int] = {}
+    for run in runs:
+        for epoch, iters, _, _ in run:
+            longest[epoch] = max(longest.get(epoch, 0), iters)
+    fallback = max(longest.values(), default=0)
+
+    def before(epoch: int) -> float:
+        if epoch in offsets:
+            return offsets[epoch]
+        known = [e for e in offsets if e < epoch]
+        base_epoch = max(known) if known else 1
+        total = float(offsets.get(base_epoch, 0))
+        for e in range(base_epoch, epoch):
+            total += samples_per_epoch if samples_per_epoch else longest.get(e, fallback)
+        return total
+
+    series: Dict[str, List[Tuple[float, float]]] = {}
+    last: Optional[dict] = None
+    for run in runs:
+        if not run:
+            continue
+        start = before(run[0][0]) + run[0][1]
+        for name in series:  # a resume from an earlier checkpoint replaces what came after it
+            series[name] = [pt for pt in series[name] if pt[0] < start]
+        for epoch, iters, t, values in run:
+            x = before(epoch) + iters
+            for name, v in values.items():
+                series.setdefault(name, []).append((x, v))
+            last = {"epoch": epoch, "epoch_iter": iters, "x": x, "time": t}
+    return series, last
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    days, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return (f"{days}d " if days else "") + f"{h}:{m:02d}:{s:02d}"
+
+
+class Visualizer:
+    """Writes the training web pages and loss log of one experiment (main process only).
+
+    Reads ``opt.checkpoints_dir``, ``opt.name``, ``opt.no_html`` (skip images and pages),
+    ``opt.display_winsize`` (width images are shown at; default 256), ``opt.isTrain``
+    (refresh the page every 30 s, start the loss log), ``opt.niter + opt.niter_decay`` (epochs)
+    and ``opt.total_samples`` (samples of the whole training, for the ETA; optional), plus
+    the ``SUMMARY_OPTIONS`` it has for the page header.
     """
 
     def __init__(self, opt: argparse.Namespace) -> None:
@@ -62,8 +170,18 @@ class Visualizer:
         self.web_dir = os.path.join(self.expr_dir, "web")
         self.img_dir = os.path.join(self.web_dir, "images")
         self.log_name = os.path.join(self.expr_dir, "loss_log.txt")
+        self.steps_per_page = max(1, int(getattr(opt, "display_steps_per_page", 0) or STEPS_PER_PAGE))
+        self.total_epochs = int(getattr(opt, "niter", 0) or 0) + int(getattr(opt, "niter_decay", 0) or 0)
+        total = getattr(opt, "total_samples", None)
+        self.total_samples: Optional[int] = int(total) if total else None
+        self.batch_size = int(getattr(opt, "batchSize", 1) or 1)
+        self.summary = [(k, getattr(opt, k)) for k in SUMMARY_OPTIONS if hasattr(opt, k)]
         self._key_order: List[str] = []
         self._charts: List[str] = []  # eval_<metric>.svg shown on top of the page
+        self._progress: Optional[dict] = None  # newest (epoch, epoch_iter, x, time) seen here
+        self._rate: Optional[Tuple[float, int]] = None  # (wall time, samples) at the first print
+        self._last_redraw = -math.inf
+        self._epoch_offsets: Dict[int, int] = self._load_epoch_offsets()
         os.makedirs(self.expr_dir, exist_ok=True)
         if self.use_html:
             os.makedirs(self.img_dir, exist_ok=True)
@@ -74,18 +192,59 @@ class Visualizer:
     def _write_log_header(self) -> None:
         now = time.strftime("%c")
         with open(self.log_name, "a", encoding="utf-8") as f:
-            f.write(f"================ Training Loss ({now}) ================\n")
+            f.write(f"{_LOG_HEADER} ({now}) ================\n")
             f.flush()
 
+    # ------------------------------------------------------------------ loss history
+    def _load_epoch_offsets(self) -> Dict[int, int]:
+        try:
+            with open(os.path.join(self.web_dir, EPOCHS_JSON), encoding="utf-8") as f:
+                return {int(k): int(v) for k, v in json.load(f).items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def _record_epoch_offset(self, epoch: int, epoch_iter: int, total_iters: int) -> None:
+        """Remember how many samples came before ``epoch`` (exact x for the curves)."""
+        offset = int(total_iters) - int(epoch_iter)
+        if self._epoch_offsets.get(int(epoch)) != offset and offset >= 0:
+            self._epoch_offsets[int(epoch)] = offset
+            if self.use_html:
+                atomic_write_text(os.path.join(self.web_dir, EPOCHS_JSON),
+                                  json.dumps({str(k): v for k, v in sorted(self._epoch_offsets.items())}))
+
+    def loss_history(self) -> Tuple[Dict[str, List[Tuple[float, float]]], Optional[dict]]:
+        """``parse_loss_log`` of this experiment's log (every run) -> (series, last entry)."""
+        per_epoch = self.total_samples / self.total_epochs if self.total_samples and self.total_epochs else None
+        return parse_loss_log(self.log_name, per_epoch, self._epoch_offsets)
+
+    def _draw_losses(self, series: Mapping[str, Sequence[Tuple[float, float]]]) -> bool:
+        """Redraw ``web/losses.png`` (atomically); False when there is nothing to draw or
+        matplotlib is missing."""
+        if not series:
+            return False
+        try:
+            from util.plot import loss_curves_png
+            png = loss_curves_png(series, f"{self.name}: training losses")
+        except ImportError:
+            return False
+        atomic_write_bytes(os.path.join(self.web_dir, LOSS_PNG), png)
+        return True
+
+    # ------------------------------------------------------------------ display
     @staticmethod
     def image_filename(epoch: int, total_iters: int, key: str) -> str:
         """File name (inside ``web/images``) of one visual of one display step."""
         return f"epoch{int(epoch):03d}_iter{int(total_iters):08d}_{key}.png"
 
+    @staticmethod
+    def page_filename(page: int) -> str:
+        """``index.html`` for page 1, ``page_<n>.html`` for older ones."""
+        return "index.html" if page <= 1 else f"page_{int(page)}.html"
+
     def display_current_results(self, visuals: Mapping[str, np.ndarray], epoch: int,
                                 total_iters: int) -> None:
-        """Save ``visuals`` (key -> ``(H, W, 3) uint8``, in display order) for this step and
-        rebuild ``web/index.html`` with every step found in ``web/images``, newest first."""
+        """Save ``visuals`` (key -> ``(H, W, 3) uint8``, in display order) for this step, redraw
+        the loss curves and rebuild the pages with every step found in ``web/images``."""
         if not self.use_html:
             return
         for key in visuals:
@@ -95,7 +254,11 @@ class Visualizer:
         for key, image in visuals.items():
             save_image(image, os.path.join(self.img_dir,
                                            self.image_filename(epoch, total_iters, key)))
-        self._rebuild_page(list(visuals))
+        if self._progress is None or total_iters >= self._progress["x"]:
+            prev = self._progress or {}
+            self._progress = {**prev, "epoch": int(epoch), "x": int(total_iters)}
+        self._key_order = list(visuals)
+        self._refresh()
 
     def _scan_steps(self) -> Dict[Tuple[int, int], List[str]]:
         """(epoch, total_iters) -> keys, from the image files on disk."""
@@ -128,34 +291,130 @@ class Visualizer:
             atomic_write_text(os.path.join(self.web_dir, f"eval_{name}.svg"),
                               line_chart_svg(points, f"validation {name}", "iteration (samples)"))
         self._charts = [f"eval_{n}.svg" for n in names]
-        self._rebuild_page(self._key_order)
+        self._refresh()
 
-    def _rebuild_page(self, key_order: List[str]) -> None:
-        self._key_order = list(key_order)
-        rank = {k: i for i, k in enumerate(key_order)}
-        webpage = HTML(self.web_dir, f"Experiment name = {self.name}",
-                       refresh=REFRESH_SECONDS if self.is_train else 0)
-        charts = self._charts
-        if charts:
+    def _refresh(self) -> None:
+        """Redraw the loss curves and rebuild every page."""
+        series, last = self.loss_history()
+        has_curves = self._draw_losses(series)
+        self._last_redraw = time.monotonic()
+        self._rebuild_pages(has_curves, last)
+
+    # ------------------------------------------------------------------ pages
+    def _progress_text(self, last: Optional[dict]) -> str:
+        """"epoch 2 of 50 · iteration 1200 of 50000 samples (2.4%) · 3.10 it/s · ETA 1:02:03"."""
+        prog = dict(last or {})
+        prog.update(self._progress or {})
+        if not prog:
+            return "no iterations yet"
+        epochs = f" of {self.total_epochs}" if self.total_epochs else ""
+        parts = [f"epoch {prog['epoch']}{epochs}"]
+        x = int(prog["x"])
+        if self.total_samples:
+            parts.append(f"iteration {x} of {self.total_samples} samples "
+                         f"({100.0 * min(x, self.total_samples) / self.total_samples:.1f}%)")
+        else:
+            parts.append(f"iteration {x} (samples)")
+        t = prog.get("time")
+        if t is not None and math.isfinite(t) and t > 0:
+            parts.append(f"{1.0 / t:.2f} it/s")
+        # ETA from the wall-clock rate of this process (batch / time per iteration at first).
+        sps = None
+        if self._rate is not None and self._progress is not None:
+            dt, dn = time.time() - self._rate[0], self._progress["x"] - self._rate[1]
+            if dt > 0 and dn > 0:
+                sps = dn / dt
+        if sps is None and t is not None and math.isfinite(t) and t > 0:
+            sps = self.batch_size / t
+        if self.total_samples and sps:
+            left = max(0, self.total_samples - x)
+            parts.append(f"ETA {_fmt_duration(left / sps)}" if left else "done")
+        elif not self.total_samples:
+            parts.append("ETA unknown (total samples not given)")
+        return " \u00b7 ".join(parts)
+
+    def _nav(self, page: int, pages: int) -> None:
+        """newer / older links between the pages (relative)."""
+        with div(cls="nav"):
+            if page > 1:
+                a("\u2190 newer", href=quote(self.page_filename(page - 1)))
+                span(" | ")
+                a("newest", href="index.html")
+                span(" | ")
+            span(f"page {page} of {pages}")
+            if page < pages:
+                span(" | ")
+                a("older \u2192", href=quote(self.page_filename(page + 1)))
+
+    def _header(self, webpage: HTML, has_curves: bool, last: Optional[dict]) -> None:
+        with webpage.doc:
+            p(self._progress_text(last), id="progress")
+            p(f"updated {time.strftime('%Y-%m-%d %H:%M:%S')}", style="color:#777;font-size:85%")
+        if self.summary:
+            webpage.add_table([[str(v) for _, v in self.summary]], header=[k for k, _ in self.summary])
+        if has_curves:
+            webpage.add_header("training losses")
+            with webpage.doc:
+                with a(href=LOSS_PNG):
+                    img(src=LOSS_PNG, alt="training losses", id="losses", style="max-width:100%")
+        if self._charts:
             webpage.add_header("validation metrics (--eval_freq)")
-            webpage.add_images(charts, [c[len("eval_"):-len(".svg")] for c in charts], charts, width=420)
-        for (epoch, iters), keys in sorted(self._scan_steps().items(), reverse=True):
-            # Keys of this run in the order given; keys only older runs had go last.
-            keys.sort(key=lambda k: (rank.get(k, len(rank)), k))
-            files = [f"images/{self.image_filename(epoch, iters, k)}" for k in keys]
-            webpage.add_header(f"epoch {epoch}, iteration {iters}")
-            webpage.add_images(files, keys, files, width=self._display_width(files[0]))
-        webpage.save()
+            webpage.add_images(self._charts, [c[len("eval_"):-len(".svg")] for c in self._charts],
+                               self._charts, width=420)
 
+    def _rebuild_pages(self, has_curves: bool = False, last: Optional[dict] = None) -> None:
+        rank = {k: i for i, k in enumerate(self._key_order)}
+        steps = sorted(self._scan_steps().items(), reverse=True)
+        n = self.steps_per_page
+        pages = max(1, math.ceil(len(steps) / n))
+        refresh = REFRESH_SECONDS if self.is_train else 0
+        # Oldest pages first: index.html (what a browser has open) is replaced last.
+        for page in range(pages, 0, -1):
+            chunk = steps[(page - 1) * n: page * n]
+            title = f"Experiment name = {self.name}"
+            webpage = HTML(self.web_dir, title if page == 1 else f"{title} (page {page})", refresh=refresh)
+            if page == 1:
+                self._header(webpage, has_curves, last)
+            if steps:
+                webpage.add_header(f"display steps {(page - 1) * n + 1}-{(page - 1) * n + len(chunk)} "
+                                   f"of {len(steps)}, newest first")
+            if pages > 1:
+                with webpage.doc:
+                    self._nav(page, pages)
+            for (epoch, iters), keys in chunk:
+                # Keys of this run in the order given; keys only older runs had go last.
+                keys.sort(key=lambda k: (rank.get(k, len(rank)), k))
+                files = [f"images/{self.image_filename(epoch, iters, k)}" for k in keys]
+                webpage.add_header(f"epoch {epoch}, iteration {iters}")
+                webpage.add_images(files, keys, files, width=self._display_width(files[0]))
+            if pages > 1 and chunk:
+                with webpage.doc:
+                    self._nav(page, pages)
+            webpage.save(self.page_filename(page))
+        for fname in os.listdir(self.web_dir):  # pages left from a longer listing
+            m = _PAGE_FILE.match(fname)
+            if m and int(m.group(1)) > pages:
+                os.remove(os.path.join(self.web_dir, fname))
+
+    # ------------------------------------------------------------------ loss log
     def print_current_errors(self, epoch: int, epoch_iter: int, total_iters: int,
                              losses: Mapping[str, float], t_per_iter: float) -> str:
         """Append the SPADE-format loss line to ``loss_log.txt`` and return it (the caller
-        shows it, e.g. via ``tqdm.write``; nothing is printed here). ``total_iters`` is
-        accepted for the caller's convenience; the line shows ``epoch_iter`` like SPADE."""
+        shows it, e.g. via ``tqdm.write``; nothing is printed here). ``total_iters`` places
+        the epoch on the curves' x axis; the line shows ``epoch_iter`` like SPADE. The curves
+        and page header are redrawn here at most every ``REDRAW_SECONDS``."""
         line = format_losses(epoch, epoch_iter, losses, t_per_iter)
         if not os.path.exists(self.log_name):
             self._write_log_header()
         with open(self.log_name, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
+        self._progress = {"epoch": int(epoch), "epoch_iter": int(epoch_iter), "x": int(total_iters),
+                          "time": float(t_per_iter)}
+        if self._rate is None:
+            self._rate = (time.time(), int(total_iters))
+        if self.use_html and self.is_train:
+            self._record_epoch_offset(epoch, epoch_iter, total_iters)
+            if time.monotonic() - self._last_redraw >= REDRAW_SECONDS:
+                self._refresh()
         return line
