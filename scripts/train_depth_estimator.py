@@ -15,13 +15,10 @@ mean absolute error and delta < 1.25 accuracy, next to the same numbers for the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 import os
 import random
 import sys
-from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,6 +34,8 @@ from models.networks.depth_estimators import save_estimator
 from models.networks.depth_unet import DepthUNet
 from models.networks.loss import DEPTH_LOSSES, depth_loss
 from options.base_options import BaseOptions
+from util.aux_training import autocast_context, eval_preprocessing, json_safe
+from util.aux_training import split_indices as shared_split_indices
 from util.cli import run_reporting_errors
 from util.distributed import resolve_device
 from util.errors import DatasetError, OptionError, TrainingDiverged
@@ -105,6 +104,11 @@ def no_depth_message(opt: argparse.Namespace) -> str:
             "synthetic, no --dataroot) has depth for every sample")
 
 
+def split_indices(indices: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) by a seeded shuffle (see util.aux_training.split_indices)."""
+    return shared_split_indices(indices, val_fraction, seed, "sample(s) have depth")
+
+
 def depth_indices(dataset: Dataset, opt: argparse.Namespace) -> list[int]:
     """Indices of the samples that have a depth map (DatasetError when there are none).
 
@@ -120,29 +124,6 @@ def depth_indices(dataset: Dataset, opt: argparse.Namespace) -> list[int]:
     if not indices:
         raise DatasetError(no_depth_message(opt))
     return indices
-
-
-def split_indices(indices: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, held-out) by a seeded shuffle; at least one sample in each when held out."""
-    order = list(indices)
-    random.Random(seed).shuffle(order)
-    n_val = 0 if val_fraction <= 0 else max(1, round(len(order) * val_fraction))
-    if n_val and len(order) - n_val < 1:
-        raise DatasetError(f"only {len(order)} sample(s) have depth: too few to hold out "
-                           f"--val_fraction {val_fraction} and still train; add data or pass "
-                           "--val_fraction 0")
-    return sorted(order[n_val:]), sorted(order[:n_val])
-
-
-@contextlib.contextmanager
-def eval_preprocessing(opt: argparse.Namespace) -> Iterator[None]:
-    """Centred crops and no flips while evaluating (the dataset reads ``opt.isTrain``)."""
-    saved = opt.isTrain
-    opt.isTrain = False
-    try:
-        yield
-    finally:
-        opt.isTrain = saved
 
 
 def batch_to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -185,13 +166,6 @@ def evaluate(net: nn.Module, loader: DataLoader, device: torch.device) -> dict[s
 
 
 # ---------------------------------------------------------------------- training
-def autocast_context(opt: argparse.Namespace, device: torch.device):
-    if opt.amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if opt.amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def train(opt: argparse.Namespace) -> dict:
     """Train, evaluate, save; returns the summary that is printed as JSON."""
     device = resolve_device(opt.gpu_ids)
@@ -275,22 +249,11 @@ def train(opt: argparse.Namespace) -> dict:
             "val_samples": len(val_idx), "device": str(device)}
 
 
-def _json_safe(value):
-    """NaN / inf -> None so the printed line is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> None:
     def body() -> None:
         opt = parse_options(argv)
         summary = train(opt)
-        print(json.dumps(_json_safe(summary)), flush=True)
+        print(json.dumps(json_safe(summary)), flush=True)
 
     run_reporting_errors(body)
 

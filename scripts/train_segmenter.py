@@ -17,14 +17,12 @@ pixel accuracy next to the pixel accuracy of always predicting the most frequent
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import random
 import sys
 import time
-from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,6 +42,8 @@ from evaluation.segmenters.torchvision_models import build_torchvision_net, torc
 from evaluation.segmenters.unet import SegUNet
 from models.networks.base_network import add_option_once
 from options.base_options import BaseOptions
+from util.aux_training import autocast_context, eval_preprocessing, json_safe
+from util.aux_training import split_indices as shared_split_indices
 from util.cli import run_reporting_errors
 from util.distributed import resolve_device
 from util.errors import DatasetError, OptionError, TrainingDiverged
@@ -119,26 +119,8 @@ def image_indices(dataset: Dataset, opt: argparse.Namespace) -> list[int]:
 
 
 def split_indices(indices: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, held-out) by a seeded shuffle; at least one sample in each when held out."""
-    order = list(indices)
-    random.Random(seed).shuffle(order)
-    n_val = 0 if val_fraction <= 0 else max(1, round(len(order) * val_fraction))
-    if n_val and len(order) - n_val < 1:
-        raise DatasetError(f"only {len(order)} sample(s) with images: too few to hold out "
-                           f"--val_fraction {val_fraction} and still train; add data or pass "
-                           "--val_fraction 0")
-    return sorted(order[n_val:]), sorted(order[:n_val])
-
-
-@contextlib.contextmanager
-def eval_preprocessing(opt: argparse.Namespace) -> Iterator[None]:
-    """Centred crops and no flips while evaluating (the dataset reads ``opt.isTrain``)."""
-    saved = opt.isTrain
-    opt.isTrain = False
-    try:
-        yield
-    finally:
-        opt.isTrain = saved
+    """(train, held-out) by a seeded shuffle (see util.aux_training.split_indices)."""
+    return shared_split_indices(indices, val_fraction, seed, "sample(s) with images")
 
 
 def batch_to(batch: dict, space: LabelSpace, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -191,13 +173,6 @@ def majority_baseline(cm: ConfusionMatrix, train_counts: torch.Tensor, space: La
 
 
 # ---------------------------------------------------------------------- training
-def autocast_context(opt: argparse.Namespace, device: torch.device):
-    if opt.amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if opt.amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def train(opt: argparse.Namespace) -> dict:
     """Train, evaluate, save; returns the summary that is printed as JSON."""
     start = time.time()
@@ -284,34 +259,23 @@ def train(opt: argparse.Namespace) -> dict:
                 cm = evaluate(wrapper, val_loader, space, device)
             metrics, baseline = scores(cm), majority_baseline(cm, train_counts, space)
             per_class = cm.as_dict(space.class_names)["per_class_iou"]
-            log.write(f"held-out: {json.dumps(_json_safe(metrics))} (majority class: "
-                      f"{json.dumps(_json_safe(baseline))})\n")
+            log.write(f"held-out: {json.dumps(json_safe(metrics))} (majority class: "
+                      f"{json.dumps(json_safe(baseline))})\n")
     save_segmenter(opt.out, net, opt.segmenter_arch, config, space, spec.to_dict(),
-                   metrics=_json_safe(metrics or {}),
+                   metrics=json_safe(metrics or {}),
                    extra={"trained_on": opt.dataset_mode, "epochs": opt.niter,
-                          "crop_size": opt.crop_size, "per_class_iou": _json_safe(per_class or {})})
+                          "crop_size": opt.crop_size, "per_class_iou": json_safe(per_class or {})})
     return {"out": os.path.abspath(opt.out), "label_space": space.describe(), "val": metrics,
             "val_majority_baseline": baseline, "epoch_losses": epoch_losses,
             "train_samples": len(train_idx), "val_samples": len(val_idx), "device": str(device),
             "seconds": round(time.time() - start, 1)}
 
 
-def _json_safe(value):
-    """NaN / inf -> None so the printed line is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> None:
     def body() -> None:
         opt = parse_options(argv)
         summary = train(opt)
-        print(json.dumps(_json_safe(summary)), flush=True)
+        print(json.dumps(json_safe(summary)), flush=True)
 
     run_reporting_errors(body)
 
