@@ -20,29 +20,31 @@ def _gradients(args, out_path) -> None:
     # hide a real error; in float64 the two runs agree to ~1e-15.
     torch.set_default_dtype(torch.float64)
     opt = TrainOptions().parse(args, save=False)
-    ctx = distributed.setup(opt.gpu_ids)
-    try:
-        run = TrainingRun(opt)
-        run.loader.sampler.set_epoch(1)
-        batch = next(iter(run.loader))
-        batch["image"] = batch["image"].double()
-        batch["depth"] = batch["depth"].double()
-        nets = run.trainer.networks()
-        run.trainer.generator_backward(batch)
-        grads = {f"{short}.{k}": p.grad.clone() for short, net in nets.items()
-                 if not short.startswith("D") for k, p in net.named_parameters()}
-        run.trainer.discriminator_backward(batch)
-        grads.update({f"{short}.{k}": p.grad.clone() for short, net in nets.items()
-                      if short.startswith("D") for k, p in net.named_parameters()})
-        grads["paths"] = list(batch["path"])
-        all_paths = [None] * ctx.world_size
-        if ctx.is_distributed:
-            torch.distributed.all_gather_object(all_paths, grads["paths"])
-            grads["paths"] = sorted(p for ps in all_paths for p in ps)
+    with distributed.process_group(opt.gpu_ids) as ctx:
+        grads = _first_batch_gradients(opt, ctx)
         if ctx.is_main:
             torch.save(grads, out_path)
-    finally:
-        distributed.cleanup()
+
+
+def _first_batch_gradients(opt, ctx) -> dict:
+    run = TrainingRun(opt)
+    run.loader.sampler.set_epoch(1)
+    batch = next(iter(run.loader))
+    batch["image"] = batch["image"].double()
+    batch["depth"] = batch["depth"].double()
+    nets = run.trainer.networks()
+    run.trainer.generator_backward(batch)
+    grads = {f"{short}.{k}": p.grad.clone() for short, net in nets.items()
+             if not short.startswith("D") for k, p in net.named_parameters()}
+    run.trainer.discriminator_backward(batch)
+    grads.update({f"{short}.{k}": p.grad.clone() for short, net in nets.items()
+                  if short.startswith("D") for k, p in net.named_parameters()})
+    grads["paths"] = list(batch["path"])
+    all_paths = [None] * ctx.world_size
+    if ctx.is_distributed:
+        torch.distributed.all_gather_object(all_paths, grads["paths"])
+        grads["paths"] = sorted(p for ps in all_paths for p in ps)
+    return grads
 
 
 @pytest.fixture

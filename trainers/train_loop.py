@@ -250,12 +250,9 @@ def train_process(opt: argparse.Namespace) -> None:
     from util.cli import run_reporting_errors
 
     def body() -> None:
-        ctx = distributed.setup(opt.gpu_ids)
-        opt.is_main = ctx.is_main
-        opt.world_size = ctx.world_size
-        try:
+        with distributed.process_group(opt.gpu_ids) as ctx:
+            opt.is_main = ctx.is_main
+            opt.world_size = ctx.world_size
             TrainingRun(opt).run()
-        finally:
-            distributed.cleanup()
 
     run_reporting_errors(body)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -74,11 +75,32 @@ def setup(gpu_ids: Sequence[int]) -> DistContext:
     return _CONTEXT
 
 
-def cleanup() -> None:
+def cleanup(finished: bool = True) -> None:
+    """Leave the process group.
+
+    ``finished``: this rank ended normally, so every rank waits for the others before the group
+    is torn down (a rank that leaves first closes its gloo sockets under a peer still finishing
+    a collective, which aborts that peer). After an error there is no wait: the other ranks may
+    never arrive, and a hang is worse than a crash.
+    """
     global _CONTEXT
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
     _CONTEXT = DistContext()
+
+
+@contextmanager
+def process_group(gpu_ids: Sequence[int]) -> Iterator[DistContext]:
+    """``setup`` on entry, ``cleanup`` on exit (with the final barrier only on success)."""
+    ctx = setup(gpu_ids)
+    try:
+        yield ctx
+    except BaseException:
+        cleanup(finished=False)
+        raise
+    cleanup()
 
 
 def _free_port() -> int:
