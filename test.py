@@ -6,6 +6,7 @@ Also writes labels/<name>.png (raw label ids) and results.json (options, timing)
 scripts/evaluate.py.
 UDGAN models also write synthesized_depth/ (and real_depth/ when the dataset has depth maps);
 ``--depth_from dataset`` steers the image with the dataset's depth maps (input_depth/).
+SIMS models (``--model sims``) also write canvas/ (the pasted segments the image was made from).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from data import create_dataset
 from data.loader import create_dataloader
 from models import MODELS
 from options.test_options import TestOptions
-from util import checkpoint, distributed
+from util import checkpoint, distributed, performance
 from util.cli import run_reporting_errors
 from util.errors import OptionError
 from util.image_io import depth_to_image, input_to_image, save_label_ids, tensor_to_image
@@ -87,6 +88,7 @@ def synthesize(opt) -> str:
     folder = os.path.join(opt.checkpoints_dir, opt.name)
     checkpoint.load_networks(model.networks(), folder, opt.which_epoch, opt)
     model.to(ctx.device).eval()
+    performance.prepare_for_inference(model, opt)  # --channels_last, --compile
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt.amp)
@@ -117,6 +119,8 @@ def synthesize(opt) -> str:
                 if done >= limit:
                     break
                 visuals: Dict[str, object] = {"input_label": input_to_image(batch["label"][i], palette)}
+                if "canvas" in samples[0]:  # SIMS: the retrieved segments the image was made from
+                    visuals["canvas"] = tensor_to_image(samples[0]["canvas"][i])
                 if "input_depth" in samples[0]:
                     visuals["input_depth"] = depth_to_image(samples[0]["input_depth"][i])
                 for k, out in enumerate(samples):

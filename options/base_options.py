@@ -131,6 +131,15 @@ class BaseOptions:
         # speed
         parser.add_argument("--amp", type=str, default="none", choices=("none", "bf16", "fp16"),
                             help="mixed precision (fp16 uses a GradScaler; bf16 also works on CPU)")
+        parser.add_argument("--channels_last", action="store_true",
+                            help="keep networks and activations in NHWC memory layout (faster convs "
+                                 "with AMP on recent GPUs; the fast SPADE path already works in NHWC)")
+        parser.add_argument("--compile", action="store_true",
+                            help="torch.compile the networks (first iterations are slow while it "
+                                 "compiles; checkpoints stay plain)")
+        parser.add_argument("--compile_backend", type=str, default="inductor",
+                            help="torch.compile backend with --compile (inductor; 'eager' or "
+                                 "'aot_eager' to debug)")
         return parser
 
     # ------------------------------------------------------------------ parsing
@@ -235,6 +244,8 @@ def finalize_options(opt: argparse.Namespace) -> None:
         raise OptionError("--crop_size and --load_size must be positive")
     if opt.aspect_ratio <= 0:
         raise OptionError(f"--aspect_ratio must be positive (got {opt.aspect_ratio})")
+    if getattr(opt, "accum_iter", 1) < 1:
+        raise OptionError(f"--accum_iter must be at least 1 (got {opt.accum_iter}); 1 means no accumulation")
     # Channels the generator is conditioned on: one-hot labels (+ dontcare) + instance edges
     # + the continuous maps of --cond_inputs.
     opt.cond_inputs = parse_cond_inputs(getattr(opt, "cond_inputs", ""))

@@ -39,6 +39,10 @@ class TrainOptions(BaseOptions):
                             help="same lr for G and D and --beta1/--beta2; default TTUR: "
                                  "G lr/2, D lr*2, betas (0, 0.9)")
         parser.add_argument("--lr", type=float, default=0.0002, help="initial learning rate")
+        parser.add_argument("--accum_iter", type=int, default=1,
+                            help="gradient accumulation: each optimizer step uses this many "
+                                 "consecutive batches of --batchSize, so the effective batch is "
+                                 "batchSize x accum_iter (reach the paper's batch on a small GPU)")
         parser.add_argument("--D_steps_per_G", type=int, default=1,
                             help="discriminator steps per generator step")
         # discriminator and losses

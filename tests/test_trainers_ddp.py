@@ -18,12 +18,16 @@ def _gradients(args, out_path) -> None:
     """Per process: one G backward and one D backward on the first global batch."""
     # float64: batch norm over a few pixels amplifies float32 rounding to ~1e-3, which would
     # hide a real error; in float64 the two runs agree to ~1e-15.
+    previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    opt = TrainOptions().parse(args, save=False)
-    with distributed.process_group(opt.gpu_ids) as ctx:
-        grads = _first_batch_gradients(opt, ctx)
-        if ctx.is_main:
-            torch.save(grads, out_path)
+    try:
+        opt = TrainOptions().parse(args, save=False)
+        with distributed.process_group(opt.gpu_ids) as ctx:
+            grads = _first_batch_gradients(opt, ctx)
+            if ctx.is_main:
+                torch.save(grads, out_path)
+    finally:  # one process runs in the test's own process: leave its default as found
+        torch.set_default_dtype(previous)
 
 
 def _first_batch_gradients(opt, ctx) -> dict:

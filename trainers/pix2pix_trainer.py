@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, List, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 
 from models.pix2pix_model import Pix2PixModel
-from util import distributed
+from util import distributed, performance
 from util.errors import OptionError
 
 
@@ -42,7 +42,9 @@ class Pix2PixTrainer:
         # Frozen helpers (a depth estimator) are not in networks(): no DDP, no optimizer.
         for short in model.networks():
             net = distributed.convert_sync_batchnorm(getattr(model, "net" + short))
-            setattr(model, "net" + short, distributed.wrap_ddp(net))
+            net = distributed.wrap_ddp(performance.to_memory_format(net, opt))
+            # compiled after DDP wrapping, so that compile sees DDP's bucket boundaries
+            setattr(model, "net" + short, performance.maybe_compile(net, opt))
         self.model = model
         self.amp_dtype = autocast_dtype(opt.amp)
         if opt.no_TTUR:
@@ -69,23 +71,65 @@ class Pix2PixTrainer:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     # ------------------------------------------------------------------ steps
-    def generator_backward(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        """Forward + backward of the generator losses (no optimizer step)."""
-        self.optimizer_G.zero_grad(set_to_none=True)
-        # The discriminators' gradients from this pass are thrown away: skip their all-reduce.
-        with contextlib.ExitStack() as no_sync:
-            for short, net in self.model.networks().items():
-                if short.startswith("D") and hasattr(net, "no_sync"):
-                    no_sync.enter_context(net.no_sync())
-            with self._autocast():
-                losses, generated = self.model.generator_loss(batch)
-                total = sum(v.float().mean() for v in losses.values())
-            self.scaler_G.scale(total).backward()
-        self.g_losses = {k: v.detach().float().mean() for k, v in losses.items()}
-        self.generated = {k: v.detach() for k, v in generated.items()}
-        return total.detach()
+    def _side(self, d_side: bool) -> Dict[str, torch.nn.Module]:
+        return {k: v for k, v in self.model.networks().items() if k.startswith("D") == d_side}
 
-    def run_generator_one_step(self, batch: Mapping[str, Any]) -> None:
+    @contextlib.contextmanager
+    def _frozen(self, nets: Mapping[str, torch.nn.Module]):
+        """The G step needs gradients *through* the discriminators, not of their weights
+        (those would be thrown away): skipping them saves their weight-gradient convs and,
+        under DDP, their all-reduce."""
+        params = [p for net in nets.values() for p in net.parameters() if p.requires_grad]
+        with contextlib.ExitStack() as stack:
+            for net in nets.values():
+                if hasattr(net, "no_sync"):
+                    stack.enter_context(net.no_sync())
+            for p in params:
+                p.requires_grad_(False)
+            try:
+                yield
+            finally:
+                for p in params:
+                    p.requires_grad_(True)
+
+    def _accumulate(self, batches: Sequence[Mapping[str, Any]], nets: Mapping[str, torch.nn.Module],
+                    scaler: torch.amp.GradScaler, loss_fn) -> Dict[str, torch.Tensor]:
+        """Backward of ``loss_fn`` over micro-batches, each weighted 1/n, so n micro-batches of B
+        give the gradient of one step of n processes with batch B each (and of one batch of n*B
+        for losses that are batch means). DDP all-reduces only on the last micro-batch."""
+        n = len(batches)
+        sums: Dict[str, torch.Tensor] = {}
+        for i, batch in enumerate(batches):
+            with contextlib.ExitStack() as stack:
+                if i < n - 1:
+                    for net in nets.values():
+                        if hasattr(net, "no_sync"):
+                            stack.enter_context(net.no_sync())
+                with self._autocast():
+                    losses = loss_fn(batch)
+                    total = sum(v.float().mean() for v in losses.values())
+                scaler.scale(total / n).backward()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0) + v.detach().float().mean() / n
+        return sums
+
+    def generator_backward(self, batch: Union[Mapping[str, Any], List[Mapping[str, Any]]]) -> torch.Tensor:
+        """Forward + backward of the generator losses (no optimizer step); a list of batches
+        accumulates their gradients (``--accum_iter``)."""
+        batches = [batch] if isinstance(batch, Mapping) else list(batch)
+        self.optimizer_G.zero_grad(set_to_none=True)
+        generated: Dict[str, torch.Tensor] = {}
+
+        def loss_fn(micro):
+            losses, out = self.model.generator_loss(micro)
+            generated.update(out)
+            return losses
+        with self._frozen(self._side(d_side=True)):
+            self.g_losses = self._accumulate(batches, self._side(d_side=False), self.scaler_G, loss_fn)
+        self.generated = {k: v.detach() for k, v in generated.items()}  # the last micro-batch's
+        return sum(self.g_losses.values())
+
+    def run_generator_one_step(self, batch: Union[Mapping[str, Any], List[Mapping[str, Any]]]) -> None:
         try:
             self.generator_backward(batch)
         except ValueError as e:
@@ -99,16 +143,14 @@ class Pix2PixTrainer:
         self.scaler_G.step(self.optimizer_G)
         self.scaler_G.update()
 
-    def discriminator_backward(self, batch: Mapping[str, Any]) -> torch.Tensor:
+    def discriminator_backward(self, batch: Union[Mapping[str, Any], List[Mapping[str, Any]]]) -> torch.Tensor:
+        batches = [batch] if isinstance(batch, Mapping) else list(batch)
         self.optimizer_D.zero_grad(set_to_none=True)
-        with self._autocast():
-            losses = self.model.discriminator_loss(batch)
-            total = sum(v.float().mean() for v in losses.values())
-        self.scaler_D.scale(total).backward()
-        self.d_losses = {k: v.detach().float().mean() for k, v in losses.items()}
-        return total.detach()
+        self.d_losses = self._accumulate(batches, self._side(d_side=True), self.scaler_D,
+                                         self.model.discriminator_loss)
+        return sum(self.d_losses.values())
 
-    def run_discriminator_one_step(self, batch: Mapping[str, Any]) -> None:
+    def run_discriminator_one_step(self, batch: Union[Mapping[str, Any], List[Mapping[str, Any]]]) -> None:
         self.discriminator_backward(batch)
         self.scaler_D.step(self.optimizer_D)
         self.scaler_D.update()

@@ -7,7 +7,7 @@ import os
 import random
 import signal
 import sys
-from typing import Dict, Optional
+from typing import Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -195,11 +195,12 @@ class TrainingRun:
                 bar = tqdm(self.loader, desc=f"epoch {epoch}/{counter.total_epochs}",
                            initial=skip, total=skip + len(self.loader),
                            disable=not self.ctx.is_main, dynamic_ncols=True, leave=True)
-                for i, batch in enumerate(bar, start=skip):
+                for i, batches in enumerate(_groups(bar, opt.accum_iter), start=skip // opt.accum_iter):
                     if i % opt.D_steps_per_G == 0:
-                        trainer.run_generator_one_step(batch)
-                    trainer.run_discriminator_one_step(batch)
-                    counter.record_one_iteration()
+                        trainer.run_generator_one_step(batches)
+                    trainer.run_discriminator_one_step(batches)
+                    counter.record_one_iteration(opt.batchSize * len(batches))
+                    batch = batches[-1]
                     losses = trainer.latest_losses()
                     stop = self._check_finite(losses, stopper.received)
                     if counter.needs_printing(opt.print_freq):
@@ -243,6 +244,19 @@ class TrainingRun:
             self._log(f"training finished: {counter.total_epochs} epochs, results in {self.folder}")
         finally:
             stopper.uninstall()
+
+
+def _groups(batches: Iterable, size: int) -> Iterator[List]:
+    """Consecutive batches in lists of ``size`` (--accum_iter); the epoch's last list may be
+    shorter, so every sample is still used once."""
+    group: List = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def train_process(opt: argparse.Namespace) -> None:

@@ -247,5 +247,11 @@ def wrap_ddp(module: nn.Module) -> nn.Module:
 
 
 def unwrap(module: nn.Module) -> nn.Module:
-    return module.module if hasattr(module, "module") and isinstance(
-        getattr(module, "module"), nn.Module) else module
+    """The plain network inside torch.compile's and DDP's wrappers (in either order)."""
+    while True:
+        inner = getattr(module, "_orig_mod", None)  # torch.compile
+        if not isinstance(inner, nn.Module):
+            inner = getattr(module, "module", None)  # DistributedDataParallel
+        if not isinstance(inner, nn.Module):
+            return module
+        module = inner

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 
 @dataclass
@@ -19,13 +19,18 @@ class IterationCounter:
     total_steps: int = 0            # samples done since the start of training
     _t0: float = field(default_factory=time.time, repr=False)
     _last_iter_time: float = field(default=0.0, repr=False)
+    _last_samples: int = field(default=0, repr=False)
 
-    def record_one_iteration(self) -> None:
+    def record_one_iteration(self, samples: Optional[int] = None) -> None:
+        """One optimizer step over ``samples`` training samples (default: one global batch;
+        more with --accum_iter)."""
         now = time.time()
         self._last_iter_time = now - self._t0
         self._t0 = now
-        self.total_steps += self.batch_size
-        self.epoch_iter += self.batch_size
+        samples = self.batch_size if samples is None else samples
+        self._last_samples = samples
+        self.total_steps += samples
+        self.epoch_iter += samples
 
     @property
     def time_per_iter(self) -> float:
@@ -37,7 +42,7 @@ class IterationCounter:
 
     def _due(self, freq: int) -> bool:
         # True on the iteration that crosses a multiple of freq.
-        return freq > 0 and (self.total_steps % freq) < self.batch_size
+        return freq > 0 and (self.total_steps % freq) < (self._last_samples or self.batch_size)
 
     def needs_printing(self, freq: int) -> bool:
         return self._due(freq)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Callable, Tuple
+from typing import Callable, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import spectral_norm
 
+from models.networks.fast_spade import LabelCode, gamma_beta, shared_activation
 from util.errors import OptionError
 
 NONSPADE_SUBNORMS = ("instance", "batch", "syncbatch", "sync_batch", "none", "")
@@ -96,10 +97,29 @@ class SPADE(nn.Module):
         self.mlp_gamma = nn.Conv2d(self.hidden, norm_nc, kernel_size=ks, padding=pw)
         self.mlp_beta = nn.Conv2d(self.hidden, norm_nc, kernel_size=ks, padding=pw)
 
-    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segmap: Union[torch.Tensor, LabelCode]) -> torch.Tensor:
         normalized = self.param_free_norm(x)
+        if isinstance(segmap, LabelCode):  # --spade_impl fast: same math, see fast_spade.py
+            return self._modulate_fast(normalized, segmap)
         segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
         actv = self.mlp_shared(segmap)
         gamma = self.mlp_gamma(actv)
         beta = self.mlp_beta(actv)
         return normalized * (1 + gamma) + beta
+
+    def _modulate_fast(self, normalized: torch.Tensor, code: LabelCode) -> torch.Tensor:
+        shared = self.mlp_shared[0]
+        actv = shared_activation(code, tuple(normalized.shape[2:]), shared.weight, shared.bias)
+        weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])
+        bias = torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias])
+        modulation = gamma_beta(code, actv, shared.weight, shared.bias, weight, bias)
+        # match x's memory layout once, so the elementwise ops below run on aligned strides
+        modulation = modulation.contiguous(memory_format=_memory_format(normalized))
+        gamma, beta = modulation.chunk(2, dim=1)
+        return torch.addcmul(normalized + beta, normalized, gamma)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format

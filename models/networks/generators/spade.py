@@ -13,11 +13,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.networks.architecture import SPADEResnetBlock
+from models.networks.fast_spade import LabelCode
 from models.networks.base_network import GENERATORS, BaseNetwork, add_option_once
 from models.networks.normalization import parse_spade_config
 from util.errors import OptionError
 
 UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
+SPADE_IMPLS = ("fast", "conv")
 
 
 def num_upsampling(opt: argparse.Namespace) -> int:
@@ -80,6 +82,12 @@ class SPADEGenerator(BaseNetwork):
                         default="normal",
                         help="'more' adds an upsampling step after the middle blocks; 'most' "
                              "also adds a final up_4 block (for 512+ px outputs)")
+        add_option_once(parser, "--spade_impl", choices=SPADE_IMPLS, default="fast",
+                        help="how SPADE layers compute their modulation: 'fast' looks up the "
+                             "first conv's weights by class and computes gamma/beta once per "
+                             "class inside label regions (same function, a fraction of the work); "
+                             "'conv' is the plain reference path. Checkpoints are interchangeable. "
+                             "With --label_nc 0 (image input) both run 'conv'")
         return parser
 
     @staticmethod
@@ -134,6 +142,9 @@ class SPADEGenerator(BaseNetwork):
             final_nc = nf // 2
         self.conv_img = nn.Conv2d(final_nc, getattr(opt, "output_nc", 3), 3, padding=1)
         self.up = nn.Upsample(scale_factor=2)
+        # --spade_impl fast needs one-hot labels in the first channels of the conditioning map
+        self.onehot_nc = 0 if opt.label_nc == 0 else opt.label_nc + int(bool(opt.contain_dontcare_label))
+        self.spade_impl = getattr(opt, "spade_impl", "fast") if self.onehot_nc > 0 else "conv"
 
     output_size = staticmethod(output_size)
 
@@ -150,6 +161,8 @@ class SPADEGenerator(BaseNetwork):
             x = self.fc(z).view(-1, 16 * self.opt.ngf, self.sh, self.sw)
         else:
             x = self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
+        if self.spade_impl == "fast":
+            seg = LabelCode(semantics, self.onehot_nc)
         x = self.head_0(x, seg)
         x = self.up(x)
         x = self.G_middle_0(x, seg)

@@ -1,0 +1,184 @@
+"""--spade_impl fast computes the same function as the plain conv path: outputs and parameter
+gradients agree to float64 rounding for every norm type, with and without instance edges,
+continuous (depth) channels, dontcare labels, odd sizes and the VAE."""
+from __future__ import annotations
+
+import argparse
+import copy
+
+import pytest
+import torch
+
+from models.networks import fast_spade
+from models.networks.fast_spade import LabelCode
+from models.networks.generators.spade import SPADEGenerator
+from models.networks.normalization import SPADE
+from models.pix2pix_model import instance_edges, one_hot_labels
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def _blocky_labels(n, h, w, classes, block, seed):
+    """Label regions of ``block`` px (so region-constant pixels exist), cut to (h, w)."""
+    g = torch.Generator().manual_seed(seed)
+    cells = torch.randint(0, classes, (n, 1, h // block + 1, w // block + 1), generator=g)
+    return cells.repeat_interleave(block, 2).repeat_interleave(block, 3)[:, :, :h, :w]
+
+
+def _semantics(n, h, w, label_nc, dontcare, edges, dense, block=8, seed=0):
+    classes = label_nc + int(dontcare)
+    label = _blocky_labels(n, h, w, classes, block, seed)
+    parts = [one_hot_labels(label, classes).double()]
+    if edges:
+        inst = _blocky_labels(n, h, w, 3, 2 * block, seed + 1)
+        parts.append(instance_edges(inst * 100 + label).double())
+    if dense:
+        g = torch.Generator().manual_seed(seed + 2)
+        parts.append(torch.rand(n, dense, h, w, generator=g))
+    return torch.cat(parts, 1)
+
+
+def _max_rel(a, b):
+    return ((a - b).abs().max() / a.abs().max().clamp(min=1e-30)).item()
+
+
+def _generator_pair(norm, label_nc, dontcare, extra_nc, crop, aspect, vae):
+    opt = argparse.Namespace(
+        ngf=4, use_vae=vae, z_dim=8, label_nc=label_nc, contain_dontcare_label=dontcare,
+        semantic_nc=label_nc + int(dontcare) + extra_nc, crop_size=crop, aspect_ratio=aspect,
+        num_upsampling_layers="normal", norm_G=norm, output_nc=3, spade_impl="conv")
+    torch.manual_seed(0)
+    conv = SPADEGenerator(opt)
+    fast = copy.deepcopy(conv)
+    fast.spade_impl = "fast"
+    return conv, fast
+
+
+def _forward_backward(net, semantics, z):
+    net.train()
+    semantics = semantics.clone().requires_grad_(True)
+    torch.manual_seed(1)
+    out = net(semantics, z=z)
+    # a fixed, position-dependent weighting so every output pixel's gradient matters
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    grads = {k: p.grad.clone() for k, p in net.named_parameters()}
+    return out.detach(), grads, semantics.grad
+
+
+CASES = {
+    "syncbatch_edges": dict(norm="spectralspadesyncbatch3x3", edges=True),
+    "instance_edges": dict(norm="spectralspadeinstance3x3", edges=True),
+    "batch_no_edges": dict(norm="spadebatch3x3", edges=False),
+    "instance_5x5": dict(norm="spadeinstance5x5", edges=True),
+    "depth_channel": dict(norm="spectralspadesyncbatch3x3", edges=True, dense=1),
+    "dontcare_vae_wide": dict(norm="spectralspadeinstance3x3", edges=True, dontcare=True, vae=True,
+                              crop=96, aspect=1.5),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_generator_outputs_and_gradients_match_plain_path(case):
+    c = {"dense": 0, "dontcare": False, "vae": False, "crop": 64, "aspect": 1.0, **CASES[case]}
+    label_nc = 7
+    h = round(c["crop"] / c["aspect"])
+    conv, fast = _generator_pair(c["norm"], label_nc, c["dontcare"], int(c["edges"]) + c["dense"],
+                                 c["crop"], c["aspect"], c["vae"])
+    semantics = _semantics(2, h, c["crop"], label_nc, c["dontcare"], c["edges"], c["dense"])
+    z = torch.randn(2, 8) if c["vae"] else None
+    out_c, grads_c, sem_grad_c = _forward_backward(conv, semantics, z)
+    out_f, grads_f, sem_grad_f = _forward_backward(fast, semantics, z)
+    assert out_c.shape == out_f.shape == (2, 3, h, c["crop"])
+    assert (out_c - out_f).abs().max() < 1e-10
+    assert grads_c.keys() == grads_f.keys()
+    # Biases right before a norm have (mathematically) zero gradient: compare them against the
+    # largest gradient of the network instead of their own rounding-level size.
+    floor = 1e-6 * max(g.abs().max() for g in grads_c.values())
+    for k in grads_c:
+        err = (grads_c[k] - grads_f[k]).abs().max() / torch.maximum(grads_c[k].abs().max(), floor)
+        assert err < 1e-8, (k, float(err))
+    if c["dense"]:  # the depth map receives the same gradient (UDGAN trains its depth generator so)
+        dense_c, dense_f = sem_grad_c[:, -c["dense"]:], sem_grad_f[:, -c["dense"]:]
+        assert dense_c.abs().max() > 0
+        assert _max_rel(dense_c, dense_f) < 1e-8
+
+
+@pytest.mark.parametrize("size, seg_size", [((13, 11), (29, 23)), ((7, 9), (7, 9)), ((32, 24), (64, 48))])
+@pytest.mark.parametrize("ks", [3, 5])
+def test_spade_layer_at_odd_sizes(size, seg_size, ks):
+    torch.manual_seed(0)
+    layer = SPADE(f"spadeinstance{ks}x{ks}", norm_nc=6, label_nc=5 + 1)
+    semantics = _semantics(2, *seg_size, label_nc=4, dontcare=True, edges=True, dense=0, block=5)
+    x = torch.randn(2, 6, *size, requires_grad=True)
+    outs = []
+    for seg in (semantics, LabelCode(semantics, onehot_nc=5)):
+        layer.zero_grad()
+        x.grad = None
+        y = layer(x, seg)
+        (y * torch.linspace(0, 1, y.numel()).view_as(y)).sum().backward()
+        outs.append((y.detach(), x.grad.clone(), {k: p.grad.clone() for k, p in layer.named_parameters()}))
+    (y_c, gx_c, gp_c), (y_f, gx_f, gp_f) = outs
+    assert _max_rel(y_c, y_f) < 1e-10
+    assert _max_rel(gx_c, gx_f) < 1e-10
+    for k in gp_c:
+        assert _max_rel(gp_c[k], gp_f[k]) < 1e-9, k
+
+
+def test_region_constant_shortcut_is_used_and_exact(monkeypatch):
+    """At 64 px with 16 px label regions most pixels take their class constant; the result must
+    equal both the plain path and the fast path with the shortcut switched off."""
+    semantics = _semantics(1, 64, 64, label_nc=6, dontcare=False, edges=False, dense=0, block=16)
+    code = LabelCode(semantics, onehot_nc=6)
+    positions = code.boundary((64, 64), 3)
+    assert positions is not None and 0 < positions.numel() < 0.5 * 64 * 64
+    torch.manual_seed(0)
+    layer = SPADE("spadebatch3x3", norm_nc=4, label_nc=6)
+    x = torch.randn(1, 4, 64, 64)
+    plain = layer(x, semantics)
+    shortcut = layer(x, code)
+    dense = layer(x, LabelCode(semantics, onehot_nc=6, region_constant=False))
+    assert _max_rel(plain, shortcut) < 1e-10 and _max_rel(plain, dense) < 1e-10
+    # chunked boundary gather: a chunk smaller than one pixel row changes nothing
+    monkeypatch.setattr(fast_spade, "BOUNDARY_CHUNK_ELEMENTS", 100)
+    assert _max_rel(plain, layer(x, LabelCode(semantics, onehot_nc=6))) < 1e-10
+
+
+def test_pixels_without_class_match_plain_zero_onehot():
+    """A pixel with an all-zero one-hot (e.g. an id mapped to nothing) is "no class" in both paths."""
+    semantics = _semantics(1, 16, 16, label_nc=3, dontcare=False, edges=True, dense=0, block=4)
+    semantics[:, :3, 5:9, 2:7] = 0
+    torch.manual_seed(0)
+    layer = SPADE("spadeinstance3x3", norm_nc=4, label_nc=4)
+    x = torch.randn(1, 4, 16, 16)
+    assert _max_rel(layer(x, semantics), layer(x, LabelCode(semantics, onehot_nc=3))) < 1e-10
+
+
+def test_checkpoints_are_interchangeable():
+    conv, fast = _generator_pair("spectralspadesyncbatch3x3", 5, False, 1, 64, 1.0, False)
+    fast.load_state_dict(conv.state_dict())  # strict: the same names and shapes
+    assert conv.state_dict().keys() == fast.state_dict().keys()
+
+
+def test_bf16_autocast_fast_path_is_as_accurate_as_plain():
+    """Under CPU bf16 autocast both paths round alike: the fast one is no further from the
+    float32 result than the plain one."""
+    torch.set_default_dtype(torch.float32)
+    conv, fast = _generator_pair("spectralspadeinstance3x3", 7, False, 1, 64, 1.0, False)
+    semantics = _semantics(2, 64, 64, 7, False, True, 0).float()
+    conv.eval()
+    with torch.no_grad():
+        reference = conv(semantics)
+    errors = []
+    for net in (conv, fast):
+        net.eval()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(semantics)
+        assert out.dtype == torch.bfloat16 or out.dtype == torch.float32
+        errors.append((out.float() - reference).abs().mean().item())
+    assert 0 < errors[0] < 0.1
+    assert errors[1] < 2 * errors[0]
