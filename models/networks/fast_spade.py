@@ -26,6 +26,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 # Above this share of "boundary" pixels the dense second conv is cheaper than gather + matmul.
 REGION_CONSTANT_MAX_BOUNDARY = 0.6
@@ -136,6 +137,21 @@ class LabelCode:
             return positions
         return self._cached(("bd", tuple(size), ks), make)
 
+    def windows(self, size: Tuple[int, int], ks: int) -> torch.Tensor:
+        """``(P, ks*ks)``: for each boundary pixel, the rows of its ks x ks window in the
+        zero-padded ``(N, h+2p, w+2p)`` map flattened (only valid when ``boundary`` is not None)."""
+        def make():
+            positions = self.boundary(size, ks)
+            h, w = size
+            pad = ks // 2
+            hp, wp = h + 2 * pad, w + 2 * pad
+            b, rem = positions // (h * w), positions % (h * w)
+            top_left = b * (hp * wp) + (rem // w) * wp + rem % w
+            offsets = torch.tensor([dy * wp + dx for dy in range(ks) for dx in range(ks)],
+                                   device=positions.device)
+            return top_left[:, None] + offsets[None, :]
+        return self._cached(("win", tuple(size), ks), make)
+
 
 def first_conv_table(weight: torch.Tensor, onehot_nc: int) -> torch.Tensor:
     """``(hidden, C, k, k)`` conv weight -> ``(k*k*(onehot_nc+1), hidden)`` lookup table:
@@ -147,10 +163,145 @@ def first_conv_table(weight: torch.Tensor, onehot_nc: int) -> torch.Tensor:
     return table.reshape(k * k * (onehot_nc + 1), weight.size(0))
 
 
-def shared_activation(code: LabelCode, size: Tuple[int, int], weight: torch.Tensor,
-                      bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """``relu(conv(segmap))`` of the plain path, as ``(N, h, w, hidden)`` (channels last):
-    one weighted bag-sum per pixel over the class rows, the continuous channels' rows
+class _BagSum(torch.autograd.Function):
+    """``F.embedding_bag(rows, table, mode="sum", per_sample_weights=weights)`` with a backward
+    that adds each bag column's gradient into the table with one ``index_add_`` per column,
+    instead of embedding_bag's sort-based backward (several times slower on CPU here)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, rows: torch.Tensor, weights: Optional[torch.Tensor],
+                weighted: range) -> torch.Tensor:
+        # the table itself is only needed for the continuous inputs' gradient
+        keep = weights is not None and weights.requires_grad
+        ctx.save_for_backward(table if keep else None, rows, weights)
+        ctx.table_shape, ctx.weighted = table.shape, weighted
+        return F.embedding_bag(rows, table, mode="sum", per_sample_weights=weights)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        table, rows, weights = ctx.saved_tensors
+        grad_table = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            grad_table = grad.new_zeros(ctx.table_shape)
+            for col in range(rows.size(1)):
+                # columns outside ``weighted`` have weight 1 by construction: no multiply
+                g = grad * weights[:, col:col + 1] if col in ctx.weighted else grad
+                grad_table.index_add_(0, rows[:, col], g)
+        if weights is not None and ctx.needs_input_grad[2]:  # continuous inputs that need a gradient (depth)
+            grad_weights = torch.stack([(table.index_select(0, rows[:, col]) * grad).sum(1)
+                                        for col in range(rows.size(1))], dim=1)
+        return grad_table, None, grad_weights, None
+
+
+class _WindowConv(torch.autograd.Function):
+    """``relu`` + zero padding + the fused gamma/beta k x k conv of a channels-last map,
+    evaluated only at listed pixels. For backward it keeps the padded activation (the relu
+    mask is read back from it), the window indices and the parameters themselves; the
+    (pixels, k*k*hidden) patch matrix and the fused weight matrix are rebuilt there (chunk by
+    chunk) instead of being kept alive, so the fast path holds less memory than the conv
+    path, whose weight gradients keep the whole one-hot map of every layer."""
+
+    @staticmethod
+    def forward(ctx, pre: torch.Tensor, windows: torch.Tensor, weight_g: torch.Tensor, weight_b: torch.Tensor,
+                bias_g: torch.Tensor, bias_b: torch.Tensor, pad: int) -> torch.Tensor:
+        n, h, w, hidden = pre.shape
+        actv = F.pad(pre.clamp_min(0), (0, 0, pad, pad, pad, pad))  # zero padding, as the plain conv
+        flat = actv.view(-1, hidden)
+        wmat = _window_matrix(weight_g, weight_b, pre.dtype)
+        bias = torch.cat([bias_g, bias_b]).to(pre.dtype)
+        out = pre.new_empty(windows.size(0), wmat.size(0))
+        for start, stop in _chunks(windows.size(0), windows.size(1) * hidden):
+            patches = flat.index_select(0, windows[start:stop].reshape(-1)).view(stop - start, -1)
+            torch.addmm(bias, patches, wmat.t(), out=out[start:stop])
+        ctx.save_for_backward(actv, windows, weight_g, weight_b)
+        ctx.pad, ctx.size = pad, (h, w)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        actv, windows, weight_g, weight_b = ctx.saved_tensors
+        need_pre, _, need_wg, need_wb, need_bg, need_bb, _ = ctx.needs_input_grad
+        need_w = need_wg or need_wb
+        hidden = actv.size(-1)
+        flat = actv.view(-1, hidden)
+        wmat = _window_matrix(weight_g, weight_b, actv.dtype)
+        grad_flat = torch.zeros_like(flat) if need_pre else None
+        grad_w = torch.zeros_like(wmat) if need_w else None
+        for start, stop in _chunks(windows.size(0), windows.size(1) * hidden):
+            index = windows[start:stop].reshape(-1)
+            g = grad[start:stop]
+            if need_w:
+                grad_w.addmm_(g.t(), flat.index_select(0, index).view(stop - start, -1))
+            if need_pre:
+                grad_flat.index_add_(0, index, (g @ wmat).view(-1, hidden))
+        grad_pre = None
+        if need_pre:
+            (h, w), pad = ctx.size, ctx.pad
+            inner = (slice(None), slice(pad, pad + h), slice(pad, pad + w))
+            grad_pre = grad_flat.view(actv.shape)[inner] * (actv[inner] > 0)
+        grads_w = (None, None)
+        if need_w:  # (2C, k*k*hidden) -> gamma's and beta's (C, hidden, k, k)
+            k = weight_g.size(-1)
+            full = grad_w.view(-1, k, k, hidden).permute(0, 3, 1, 2)
+            grads_w = tuple(g.to(weight_g.dtype) for g in full.split(weight_g.size(0)))
+        grads_b = (None, None)
+        if need_bg or need_bb:
+            grads_b = tuple(g.to(weight_g.dtype) for g in grad.sum(0).split(weight_g.size(0)))
+        return grad_pre, None, *grads_w, *grads_b, None
+
+
+class _FusedConv(torch.autograd.Function):
+    """gamma's and beta's convs as one conv over ``relu(pre)`` (``pre: (N, h, w, hidden)``,
+    used where most pixels are near a boundary). The concatenated weight is built inside and
+    rebuilt in backward: autograd keeps the two parameters, not a concatenated copy."""
+
+    @staticmethod
+    def forward(ctx, pre: torch.Tensor, weight_g: torch.Tensor, weight_b: torch.Tensor, bias_g: torch.Tensor,
+                bias_b: torch.Tensor) -> torch.Tensor:
+        actv = pre.clamp_min(0).permute(0, 3, 1, 2)  # NCHW view of NHWC memory (channels_last)
+        weight = torch.cat([weight_g, weight_b]).to(pre.dtype)
+        bias = torch.cat([bias_g, bias_b]).to(pre.dtype)
+        ctx.save_for_backward(actv, weight_g, weight_b)
+        return F.conv2d(actv, weight, bias, padding=weight.size(-1) // 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        actv, weight_g, weight_b = ctx.saved_tensors
+        need_pre, need_wg, need_wb, need_bg, need_bb = ctx.needs_input_grad
+        weight = torch.cat([weight_g, weight_b]).to(actv.dtype)
+        pad = weight.size(-1) // 2
+        grad_in, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad, actv, weight, [weight.size(0)], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+            [need_pre, need_wg or need_wb, need_bg or need_bb])
+        grad_pre = None
+        if need_pre:
+            grad_pre = (grad_in * (actv > 0)).permute(0, 2, 3, 1)
+        c = weight_g.size(0)
+        grads_w = (None, None) if grad_w is None else tuple(g.to(weight_g.dtype) for g in grad_w.split(c))
+        grads_b = (None, None) if grad_b is None else tuple(g.to(weight_g.dtype) for g in grad_b.split(c))
+        return grad_pre, *grads_w, *grads_b
+
+
+def _window_matrix(weight_g: torch.Tensor, weight_b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """gamma's and beta's (C, hidden, k, k) weights -> one (2C, k*k*hidden) matrix whose
+    columns follow the window order of ``LabelCode.windows`` (offset-major, then channel)."""
+    weight = torch.cat([weight_g, weight_b]).to(dtype)
+    return weight.permute(0, 2, 3, 1).reshape(weight.size(0), -1)
+
+
+def _chunks(total: int, row_elements: int):
+    """[start, stop) ranges whose patch matrices hold at most BOUNDARY_CHUNK_ELEMENTS values."""
+    step = max(1, BOUNDARY_CHUNK_ELEMENTS // max(1, row_elements))
+    return [(start, min(total, start + step)) for start in range(0, total, step)]
+
+
+def shared_preactivation(code: LabelCode, size: Tuple[int, int], weight: torch.Tensor,
+                         bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``conv(segmap)`` of the plain path (before its relu), as ``(N, h, w, hidden)`` (channels
+    last): one weighted bag-sum per pixel over the class rows, the continuous channels' rows
     (weighted by their values) and the bias row."""
     ks = weight.size(-1)
     dtype = _compute_dtype(weight)
@@ -165,11 +316,11 @@ def shared_activation(code: LabelCode, size: Tuple[int, int], weight: torch.Tens
         if weights is not None:
             weights = torch.cat([weights, weights.new_ones(weights.size(0), 1)], dim=1)
     table = torch.cat(parts).to(dtype)
-    out = F.embedding_bag(rows, table, mode="sum",
-                          per_sample_weights=None if weights is None else weights.to(dtype))
+    weighted = range(ks * ks, ks * ks * (1 + code.dense_nc))  # the continuous channels' columns
+    out = _BagSum.apply(table, rows, None if weights is None else weights.to(dtype), weighted)
     n = code.index.size(0)
     h, w = size
-    return F.relu(out.view(n, h, w, -1))
+    return out.view(n, h, w, -1)
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -179,48 +330,33 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return t.dtype
 
 
-def gamma_beta(code: LabelCode, actv: torch.Tensor, shared_weight: torch.Tensor,
-               shared_bias: Optional[torch.Tensor], weight: torch.Tensor,
-               bias: torch.Tensor) -> torch.Tensor:
-    """The fused gamma/beta conv over ``actv: (N, h, w, hidden)`` -> ``(N, 2C, h, w)``.
+def gamma_beta(code: LabelCode, pre: torch.Tensor, shared_weight: torch.Tensor,
+               shared_bias: Optional[torch.Tensor], weights: Tuple[torch.Tensor, torch.Tensor],
+               biases: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """gamma and beta (one fused conv) over ``relu(pre)``, ``pre: (N, h, w, hidden)`` ->
+    ``(N, 2C, h, w)`` (gamma's C channels, then beta's).
 
-    ``weight``/``bias``: gamma's and beta's concatenated. Region pixels take their class's
+    ``weights``/``biases``: gamma's and beta's parameters. Region pixels take their class's
     constant; the rest are computed exactly (see the module docstring).
     """
-    n, h, w, hidden = actv.shape
-    ks = weight.size(-1)
+    n, h, w, hidden = pre.shape
+    ks = weights[0].size(-1)
     positions = code.boundary((h, w), ks)
-    actv_nchw = actv.permute(0, 3, 1, 2)
-    if positions is None:
-        return F.conv2d(actv_nchw, weight.to(actv.dtype), bias.to(actv.dtype), padding=ks // 2)
-    dtype = actv.dtype
-    # Class constants: a_c = relu(bias + sum over offsets of the class's table rows).
-    table = first_conv_table(shared_weight, code.onehot_nc).to(dtype)
-    per_class = table.view(ks * ks, code.onehot_nc + 1, hidden).sum(0)
-    if shared_bias is not None:
-        per_class = per_class + shared_bias.to(dtype)
-    per_class = F.relu(per_class)
-    constants = F.linear(per_class, weight.sum(dim=(2, 3)).to(dtype), bias.to(dtype))  # (L+1, 2C)
-    index, _ = code.at((h, w))
-    out = F.embedding(index.reshape(-1), constants)  # (N*h*w, 2C)
-    if positions.numel():
-        pad = ks // 2
-        padded = F.pad(actv, (0, 0, pad, pad, pad, pad))  # zero padding, as the plain conv
-        hp, wp = h + 2 * pad, w + 2 * pad
-        flat = padded.reshape(n * hp * wp, hidden)
-        # pixel (b, y, x) -> top-left of its window in the padded map
-        b = positions // (h * w)
-        rem = positions % (h * w)
-        base = b * (hp * wp) + (rem // w) * wp + rem % w
-        offsets = torch.tensor([dy * wp + dx for dy in range(ks) for dx in range(ks)],
-                               device=actv.device)
-        wmat = weight.permute(0, 2, 3, 1).reshape(weight.size(0), ks * ks * hidden).to(dtype)
-        # In chunks: one big patch matrix costs more in fresh memory than in arithmetic.
-        chunk = max(1, BOUNDARY_CHUNK_ELEMENTS // (ks * ks * hidden))
-        values = []
-        for start in range(0, base.numel(), chunk):
-            rows = (base[start:start + chunk, None] + offsets[None, :]).reshape(-1)
-            patches = flat.index_select(0, rows).view(-1, ks * ks * hidden)
-            values.append(F.linear(patches, wmat, bias.to(dtype)))
-        out = out.index_copy(0, positions, torch.cat(values) if len(values) > 1 else values[0])
+    dtype = pre.dtype
+    with torch.autocast(pre.device.type, enabled=False):  # dtypes are settled: pre's
+        if positions is None:
+            return _FusedConv.apply(pre, *weights, *biases)
+        # Class constants: a_c = relu(bias + sum over offsets of the class's table rows).
+        table = first_conv_table(shared_weight, code.onehot_nc).to(dtype)
+        per_class = table.view(ks * ks, code.onehot_nc + 1, hidden).sum(0)
+        if shared_bias is not None:
+            per_class = per_class + shared_bias.to(dtype)
+        per_class = F.relu(per_class)
+        summed = torch.cat([weights[0].sum(dim=(2, 3)), weights[1].sum(dim=(2, 3))]).to(dtype)
+        constants = F.linear(per_class, summed, torch.cat(biases).to(dtype))  # (L+1, 2C)
+        index, _ = code.at((h, w))
+        out = F.embedding(index.reshape(-1), constants)  # (N*h*w, 2C)
+        if positions.numel():
+            values = _WindowConv.apply(pre, code.windows((h, w), ks), *weights, *biases, ks // 2)
+            out = out.index_copy(0, positions, values)
     return out.view(n, h, w, -1).permute(0, 3, 1, 2)

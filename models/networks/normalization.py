@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import spectral_norm
 
-from models.networks.fast_spade import LabelCode, gamma_beta, shared_activation
+from models.networks.fast_spade import LabelCode, gamma_beta, shared_preactivation
 from util.errors import OptionError
 
 NONSPADE_SUBNORMS = ("instance", "batch", "syncbatch", "sync_batch", "none", "")
@@ -109,10 +109,10 @@ class SPADE(nn.Module):
 
     def _modulate_fast(self, normalized: torch.Tensor, code: LabelCode) -> torch.Tensor:
         shared = self.mlp_shared[0]
-        actv = shared_activation(code, tuple(normalized.shape[2:]), shared.weight, shared.bias)
-        weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])
-        bias = torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias])
-        modulation = gamma_beta(code, actv, shared.weight, shared.bias, weight, bias)
+        pre = shared_preactivation(code, tuple(normalized.shape[2:]), shared.weight, shared.bias)
+        modulation = gamma_beta(code, pre, shared.weight, shared.bias,
+                                (self.mlp_gamma.weight, self.mlp_beta.weight),
+                                (self.mlp_gamma.bias, self.mlp_beta.bias))
         # match x's memory layout once, so the elementwise ops below run on aligned strides
         modulation = modulation.contiguous(memory_format=_memory_format(normalized))
         gamma, beta = modulation.chunk(2, dim=1)
