@@ -8,3 +8,4 @@ MODELS = Registry("model", "--model")
 
 from models import pix2pix_model  # noqa: E402,F401  (registers "pix2pix")
 from models import udgan_model  # noqa: E402,F401  (registers "udgan")
+from models import sims_model  # noqa: E402,F401  (registers "sims" and netG "sims")

@@ -59,15 +59,18 @@ def seed_everything(seed: int) -> None:
 
 def _visuals(batch, generated: Dict[str, torch.Tensor], palette: np.ndarray,
              max_items: int = 4) -> Dict[str, np.ndarray]:
-    """Page columns for the first ``max_items`` samples of a batch: label, synthesized image,
-    real image, and (UDGAN) synthesized and target depth."""
+    """Page columns for the first ``max_items`` samples of a batch: label, (SIMS) canvas,
+    synthesized image, real image, and (UDGAN) synthesized and target depth."""
     from util.image_io import depth_to_image, input_to_image, tensor_to_image
 
     n = min(max_items, generated["image"].size(0))
 
     def row(images):
         return np.concatenate(images, axis=1)  # batch side by side
-    visuals = {"input_label": row([input_to_image(batch["label"][i], palette) for i in range(n)]),
+    visuals = {"input_label": row([input_to_image(batch["label"][i], palette) for i in range(n)])}
+    if "canvas" in generated:  # SIMS: the (simulated) canvas the image was made from
+        visuals["canvas"] = row([tensor_to_image(generated["canvas"][i].float().cpu()) for i in range(n)])
+    visuals = {**visuals,
                "synthesized_image": row([tensor_to_image(generated["image"][i].float().cpu())
                                          for i in range(n)]),
                "real_image": row([tensor_to_image(batch["image"][i]) for i in range(n)])}
