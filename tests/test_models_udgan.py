@@ -146,8 +146,8 @@ def _fake_sigterm_after(run, n_iterations):
     count = {"n": 0}
     record = run.counter.record_one_iteration
 
-    def counting():
-        record()
+    def counting(*args, **kwargs):
+        record(*args, **kwargs)
         count["n"] += 1
         if count["n"] >= n_iterations:
             stopper.received = "SIGTERM"
