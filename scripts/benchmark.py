@@ -177,7 +177,9 @@ def benchmark(opt: argparse.Namespace) -> List[dict]:
     bench = Bench(opt)
     model, device = bench.model, bench.device
     rows: List[dict] = []
-    emit = _emitter(_config(opt, device), rows)
+    config = _config(opt, device)
+    config["spade_impl"] = getattr(distributed.unwrap(model.netG), "spade_impl", None)  # 'auto' resolved
+    emit = _emitter(config, rows)
     emit("G_parameters", float(sum(p.numel() for p in model.netG.parameters())), "count")
     flops = generator_flops(model, bench.batch) / opt.batchSize
     emit("G_flops_per_image", flops, "FLOP")

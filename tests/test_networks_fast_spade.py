@@ -11,7 +11,7 @@ import torch
 
 from models.networks import fast_spade
 from models.networks.fast_spade import LabelCode
-from models.networks.generators.spade import SPADEGenerator
+from models.networks.generators.spade import AUTO_FAST_MIN_CLASSES, SPADEGenerator, resolve_spade_impl
 from models.networks.normalization import SPADE
 from models.pix2pix_model import instance_edges, one_hot_labels
 
@@ -182,3 +182,10 @@ def test_bf16_autocast_fast_path_is_as_accurate_as_plain():
         errors.append((out.float() - reference).abs().mean().item())
     assert 0 < errors[0] < 0.1
     assert errors[1] < 2 * errors[0]
+
+
+def test_auto_picks_fast_for_many_classes_and_conv_for_images():
+    assert resolve_spade_impl("auto", AUTO_FAST_MIN_CLASSES) == "fast"
+    assert resolve_spade_impl("auto", AUTO_FAST_MIN_CLASSES - 1) == "conv"
+    assert resolve_spade_impl("fast", 12) == "fast" and resolve_spade_impl("conv", 184) == "conv"
+    assert resolve_spade_impl("fast", 0) == "conv"  # --label_nc 0: an RGB input has no classes

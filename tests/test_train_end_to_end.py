@@ -245,9 +245,9 @@ def test_benchmark_prints_json_lines(tmp_path):
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_trains_and_saves_scaler(tmp_path, tiny_train_args, amp):
-    """The CUDA AMP path on CPU: autocast in both steps, a GradScaler for fp16 whose state is
-    part of the resumable checkpoint."""
-    run = _run_in_process(tiny_train_args + ["--amp", amp])
+    """The CUDA AMP path on CPU: autocast in both steps (through the fast SPADE path), a
+    GradScaler for fp16 whose state is part of the resumable checkpoint."""
+    run = _run_in_process(tiny_train_args + ["--amp", amp, "--spade_impl", "fast"])
     assert all(torch.isfinite(v) for v in run.trainer.latest_losses().values())
     assert run.trainer.generated["image"].dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     state = checkpoint.load_train_state(str(tmp_path / "checkpoints" / "tiny"), "latest")

@@ -78,13 +78,12 @@ class LabelCode:
         return self._cached(("at", size), make)
 
     def neighbours(self, size: Tuple[int, int], ks: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The first conv at ``size`` as bags of lookup-table rows, one bag per pixel:
+        """The first conv's inputs at ``size``, per pixel:
 
-        * ``rows: (N*h*w, ks*ks*(1 + E))`` int64: for each kernel offset the row
-          ``offset * (onehot_nc + 1) + class`` ("no class" outside the image), then for each
-          offset and continuous channel ``e`` the row ``ks*ks*(onehot_nc + 1) + offset * E + e``;
-        * ``weights``: None without continuous channels, else ``(N*h*w, ks*ks*(1 + E))``: 1 for
-          the class rows, the channel's value at that offset (0 outside the image) for the rest.
+        * ``rows: (N*h*w, ks*ks)`` int64: for each kernel offset the lookup-table row
+          ``offset * (onehot_nc + 1) + class`` ("no class" outside the image);
+        * ``values``: None without continuous channels, else ``(N*h*w, ks*ks*E)``: each continuous
+          channel's value at each offset (offset-major; 0 outside the image, as zero padding).
         """
         def make():
             index, dense = self.at(size)
@@ -98,14 +97,9 @@ class LabelCode:
             if dense is None:
                 return rows, None
             e = dense.size(1)
-            first = ks * ks * rows_per_offset
-            dense_rows = torch.arange(first, first + ks * ks * e, device=rows.device)
-            rows = torch.cat([rows, dense_rows.expand(rows.size(0), -1)], dim=1)
-            values = F.pad(dense, (pad, pad, pad, pad))  # zero padding, as the plain conv
+            values = F.pad(dense, (pad, pad, pad, pad))
             vals = torch.stack([values[:, :, dy:dy + h, dx:dx + w] for dy, dx in offsets], dim=-1)
-            vals = vals.permute(0, 2, 3, 4, 1).reshape(rows.size(0), ks * ks * e)  # offset-major
-            weights = torch.cat([vals.new_ones(rows.size(0), ks * ks), vals], dim=1)
-            return rows, weights
+            return rows, vals.permute(0, 2, 3, 4, 1).reshape(rows.size(0), ks * ks * e)
         return self._cached(("nb", tuple(size), ks), make)
 
     def boundary(self, size: Tuple[int, int], ks: int) -> Optional[torch.Tensor]:
@@ -164,34 +158,24 @@ def first_conv_table(weight: torch.Tensor, onehot_nc: int) -> torch.Tensor:
 
 
 class _BagSum(torch.autograd.Function):
-    """``F.embedding_bag(rows, table, mode="sum", per_sample_weights=weights)`` with a backward
-    that adds each bag column's gradient into the table with one ``index_add_`` per column,
-    instead of embedding_bag's sort-based backward (several times slower on CPU here)."""
+    """``F.embedding_bag(rows, table, mode="sum")`` with a backward that adds the gradient
+    into the table with one ``index_add_`` per bag column, instead of embedding_bag's
+    sort-based backward (several times slower on CPU here)."""
 
     @staticmethod
-    def forward(ctx, table: torch.Tensor, rows: torch.Tensor, weights: Optional[torch.Tensor],
-                weighted: range) -> torch.Tensor:
-        # the table itself is only needed for the continuous inputs' gradient
-        keep = weights is not None and weights.requires_grad
-        ctx.save_for_backward(table if keep else None, rows, weights)
-        ctx.table_shape, ctx.weighted = table.shape, weighted
-        return F.embedding_bag(rows, table, mode="sum", per_sample_weights=weights)
+    def forward(ctx, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        ctx.table_shape = table.shape
+        return F.embedding_bag(rows, table, mode="sum")
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        table, rows, weights = ctx.saved_tensors
-        grad_table = grad_weights = None
-        if ctx.needs_input_grad[0]:
-            grad_table = grad.new_zeros(ctx.table_shape)
-            for col in range(rows.size(1)):
-                # columns outside ``weighted`` have weight 1 by construction: no multiply
-                g = grad * weights[:, col:col + 1] if col in ctx.weighted else grad
-                grad_table.index_add_(0, rows[:, col], g)
-        if weights is not None and ctx.needs_input_grad[2]:  # continuous inputs that need a gradient (depth)
-            grad_weights = torch.stack([(table.index_select(0, rows[:, col]) * grad).sum(1)
-                                        for col in range(rows.size(1))], dim=1)
-        return grad_table, None, grad_weights, None
+        (rows,) = ctx.saved_tensors
+        grad_table = grad.new_zeros(ctx.table_shape)
+        for col in range(rows.size(1)):
+            grad_table.index_add_(0, rows[:, col], grad)
+        return grad_table, None
 
 
 class _WindowConv(torch.autograd.Function):
@@ -301,23 +285,18 @@ def _chunks(total: int, row_elements: int):
 def shared_preactivation(code: LabelCode, size: Tuple[int, int], weight: torch.Tensor,
                          bias: Optional[torch.Tensor]) -> torch.Tensor:
     """``conv(segmap)`` of the plain path (before its relu), as ``(N, h, w, hidden)`` (channels
-    last): one weighted bag-sum per pixel over the class rows, the continuous channels' rows
-    (weighted by their values) and the bias row."""
+    last): per pixel the sum of its ks*ks class rows of the lookup table, plus the continuous
+    channels' values times their weight columns (a thin matmul), plus the bias."""
     ks = weight.size(-1)
     dtype = _compute_dtype(weight)
-    rows, weights = code.neighbours(size, ks)
-    parts = [first_conv_table(weight, code.onehot_nc)]
-    if code.dense_nc:
-        # row offset * E + e = the weight column of continuous channel e at that offset
-        parts.append(weight[:, code.onehot_nc:].permute(2, 3, 1, 0).reshape(-1, weight.size(0)))
-    if bias is not None:  # the bias as one more row of every bag: summed for free
-        parts.append(bias[None])
-        rows = torch.cat([rows, rows.new_full((rows.size(0), 1), sum(p.size(0) for p in parts) - 1)], dim=1)
-        if weights is not None:
-            weights = torch.cat([weights, weights.new_ones(weights.size(0), 1)], dim=1)
-    table = torch.cat(parts).to(dtype)
-    weighted = range(ks * ks, ks * ks * (1 + code.dense_nc))  # the continuous channels' columns
-    out = _BagSum.apply(table, rows, None if weights is None else weights.to(dtype), weighted)
+    rows, values = code.neighbours(size, ks)
+    out = _BagSum.apply(first_conv_table(weight, code.onehot_nc).to(dtype), rows)
+    if values is not None:
+        # (ks*ks*E, hidden): row offset * E + e = the weight column of channel e at that offset
+        dense_weight = weight[:, code.onehot_nc:].permute(2, 3, 1, 0).reshape(-1, weight.size(0))
+        out = torch.addmm(out, values.to(dtype), dense_weight.to(dtype))
+    if bias is not None:
+        out = out + bias.to(dtype)
     n = code.index.size(0)
     h, w = size
     return out.view(n, h, w, -1)
@@ -358,5 +337,5 @@ def gamma_beta(code: LabelCode, pre: torch.Tensor, shared_weight: torch.Tensor,
         out = F.embedding(index.reshape(-1), constants)  # (N*h*w, 2C)
         if positions.numel():
             values = _WindowConv.apply(pre, code.windows((h, w), ks), *weights, *biases, ks // 2)
-            out = out.index_copy(0, positions, values)
+            out.index_copy_(0, positions, values)  # in place: embedding's backward needs only indices
     return out.view(n, h, w, -1).permute(0, 3, 1, 2)
