@@ -148,6 +148,29 @@ def test_region_constant_shortcut_is_used_and_exact(monkeypatch):
     assert _max_rel(plain, layer(x, LabelCode(semantics, onehot_nc=6))) < 1e-10
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_layer_matches_in_both_memory_layouts(channels_last):
+    """Batch of 2 with region constants: the fast path writes its modulation NCHW per sample or
+    NHWC to match x; values and gradients are the same either way."""
+    semantics = _semantics(2, 64, 64, label_nc=6, dontcare=False, edges=True, dense=0, block=16)
+    assert LabelCode(semantics, onehot_nc=6).boundary((64, 64), 3) is not None
+    torch.manual_seed(0)
+    layer = SPADE("spadeinstance3x3", norm_nc=4, label_nc=7)
+    x = torch.randn(2, 4, 64, 64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    results = []
+    for seg in (semantics, LabelCode(semantics, onehot_nc=6)):
+        layer.zero_grad()
+        xi = x.detach().clone().requires_grad_(True)
+        y = layer(xi, seg)
+        (y * torch.linspace(0, 1, y.numel()).view(y.shape)).sum().backward()
+        results.append((y.detach(), xi.grad, layer.mlp_gamma.weight.grad.clone(),
+                        layer.mlp_shared[0].weight.grad.clone()))
+    for plain, fast in zip(*results):
+        assert _max_rel(plain, fast) < 1e-9
+
+
 def test_pixels_without_class_match_plain_zero_onehot():
     """A pixel with an all-zero one-hot (e.g. an id mapped to nothing) is "no class" in both paths."""
     semantics = _semantics(1, 16, 16, label_nc=3, dontcare=False, edges=True, dense=0, block=4)

@@ -311,9 +311,10 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 def gamma_beta(code: LabelCode, pre: torch.Tensor, shared_weight: torch.Tensor,
                shared_bias: Optional[torch.Tensor], weights: Tuple[torch.Tensor, torch.Tensor],
-               biases: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+               biases: Tuple[torch.Tensor, torch.Tensor], channels_last: bool = True) -> torch.Tensor:
     """gamma and beta (one fused conv) over ``relu(pre)``, ``pre: (N, h, w, hidden)`` ->
-    ``(N, 2C, h, w)`` (gamma's C channels, then beta's).
+    ``(N, 2C, h, w)`` (gamma's C channels, then beta's), laid out NHWC (``channels_last``) or
+    with each sample's channel planes contiguous.
 
     ``weights``/``biases``: gamma's and beta's parameters. Region pixels take their class's
     constant; the rest are computed exactly (see the module docstring).
@@ -334,8 +335,17 @@ def gamma_beta(code: LabelCode, pre: torch.Tensor, shared_weight: torch.Tensor,
         summed = torch.cat([weights[0].sum(dim=(2, 3)), weights[1].sum(dim=(2, 3))]).to(dtype)
         constants = F.linear(per_class, summed, torch.cat(biases).to(dtype))  # (L+1, 2C)
         index, _ = code.at((h, w))
-        out = F.embedding(index.reshape(-1), constants)  # (N*h*w, 2C)
+        values = None
         if positions.numel():
             values = _WindowConv.apply(pre, code.windows((h, w), ks), *weights, *biases, ks // 2)
-            out.index_copy_(0, positions, values)  # in place: embedding's backward needs only indices
-    return out.view(n, h, w, -1).permute(0, 3, 1, 2)
+        if channels_last:
+            out = F.embedding(index.reshape(-1), constants)  # (N*h*w, 2C)
+            if values is not None:
+                out.index_copy_(0, positions, values)  # in place: embedding's backward needs only indices
+            return out.view(n, h, w, -1).permute(0, 3, 1, 2)
+        # Channel-major (2C, N*h*w): each sample's planes come out NCHW-contiguous, so an NCHW
+        # network needs no layout copy (and its gradient none back).
+        out = constants.t().contiguous().index_select(1, index.reshape(-1))
+        if values is not None:
+            out.index_copy_(1, positions, values.t())  # in place: index_select's backward needs only indices
+    return out.view(-1, n, h, w).transpose(0, 1)

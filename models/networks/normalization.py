@@ -110,11 +110,14 @@ class SPADE(nn.Module):
     def _modulate_fast(self, normalized: torch.Tensor, code: LabelCode) -> torch.Tensor:
         shared = self.mlp_shared[0]
         pre = shared_preactivation(code, tuple(normalized.shape[2:]), shared.weight, shared.bias)
+        layout = _memory_format(normalized)
         modulation = gamma_beta(code, pre, shared.weight, shared.bias,
                                 (self.mlp_gamma.weight, self.mlp_beta.weight),
-                                (self.mlp_gamma.bias, self.mlp_beta.bias))
-        # match x's memory layout once, so the elementwise ops below run on aligned strides
-        modulation = modulation.contiguous(memory_format=_memory_format(normalized))
+                                (self.mlp_gamma.bias, self.mlp_beta.bias),
+                                channels_last=layout == torch.channels_last)
+        if modulation.stride(-1) != normalized.stride(-1):
+            # match x's memory layout once, so the elementwise ops below run on aligned strides
+            modulation = modulation.contiguous(memory_format=layout)
         gamma, beta = modulation.chunk(2, dim=1)
         return torch.addcmul(normalized + beta, normalized, gamma)
 
