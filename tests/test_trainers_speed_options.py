@@ -91,10 +91,11 @@ def test_accum_iter_must_be_positive(tiny_train_args):
 
 
 def test_channels_last_and_compile_train_save_plain_checkpoints_and_test(tmp_path, tiny_train_args):
-    """channels_last weights/activations and a torch.compile wrapper (the 'eager' backend: the
-    wrapping, unwrapping and checkpoint path without a C++ compiler) train, save checkpoints
-    with the plain names, and test.py loads them."""
-    run = _run(tiny_train_args + ["--channels_last", "--compile", "--compile_backend", "eager"])
+    """channels_last weights/activations and a torch.compile wrapper (the 'eager' backend: Dynamo's
+    tracing around the fast SPADE path, the wrapping, unwrapping and checkpoint path without a C++
+    compiler) train, save checkpoints with the plain names, and test.py loads them."""
+    run = _run(tiny_train_args + ["--channels_last", "--compile", "--compile_backend", "eager",
+                                  "--spade_impl", "fast"])
     netG = run.model.netG
     assert hasattr(netG, "_orig_mod")  # compiled
     plain = distributed.unwrap(netG)

@@ -107,6 +107,9 @@ class SPADE(nn.Module):
         beta = self.mlp_beta(actv)
         return normalized * (1 + gamma) + beta
 
+    # Eager under torch.compile: the lookups, cached index maps and custom backward are already
+    # the fused form, and their data-dependent sizes (boundary pixels) do not trace.
+    @torch.compiler.disable
     def _modulate_fast(self, normalized: torch.Tensor, code: LabelCode) -> torch.Tensor:
         shared = self.mlp_shared[0]
         pre = shared_preactivation(code, tuple(normalized.shape[2:]), shared.weight, shared.bias)

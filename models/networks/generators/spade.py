@@ -26,6 +26,11 @@ SPADE_IMPLS = ("auto", "fast", "conv")
 AUTO_FAST_MIN_CLASSES = 64
 
 
+@torch.compiler.disable  # a Python object with per-resolution caches: built eagerly
+def _label_code(semantics: torch.Tensor, onehot_nc: int) -> LabelCode:
+    return LabelCode(semantics, onehot_nc)
+
+
 def resolve_spade_impl(choice: str, onehot_nc: int) -> str:
     """'fast' or 'conv' for ``--spade_impl choice`` with ``onehot_nc`` one-hot channels."""
     if onehot_nc == 0:
@@ -176,7 +181,7 @@ class SPADEGenerator(BaseNetwork):
         else:
             x = self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
         if self.spade_impl == "fast":
-            seg = LabelCode(semantics, self.onehot_nc)
+            seg = _label_code(semantics, self.onehot_nc)
         x = self.head_0(x, seg)
         x = self.up(x)
         x = self.G_middle_0(x, seg)
