@@ -50,6 +50,9 @@ def instance_edges(instance: torch.Tensor) -> torch.Tensor:
 class Pix2PixModel(nn.Module):
     """Generator + (training only) multiscale discriminator + optional VAE encoder."""
 
+    # the generator's GAN + feature-matching terms (SIMS's --no_gan trains without them)
+    use_gan = True
+
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         return parser
@@ -160,11 +163,13 @@ class Pix2PixModel(nn.Module):
         losses: Dict[str, torch.Tensor] = {}
         if kld is not None:
             losses["KLD"] = kld
-        pred_fake, pred_real = self.discriminate(semantics, fake, real)
-        losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
-        if not opt.no_ganFeat_loss:
-            # one term per scale the discriminator has (--netD patch has one, multiscale --num_D)
-            losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat, len(pred_fake))
+        if self.use_gan:
+            pred_fake, pred_real = self.discriminate(semantics, fake, real)
+            losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
+            if not opt.no_ganFeat_loss:
+                # one term per scale the discriminator has (--netD patch has one, multiscale --num_D)
+                losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat,
+                                                           len(pred_fake))
         if self.criterionVGG is not None:
             losses["VGG"] = self.criterionVGG(fake.float(), real.float()) * opt.lambda_vgg
         if getattr(opt, "lambda_L1", 0) > 0:  # pix2pix's reconstruction term

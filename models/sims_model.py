@@ -41,12 +41,10 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from models import MODELS
 from models.networks.base_network import add_option_once
 from models.networks.generators import sims as _sims_generator  # noqa: F401  (registers netG "sims")
-from models.networks.loss import feature_matching_loss
 from models.pix2pix_model import Batch, Pix2PixModel
 from models.sims.simulate import SimulationConfig, simulate_canvas
 from util import checkpoint
@@ -327,23 +325,6 @@ class SIMSModel(Pix2PixModel):
         return {"image": self.netG(semantics, canvas, filled), "canvas": canvas, **shown}
 
     # ------------------------------------------------------------------ losses
-    def generator_loss(self, batch: Batch) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-        opt = self.opt
-        semantics, real = self.preprocess_input(batch)
-        outputs = self.generate(semantics, None, batch)
-        fake = outputs["image"]
-        losses: Dict[str, torch.Tensor] = {}
-        if self.use_gan:
-            pred_fake, pred_real = self.discriminate(semantics, fake, real)
-            losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
-            if not opt.no_ganFeat_loss:
-                losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat, len(pred_fake))
-        if self.criterionVGG is not None:
-            losses["VGG"] = self.criterionVGG(fake.float(), real.float()) * opt.lambda_vgg
-        if opt.lambda_L1 > 0:
-            losses["L1"] = F.l1_loss(fake.float(), real.float()) * opt.lambda_L1
-        return losses, outputs
-
     def discriminator_loss(self, batch: Batch) -> Dict[str, torch.Tensor]:
         if self.use_gan:
             return super().discriminator_loss(batch)
