@@ -10,7 +10,7 @@ import sys
 from typing import List, Optional
 
 from options.train_options import TrainOptions
-from trainers.train_loop import train_process
+from trainers.train_loop import interrupted_during_start, train_process
 from util import distributed
 from util.cli import run_reporting_errors
 
@@ -25,7 +25,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 raise SystemExit(getattr(e, "exit_code", None) or 1) from None
             raise
 
-    run_reporting_errors(body)
+    run_reporting_errors(body, interrupted=interrupted_during_start)
 
 
 if __name__ == "__main__":

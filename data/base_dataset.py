@@ -14,6 +14,11 @@ Preprocessing follows SPADE: one set of random parameters (crop position, flip) 
 applied to label, instance, image and depth alike; NEAREST for label/instance, BICUBIC for the
 image and BILINEAR for depth. Flips happen only when training without ``--no_flip``; at test
 time crops are centred, so results are reproducible.
+
+Training crops and flips are a pure function of (``--seed``, epoch, sample index): datasets
+draw them from ``BaseDataset.sample_rng(index)``, not from a worker's global RNG, and the
+training loop calls ``set_epoch`` (shared with DataLoader workers) before each epoch. So a run
+resumed mid-epoch sees exactly the samples an uninterrupted run would, whatever ``--nThreads``.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_c
                     "scale_shortside", "scale_shortside_and_crop", "fixed", "none")
 DONTCARE = 255            # id of unlabeled pixels in label files (SPADE convention)
 DONTCARE_COLOR = (255, 255, 255)
+_AUGMENT_STREAM = 0x61756720  # keeps augmentation seeds apart from other seeded draws
 
 
 @dataclass
@@ -83,7 +89,9 @@ def get_params(opt: argparse.Namespace, size: Tuple[int, int],
                rnd: Optional[random.Random] = None) -> TransformParams:
     """Draw the crop position and flip for one sample of ``size`` = (width, height).
 
-    Uses python's ``random`` (seeded per DataLoader worker by torch) unless ``rnd`` is given.
+    Datasets pass ``rnd = self.sample_rng(index)`` so training draws are reproducible; without
+    it python's global ``random`` is used (per DataLoader worker: not restored on resume).
+    At test time nothing is drawn (centred crop, no flip).
     """
     rnd = rnd or random  # type: ignore[assignment]
     nw, nh = scaled_size(opt, size)
@@ -128,6 +136,14 @@ def crop_array(arr: np.ndarray, box: Tuple[int, int, int, int], fill: float = 0)
     if x1 > x0 and y1 > y0:
         out[y0 - y:y1 - y, x0 - x:x1 - x] = arr[y0:y1, x0:x1]
     return out
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 128-bit seed mixed from (seed, epoch, index) by numpy's SeedSequence (unlike
+    ``hash()``, the same in every process and python version)."""
+    words = np.random.SeedSequence([int(seed) % 2 ** 64, _AUGMENT_STREAM, int(epoch),
+                                    int(index)]).generate_state(4, np.uint32)
+    return int.from_bytes(words.tobytes(), "little")
 
 
 # ------------------------------------------------------------------ arrays -> tensors
@@ -188,6 +204,10 @@ class BaseDataset(Dataset):
         super().__init__()
         self.opt = opt
         self.max_size: Optional[int] = None
+        self.augment_seed = int(getattr(opt, "seed", 0) or 0)
+        # shared memory: set_epoch in the main process reaches (persistent) DataLoader workers,
+        # forked or spawned
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
@@ -205,6 +225,22 @@ class BaseDataset(Dataset):
     def __len__(self) -> int:
         n = self.num_samples()
         return n if self.max_size is None else min(n, self.max_size)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's augmentation; call before the epoch's DataLoader iterator starts
+        (the training loop does)."""
+        if int(epoch) < 0:
+            raise ValueError(f"set_epoch expects an epoch >= 0 (got {epoch})")
+        self._epoch.fill_(int(epoch))
+
+    def sample_rng(self, index: int) -> random.Random:
+        """The generator for sample ``index``'s augmentation: seeded by (``--seed``, epoch,
+        ``index``) only, so the same in any process and after a resume."""
+        return random.Random(sample_seed(self.augment_seed, self.epoch, index))
 
     def class_names(self) -> List[str]:
         """Names of the ``label_nc`` classes (for the HTML pages)."""

@@ -3,10 +3,17 @@
 One sampler for every case: torch's DistributedSampler (with one replica when there is a
 single process) gives each rank its shard of a per-epoch permutation; ``SkipSampler`` drops the
 batches already done so a resumed run continues at the same sample of the same epoch.
+
+Workers ignore SIGTERM and SIGINT (``ignore_stop_signals``): Slurm preemption and Ctrl-C reach
+the whole process group, and the main process owns shutdown (it saves at the end of the current
+iteration, then exits, which ends the workers). Augmentation randomness does not come from the
+workers' RNGs but from (``--seed``, epoch, index) (``BaseDataset.sample_rng``), so resuming with
+any ``--nThreads`` continues exactly.
 """
 from __future__ import annotations
 
-from typing import Iterator
+import signal
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -34,6 +41,27 @@ class SkipSampler(Sampler[int]):
         return max(0, len(self.base) - self.skip)
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """``worker_init_fn`` for any DataLoader: SIGTERM / SIGINT are ignored in the worker.
+
+    Otherwise a signal sent to the process group kills the workers first, and the main process
+    fails with "DataLoader worker ... killed by signal" before it can save.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _ChainedInit:
+    """Picklable (spawn / forkserver workers) ``ignore_stop_signals`` followed by ``extra``."""
+
+    def __init__(self, extra: Callable[[int], None]) -> None:
+        self.extra = extra
+
+    def __call__(self, worker_id: int) -> None:
+        ignore_stop_signals(worker_id)
+        self.extra(worker_id)
+
+
 def per_process_batch(batch_size: int, world_size: int) -> int:
     if batch_size % world_size != 0:
         raise DatasetError(f"--batchSize {batch_size} is the global batch and must be divisible "
@@ -44,8 +72,12 @@ def per_process_batch(batch_size: int, world_size: int) -> int:
 
 def create_dataloader(dataset: Dataset, batch_size: int, *, shuffle: bool, drop_last: bool,
                       num_workers: int = 0, seed: int = 0, rank: int = 0, world_size: int = 1,
-                      pin_memory: bool = False) -> DataLoader:
-    """Loader over this rank's shard; ``batch_size`` is the global batch."""
+                      pin_memory: bool = False,
+                      worker_init_fn: Optional[Callable[[int], None]] = None) -> DataLoader:
+    """Loader over this rank's shard; ``batch_size`` is the global batch.
+
+    Workers ignore SIGTERM / SIGINT, then run ``worker_init_fn`` if given.
+    """
     local_batch = per_process_batch(batch_size, world_size)
     if drop_last and len(dataset) < batch_size:
         raise DatasetError(f"the dataset has {len(dataset)} samples, fewer than --batchSize "
@@ -56,4 +88,6 @@ def create_dataloader(dataset: Dataset, batch_size: int, *, shuffle: bool, drop_
     generator.manual_seed(seed + rank)
     return DataLoader(dataset, batch_size=local_batch, sampler=SkipSampler(base),
                       num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0, generator=generator)
+                      persistent_workers=num_workers > 0, generator=generator,
+                      worker_init_fn=ignore_stop_signals if worker_init_fn is None
+                      else _ChainedInit(worker_init_fn))

@@ -18,7 +18,8 @@ is NOT clipped to [-1, 1] by default (the common DnCNN / FFDNet protocol; some p
   ``set_epoch(e)`` (shared with DataLoader workers, persistent ones included) makes them a
   function of (seed, e, index), so runs and resumed runs are reproducible whatever the number
   of workers; without ``set_epoch`` calls, the per-index draw counter (also shared) still gives
-  fresh noise every time a sample is drawn again, i.e. every epoch.
+  fresh noise every time a sample is drawn again, i.e. every epoch. Crops / flips follow
+  (seed, epoch, index) as in every mode (``BaseDataset.sample_rng``; no draw counter).
 - Test phase: every image at every sigma of ``--test_sigmas`` (15,25,50): sample
   ``i * len(sigmas) + j`` is image ``i`` at sigma ``j``, its noise seeded by (seed, i, sigma)
   only, so every run sees the same noisy inputs. ``path`` gets the sigma appended to the stem
@@ -129,9 +130,8 @@ class NoisyDataset(BaseDataset):
             if not 1 <= self.num_synthetic < TEST_INDEX_OFFSET:
                 raise OptionError(f"--synthetic_num must be in 1..{TEST_INDEX_OFFSET - 1} "
                                   f"(got {self.num_synthetic})")
-        # Shared with DataLoader workers (fork or spawn), so set_epoch and draw counts made in
-        # one process are seen by all of them.
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        # Shared with DataLoader workers (fork or spawn) like the base class's epoch, so draw
+        # counts made in one process are seen by all of them.
         self._draws = torch.zeros(self.num_images(), dtype=torch.int64).share_memory_()
 
     # ---------------------------------------------------------------- files
@@ -176,11 +176,9 @@ class NoisyDataset(BaseDataset):
         return self.num_images() if self.train else self.num_images() * len(self.sigmas)
 
     def set_epoch(self, epoch: int) -> None:
-        """Make training noise a function of (seed, ``epoch``, index); call before each epoch
-        (seen by DataLoader workers too, also persistent ones)."""
-        if int(epoch) < 0:
-            raise ValueError(f"set_epoch expects an epoch >= 0 (got {epoch})")
-        self._epoch.fill_(int(epoch))
+        """Make training noise (and, as in every mode, crops / flips) a function of (seed,
+        ``epoch``, index); call before each epoch (seen by DataLoader workers too)."""
+        super().set_epoch(epoch)
         self._draws.zero_()
 
     # ---------------------------------------------------------------- samples
@@ -192,7 +190,8 @@ class NoisyDataset(BaseDataset):
             rgb = self._load_photo(path)
         else:
             rgb, path = self._synthetic_photo(image_index)
-        params = get_params(self.opt, (rgb.shape[1], rgb.shape[0]))
+        # training: image_index is the sample index, so crops / flips follow (seed, epoch, index)
+        params = get_params(self.opt, (rgb.shape[1], rgb.shape[0]), self.sample_rng(image_index))
         rgb = transform_array(rgb, params, Image.BICUBIC)
         return image_tensor(rgb, rgb.shape[:2]), path
 
@@ -203,7 +202,7 @@ class NoisyDataset(BaseDataset):
             image_index = index
             draw = int(self._draws[index])
             self._draws[index] = draw + 1  # one process touches an index at a time
-            rng = np.random.default_rng([self.seed, _TRAIN_STREAM, int(self._epoch[0]), index, draw])
+            rng = np.random.default_rng([self.seed, _TRAIN_STREAM, self.epoch, index, draw])
             sigma = float(rng.uniform(self.sigma_min, self.sigma_max))
         else:
             image_index, j = divmod(index, len(self.sigmas))

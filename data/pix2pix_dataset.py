@@ -275,7 +275,7 @@ class Pix2pixDataset(BaseDataset):
         s = self.samples[index]
         label = self.load_label(s.label)
         size = (label.shape[1], label.shape[0])
-        params = get_params(opt, size)
+        params = get_params(opt, size, self.sample_rng(index))
         label_fill = DONTCARE if opt.contain_dontcare_label else 0
         label_out = transform_array(label, params, Image.NEAREST, fill=label_fill)
         image = instance = depth = None

@@ -73,7 +73,7 @@ class SyntheticDataset(BaseDataset):
             raise IndexError(f"sample {i} is out of range (the split has {len(self)})")
         w, h = self.render_size()
         scene = render_scene(split_index(self.phase, i), self.seed, h, w)
-        params = get_params(self.opt, (w, h))
+        params = get_params(self.opt, (w, h), self.sample_rng(i))
         label = transform_array(scene["label"], params, Image.NEAREST)
         instance = transform_array(scene["instance"], params, Image.NEAREST)
         image = transform_array(scene["image"], params, Image.BICUBIC)

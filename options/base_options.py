@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any, Dict, List, Optional
@@ -34,7 +35,7 @@ RUN_OPTIONS = {"name", "gpu_ids", "checkpoints_dir", "phase", "isTrain", "contin
                "coco_no_portraits", "cityscapes_no_disparity", "depth_from", "eval_freq",
                "eval_num", "fid_weights", "eval_segmenter", "eval_segmenter_path",
                "eval_segmenter_mapping", "sigma_min", "sigma_max", "test_sigmas", "noisy_clip",
-               "keep_last"}
+               "keep_last", "loss_warn_threshold"}
 
 
 # --preset: published recipes as defaults (facts from the papers / their code). Flags a parser
@@ -211,11 +212,15 @@ class BaseOptions:
         return parser.parse_args(args)  # strict: an unknown flag is an error here
 
     def parse(self, args: Optional[List[str]] = None, save: bool = True) -> argparse.Namespace:
+        """Parse and check the options. Nothing is written here: a training run writes
+        opt.txt / opt.json itself once every check passed (``save`` is kept for callers that
+        still pass it)."""
         opt = self.gather_options(args)
         opt.isTrain = self.isTrain
+        # defaults, so that opt.txt can mark what was changed (not an option: never in opt.json)
+        opt.option_defaults = {a.dest: self.parser.get_default(a.dest) for a in self.parser._actions
+                               if a.dest != "help"}
         finalize_options(opt)
-        if save and self.isTrain:
-            save_options(opt, self.parser)
         return opt
 
 
@@ -228,10 +233,57 @@ def parse_gpu_ids(text: str) -> List[int]:
     return [i for i in ids if i >= 0]
 
 
+def check_name(name: str) -> None:
+    """--name is one folder under --checkpoints_dir / --results_dir, never a path out of them."""
+    seps = [s for s in (os.sep, os.altsep, "/") if s]
+    if (not name or name in (".", "..") or any(s in name for s in seps) or os.path.isabs(name)
+            or name != name.strip() or "\0" in name):
+        raise OptionError(f"--name {name!r} must be a plain folder name (no path separators, not "
+                          "'.' or '..'): it names checkpoints_dir/<name>; choose e.g. --name "
+                          "my_experiment and set --checkpoints_dir for another location")
+
+
+# float options with a range narrower than "any finite number"
+_POSITIVE = ("lr",)
+_UNIT_INTERVAL = ("beta1", "beta2")
+
+
+def check_numbers(opt: argparse.Namespace) -> None:
+    """Refuse NaN / infinite float options, a non-positive --lr, negative loss weights and betas
+    outside [0, 1) before anything runs (they would only show up as a diverged run)."""
+    defaults = getattr(opt, "option_defaults", {})
+    for key, value in sorted(vars(opt).items()):
+        default = defaults.get(key)
+        unbounded = isinstance(default, float) and math.isinf(default)  # --how_many: all
+        if isinstance(value, float) and (math.isnan(value) or (math.isinf(value) and not unbounded)):
+            raise OptionError(f"--{key} {value} is not a finite number; give a number such as "
+                              f"{_default_hint(opt, key)}")
+    for key in _POSITIVE:
+        value = getattr(opt, key, None)
+        if isinstance(value, (int, float)) and value <= 0:
+            raise OptionError(f"--{key} must be positive (got {value:g}); e.g. "
+                              f"{_default_hint(opt, key)}")
+    for key in _UNIT_INTERVAL:
+        value = getattr(opt, key, None)
+        if isinstance(value, (int, float)) and not 0 <= value < 1:
+            raise OptionError(f"--{key} must be in [0, 1) (got {value:g})")
+    for key, value in sorted(vars(opt).items()):
+        if key.startswith("lambda_") and isinstance(value, (int, float)) and value < 0:
+            raise OptionError(f"--{key} is a loss weight and cannot be negative (got {value:g}); "
+                              "use 0 to turn the term off")
+
+
+def _default_hint(opt: argparse.Namespace, key: str) -> str:
+    default = getattr(opt, "option_defaults", {}).get(key)
+    return f"the default {default:g}" if isinstance(default, (int, float)) else "0.0002"
+
+
 def finalize_options(opt: argparse.Namespace) -> None:
     """Derived values and cross-option checks shared by every entry point."""
     if isinstance(opt.gpu_ids, str):
         opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
+    check_name(opt.name)
+    check_numbers(opt)
     if opt.label_nc < 0:
         raise OptionError(f"--label_nc must be 0 (the input is an RGB image) or a class count "
                           f"(got {opt.label_nc})")
@@ -276,8 +328,10 @@ def options_to_dict(opt: argparse.Namespace) -> Dict[str, Any]:
             if isinstance(v, (str, int, float, bool, list, type(None)))}
 
 
-def save_options(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Write opt.txt (human-readable, marks non-defaults) and opt.json (machine-readable).
+def save_options(opt: argparse.Namespace) -> None:
+    """Write opt.txt (human-readable, marks non-defaults) and opt.json (machine-readable),
+    each atomically. A training run calls this once every check passed, so a refused run leaves
+    the files of the run it was refused on untouched.
 
     Only the main process writes: under torchrun every rank parses the options.
     """
@@ -287,9 +341,12 @@ def save_options(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         return
     folder = os.path.join(opt.checkpoints_dir, opt.name)
     os.makedirs(folder, exist_ok=True)
+    defaults = getattr(opt, "option_defaults", {})
     lines = ["----------------- Options ---------------"]
     for key, value in sorted(vars(opt).items()):
-        default = parser.get_default(key)
+        if key == "option_defaults":
+            continue
+        default = defaults.get(key)
         note = f"\t[default: {default}]" if default is not None and value != default else ""
         lines.append(f"{key:>25}: {value!s:<30}{note}")
     lines.append("----------------- End -------------------")

@@ -21,6 +21,9 @@ class TrainOptions(BaseOptions):
         parser.add_argument("--save_epoch_freq", type=int, default=10,
                             help="save a per-epoch checkpoint every N epochs")
         parser.add_argument("--no_html", action="store_true", help="do not write the web page")
+        parser.add_argument("--loss_warn_threshold", type=float, default=1e6,
+                            help="warn once when a loss is finite but larger than this in magnitude "
+                                 "(NaN/inf losses or state always stop the run); 0 = never")
         parser.add_argument("--keep_last", type=int, default=0,
                             help="keep only the newest N per-epoch checkpoints (latest_* always kept); 0 = all")
         parser.add_argument("--continue_train", action="store_true",

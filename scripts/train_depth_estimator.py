@@ -206,6 +206,7 @@ def train(opt: argparse.Namespace) -> dict:
                   f"samples, {opt.niter} epochs, loss {opt.depth_loss}\n")
         for epoch in range(1, opt.niter + 1):
             loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+            dataset.set_epoch(epoch)  # crops / flips follow (seed, epoch, index)
             net.train()
             total, count = 0.0, 0
             bar = tqdm(loader, desc=f"epoch {epoch}/{opt.niter}", dynamic_ncols=True, leave=False)

@@ -218,7 +218,8 @@ def test_training_flip_and_crop_apply_to_clean_and_noisy_alike(tmp_path):
     plain = torch.from_numpy(np.asarray(Image.open(photos[0]).convert("RGB"), np.float32))
     plain = plain.permute(2, 0, 1) / 127.5 - 1
     seen = set()
-    for _ in range(30):
+    for epoch in range(30):
+        ds.set_epoch(epoch)  # flips follow (seed, epoch, index)
         s = ds[0]
         flipped = torch.allclose(s["image"], plain.flip(-1), atol=1e-6)
         assert flipped or torch.allclose(s["image"], plain, atol=1e-6)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from options.base_options import parse_gpu_ids
+from options.base_options import parse_gpu_ids, save_options
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
 from util.errors import OptionError
@@ -77,7 +77,9 @@ def test_gpu_ids():
 def test_options_saved_and_restored(tmp_path):
     args = ["--checkpoints_dir", str(tmp_path), "--name", "exp", "--ngf", "8", "--label_nc", "7",
             "--use_vae"]
-    TrainOptions().parse(args)
+    opt = TrainOptions().parse(args)
+    assert not (tmp_path / "exp").exists()  # parsing writes nothing: the run does, after its checks
+    save_options(opt)
     text = (tmp_path / "exp" / "opt.txt").read_text()
     ngf_line = next(line for line in text.splitlines() if line.strip().startswith("ngf:"))
     assert ngf_line.split()[1] == "8" and "[default: 64]" in ngf_line  # non-defaults are marked

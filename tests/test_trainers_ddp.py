@@ -32,6 +32,7 @@ def _gradients(args, out_path) -> None:
 
 def _first_batch_gradients(opt, ctx) -> dict:
     run = TrainingRun(opt)
+    run.close()  # the run lock: the next launch's rank 0 is another process on the same folder
     run.loader.sampler.set_epoch(1)
     batch = next(iter(run.loader))
     batch["image"] = batch["image"].double()

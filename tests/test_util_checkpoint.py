@@ -100,12 +100,16 @@ def test_kill_during_write_leaves_a_loadable_set(tmp_path, patch, die_on_call):
     step_G = checkpoint.load_network(G, checkpoint.network_path(folder, "latest", "G"), _opt(4), "G")
     step_D = checkpoint.load_network(D, checkpoint.network_path(folder, "latest", "D"), _opt(4), "D")
     state = checkpoint.load_train_state(folder, "latest")
-    # Either the old set or the new set, never a mix, and never a torn file.
+    # Either the old set or the new set, never a mix, and never a torn file: readers see the
+    # committed state without changing the folder; the next writer's recovery then tidies up
+    # and the state stays the same.
     assert step_G == step_D == state["step"]
     expected_old = step_G == 1
     assert torch.all(G[0].weight == 0.5) == expected_old
     assert (state["counter"]["epoch"] == 1) == expected_old
+    checkpoint.recover(folder)
     assert not [f for f in os.listdir(folder) if f.endswith(".tmp") or f.endswith(".json")]
+    assert checkpoint.load_train_state(folder, "latest")["step"] == step_G
 
 
 def test_keep_last_prunes_old_epochs_but_never_latest(tmp_path, tiny_train_args):

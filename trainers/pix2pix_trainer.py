@@ -177,6 +177,9 @@ class Pix2PixTrainer:
     def networks(self) -> Dict[str, torch.nn.Module]:
         return {k: distributed.unwrap(v) for k, v in self.model.networks().items()}
 
+    def optimizers(self) -> Dict[str, torch.optim.Optimizer]:
+        return {"G": self.optimizer_G, "D": self.optimizer_D}
+
     def state_dict(self) -> Dict[str, Any]:
         np_state = np.random.get_state()
         py_state = random.getstate()

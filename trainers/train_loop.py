@@ -7,7 +7,7 @@ import os
 import random
 import signal
 import sys
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,8 +17,12 @@ from data import create_dataset
 from data.loader import create_dataloader
 from models import MODELS
 from trainers.pix2pix_trainer import Pix2PixTrainer
+from options.base_options import save_options
+from trainers import health
 from util import checkpoint, distributed
+from util.cli import run_reporting_errors
 from util.errors import TrainingDiverged
+from util.run_lock import RunLock
 from util.iter_counter import IterationCounter
 
 
@@ -81,12 +85,36 @@ def _visuals(batch, generated: Dict[str, torch.Tensor], palette: np.ndarray,
 
 
 class TrainingRun:
-    """Everything one process needs for a run; ``run()`` trains until done or stopped."""
+    """Everything one process needs for a run; ``run()`` trains until done or stopped.
+
+    Start-up order matters for what a refused or interrupted run leaves behind: the main process
+    first takes the folder's run lock (one writer per run) and finishes or discards an
+    interrupted save; then everything is built and the resume checks run; only then are
+    opt.txt / opt.json written. Until the lock is taken nothing in the folder is touched.
+    """
 
     def __init__(self, opt: argparse.Namespace) -> None:
         self.opt = opt
         self.ctx = distributed.get_context()
         self.folder = os.path.join(opt.checkpoints_dir, opt.name)
+        self.lock: Optional[RunLock] = RunLock(self.folder) if self.ctx.is_main else None
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        opt = self.opt
+        if self.lock is not None:
+            self.lock.acquire()
+            if self.lock.took_over:
+                holder = self.lock.took_over
+                self._log(f"{self.folder}: taking over the lock of PID {holder.get('pid')} on host "
+                          f"{holder.get('host')}, which is no longer running")
+            for line in checkpoint.recover(self.folder):
+                self._log(f"{self.folder}: {line}")
+        distributed.barrier()
         if opt.gpu_ids and self.ctx.device.type == "cpu":
             self._log(f"--gpu_ids {','.join(map(str, opt.gpu_ids))}: CUDA is not available, "
                       "training on the CPU (pass --gpu_ids -1 to silence this)")
@@ -102,11 +130,17 @@ class TrainingRun:
         self.trainer = Pix2PixTrainer(opt, self.model)
         self.counter = IterationCounter(opt.batchSize, opt.niter + opt.niter_decay)
         self.last_saved: Optional[str] = None
-        if self.ctx.is_main:
-            checkpoint.recover(self.folder)
-        distributed.barrier()
+        self.warned_loss = False
+        existing = checkpoint.list_labels(self.folder)
         if opt.continue_train:
-            self._resume(opt.which_epoch)
+            self._resume(opt.which_epoch, existing)
+        elif existing:
+            self._log(f"{self.folder} already holds checkpoints ({', '.join(existing)}); this run "
+                      "starts from scratch and replaces them as it saves. Use --continue_train to "
+                      "resume instead")
+        if self.ctx.is_main:  # every check passed: now the run may describe itself on disk
+            save_options(opt)
+        distributed.barrier()
         self.visualizer = None
         opt.total_samples = len(self.dataset) * (opt.niter + opt.niter_decay)  # for the page's ETA
         if self.ctx.is_main:
@@ -119,23 +153,24 @@ class TrainingRun:
             if self.visualizer is not None and self.evaluator.history:
                 self.visualizer.plot_metrics(self.evaluator.history)
 
+    def close(self) -> None:
+        """Release the run lock (the end of the run, or a failed start)."""
+        if self.lock is not None:
+            self.lock.release()
+
     # ------------------------------------------------------------------ checkpoints
-    def _resume(self, label: str) -> None:
-        path_G = checkpoint.network_path(self.folder, label, "G")
-        if not os.path.exists(path_G) and not os.path.exists(checkpoint.state_path(self.folder, label)):
-            self._log(f"--continue_train: no '{label}' checkpoint in {self.folder} yet; starting "
-                      "from scratch")
-            return
-        steps = {}
-        for short, net in self.trainer.networks().items():
-            steps[short] = checkpoint.load_network(
-                net, checkpoint.network_path(self.folder, label, short), self.opt, short)
-        state = checkpoint.load_train_state(self.folder, label)
-        steps["train_state"] = state["step"]
-        if len(set(steps.values())) != 1:
+    def _resume(self, label: str, existing: List[str]) -> None:
+        """Load ``label``'s networks and training state; a missing label is an error unless the
+        folder has no checkpoint at all (a first run started with --continue_train, as SPADE
+        users' job scripts do for requeues)."""
+        if label not in existing:
+            if not existing:
+                self._log(f"--continue_train: no checkpoint in {self.folder} yet; starting from scratch")
+                return
             raise checkpoint.CheckpointError(
-                f"the '{label}' checkpoint in {self.folder} mixes files from different "
-                f"iterations ({steps}); resume from another --which_epoch")
+                f"--continue_train --which_epoch {label}: {self.folder} has no '{label}' checkpoint; "
+                f"it has: {', '.join(existing)}. Pass one of those to --which_epoch")
+        state = checkpoint.load_for_resume(self.trainer.networks(), self.folder, label, self.opt)
         self.trainer.load_state_dict(state)
         self.counter.load_state_dict(state["counter"])
         self.last_saved = f"{self.folder}/{label}_net_G.pth (iteration {state['step']})"
@@ -143,12 +178,16 @@ class TrainingRun:
                   f"{self.counter.epoch_iter} samples into it, {self.counter.total_steps} in all, "
                   f"lr G {self.trainer.current_lrs()['G']:.3g} D {self.trainer.current_lrs()['D']:.3g}")
 
-    def save(self, label: str) -> None:
+    def save(self, label: str, also_as: Sequence[str] = ()) -> None:
+        """Save under ``label`` (and ``also_as``, in the same atomic unit). Every process checks
+        its state first: a network or optimizer holding NaN/inf is never written."""
+        self._check_state()
         if self.ctx.is_main:
             state = self.trainer.state_dict()
             state["counter"] = self.counter.state_dict()
             checkpoint.save_checkpoint(self.folder, label, self.trainer.networks(), self.opt,
-                                       step=self.counter.total_steps, train_state=state)
+                                       step=self.counter.total_steps, train_state=state,
+                                       also_as=also_as)
             self.last_saved = f"{self.folder}/{label}_net_G.pth (iteration {self.counter.total_steps})"
         distributed.barrier()
 
@@ -167,25 +206,45 @@ class TrainingRun:
         if self.ctx.is_main:
             tqdm.write(message, file=sys.stderr)
 
-    # ------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------ divergence
+    def _diverged(self, what: str) -> TrainingDiverged:
+        good = self.last_saved or "none saved yet"
+        return TrainingDiverged(
+            f"training diverged: {what} at epoch {self.counter.epoch}, iteration "
+            f"{self.counter.total_steps} (samples). No checkpoint was written after it; the "
+            f"last good checkpoint is {good}. Resume from it with --continue_train and try a "
+            "lower --lr, --amp bf16 or none instead of fp16, or check the data.")
+
     def _check_finite(self, losses: Dict[str, torch.Tensor], stop: Optional[str]) -> bool:
         local_bad = ~torch.isfinite(torch.stack([v.float() for v in losses.values()])).all()
         nonfinite, stop_any = distributed.any_across_processes([local_bad, stop is not None])
         if nonfinite:
             bad = [k for k, v in losses.items() if not math.isfinite(float(v))]
-            what = ", ".join(f"{k} = {float(losses[k])}" for k in bad) if bad else "a loss on another process"
-            good = self.last_saved or "none saved yet"
-            raise TrainingDiverged(
-                f"training diverged: {what} at epoch {self.counter.epoch}, iteration "
-                f"{self.counter.total_steps} (samples). No checkpoint was written after it; the "
-                f"last good checkpoint is {good}. Resume from it with --continue_train and try a "
-                "lower --lr, --amp bf16 or none instead of fp16, or check the data.")
+            raise self._diverged(", ".join(f"{k} = {float(losses[k])}" for k in bad) if bad
+                                 else "a loss on another process")
         return stop_any
+
+    def _check_state(self) -> None:
+        """Parameters, buffers (BatchNorm statistics, spectral-norm vectors) and optimizer
+        moments must be finite: losses can stay finite while a running variance overflows."""
+        bad = health.first_nonfinite_state(self.trainer.networks(), self.trainer.optimizers())
+        if distributed.any_across_processes([bad is not None])[0]:
+            raise self._diverged(bad or "a network's state on another process holds NaN/inf")
+
+    def _warn_exploding(self, values: Dict[str, float]) -> None:
+        limit = getattr(self.opt, "loss_warn_threshold", 0)
+        big = {k: v for k, v in values.items() if limit > 0 and abs(v) > limit}
+        if big and not self.warned_loss:
+            self.warned_loss = True
+            self._log("warning: losses are exploding (" + ", ".join(f"{k} = {v:.3g}" for k, v in big.items())
+                      + f", above --loss_warn_threshold {limit:g}) at iteration "
+                      f"{self.counter.total_steps}; training goes on, but consider a lower --lr")
 
     def run(self) -> None:
         opt, counter, trainer = self.opt, self.counter, self.trainer
         stopper = StopSignal()
         stopper.install()
+        _LOOP_STARTED[0] = True
         palette = self.dataset.palette()
         try:
             while counter.epoch <= counter.total_epochs:
@@ -193,7 +252,7 @@ class TrainingRun:
                 lrs = trainer.set_epoch_lr(epoch)
                 skip = counter.epoch_iter // opt.batchSize
                 self.loader.sampler.set_epoch(epoch, skip=skip * self.loader.batch_size)
-                if hasattr(self.dataset, "set_epoch"):  # per-epoch random draws (noisy mode's sigma)
+                if hasattr(self.dataset, "set_epoch"):  # augmentation and noise follow (seed, epoch, index)
                     self.dataset.set_epoch(epoch)
                 bar = tqdm(self.loader, desc=f"epoch {epoch}/{counter.total_epochs}",
                            initial=skip, total=skip + len(self.loader),
@@ -210,6 +269,8 @@ class TrainingRun:
                         values = distributed.mean_across_processes(
                             {k: float(v) for k, v in losses.items()})
                         values = {k: values[k] for k in losses}  # keep SPADE's order
+                        self._check_state()
+                        self._warn_exploding(values)
                         bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
                         if self.visualizer is not None:
                             self.visualizer.print_current_errors(
@@ -236,8 +297,8 @@ class TrainingRun:
                 if counter.epoch <= counter.total_epochs:
                     trainer.set_epoch_lr(counter.epoch)  # the saved state resumes with this lr
                 if epoch % opt.save_epoch_freq == 0 or epoch == counter.total_epochs:
-                    self.save("latest")
-                    self.save(str(epoch))
+                    # one atomic unit: a kill leaves both labels or neither
+                    self.save("latest", also_as=[str(epoch)])
                     if self.ctx.is_main and getattr(opt, "keep_last", 0) > 0:
                         removed = checkpoint.prune_epochs(self.folder, opt.keep_last)
                         if removed:
@@ -247,6 +308,7 @@ class TrainingRun:
             self._log(f"training finished: {counter.total_epochs} epochs, results in {self.folder}")
         finally:
             stopper.uninstall()
+            self.close()
 
 
 def _groups(batches: Iterable, size: int) -> Iterator[List]:
@@ -264,12 +326,29 @@ def _groups(batches: Iterable, size: int) -> Iterator[List]:
 
 def train_process(opt: argparse.Namespace) -> None:
     """Entry of each training process (called directly, by torchrun, or by the spawner)."""
-    from util.cli import run_reporting_errors
-
     def body() -> None:
         with distributed.process_group(opt.gpu_ids) as ctx:
             opt.is_main = ctx.is_main
             opt.world_size = ctx.world_size
             TrainingRun(opt).run()
 
-    run_reporting_errors(body)
+    run_reporting_errors(body, interrupted=interrupted_during_start)
+
+
+def interrupted_during_start(signal_name: str) -> int:
+    """A signal the loop's own handler did not take: during start-up (nothing was trained, so
+    SIGTERM, a preemption, is not a failure) or a second Ctrl-C while stopping."""
+    if _LOOP_STARTED[0]:
+        message = (f"stopped at once by a second {signal_name} without saving; resume from the last "
+                   "checkpoint with --continue_train")
+    else:
+        message = (f"interrupted by {signal_name} during start-up: nothing was trained and no "
+                   "checkpoint was written; run the same command again (add --continue_train to "
+                   "resume)")
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr, flush=True)
+    return 0 if signal_name == "SIGTERM" and not _LOOP_STARTED[0] else 130
+
+
+# set once a run's loop owns the signals (for the message above)
+_LOOP_STARTED = [False]

@@ -4,21 +4,30 @@ Files keep SPADE's names, ``<checkpoints_dir>/<name>/<label>_net_{G,D,E}.pth`` w
 ``latest`` or an epoch number, plus ``<label>_train_state.pth`` (optimizers, grad scalers,
 counters, lr, random states) for resuming.
 
-* Each network file holds ``{"format", "state_dict", "options", "step"}``: the options that built
-  the network travel with its weights. A bare state_dict (an official SPADE release) loads too.
+* Each network file holds ``{"format", "state_dict", "options", "step"}``: the options that
+  define the network's input and architecture travel with its weights, and every load compares
+  them (not only when tensor shapes differ: ``--label_nc 13 --no_instance`` has the same shapes
+  as 12 classes + instance edges and means something else). A bare state_dict (an official SPADE
+  release) loads too, checked by shapes alone.
 * Loading is strict and uses ``weights_only=True``. A mismatch is a ``CheckpointError`` naming the
-  options that differ (and the first differing keys), never a partial load with a warning.
-* Writing is atomic for the whole set: every file is written to ``*.tmp`` and fsynced, then a
-  journal naming them is written (atomically), then the files are renamed into place and the
-  journal removed. A kill before the journal leaves the previous set untouched (stray ``.tmp``
-  files are discarded on the next load); a kill after it is rolled forward on the next load.
+  options that differ with both values, never a partial load with a warning.
+* Writing is atomic for the whole set, and one save may carry several labels (``latest`` and the
+  epoch number) as one unit: every file is written to ``*.tmp`` and fsynced, then a journal naming
+  them is written (atomically), then the files are renamed into place and the journal removed. A
+  kill before the journal leaves the previous state untouched; a kill after it is rolled forward
+  by the next training run on the folder (:func:`recover`).
+* One writer per folder (``util/run_lock.py``): only the lock holder writes or recovers. Readers
+  (test.py, evaluation) change nothing on disk: they read the committed state, taking the file a
+  committed but unfinished journal names, and retry when a save replaces files under them.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+import shutil
+import time
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import torch
 import torch.nn as nn
@@ -28,12 +37,32 @@ from util.errors import CheckpointError
 FORMAT = "udgan-checkpoint-1"
 JOURNAL_SUFFIX = ".commit.json"
 
-# Options that determine the networks' state_dict layout; reported when a load fails.
-ARCHITECTURE_OPTIONS = ("model", "netG", "netD", "ngf", "ndf", "label_nc", "contain_dontcare_label",
-                        "no_instance", "semantic_nc", "output_nc", "use_vae", "z_dim", "norm_G",
-                        "norm_D", "norm_E", "num_upsampling_layers", "num_D", "n_layers_D",
-                        "netD_subarch", "crop_size", "aspect_ratio", "cond_inputs", "netG_depth",
-                        "ngf_depth", "depth_num_down", "netD_depth", "num_D_depth")
+# Options that say what a network's input channels mean: compared for every network.
+INPUT_OPTIONS = ("model", "label_nc", "contain_dontcare_label", "no_instance", "semantic_nc",
+                 "cond_inputs", "output_nc")
+# Options that change a network's tensors or its forward pass, by SPADE's short network name.
+NETWORK_OPTIONS: Dict[str, Tuple[str, ...]] = {
+    "G": ("netG", "ngf", "norm_G", "use_vae", "z_dim", "num_upsampling_layers",
+          "num_downs", "unet_norm", "no_dropout",                                   # pix2pix U-Net
+          "resnet_n_downsample", "resnet_n_blocks", "resnet_kernel_size",
+          "resnet_initial_kernel_size",                                             # pix2pixHD
+          "lr_width", "lr_max_width", "lr_depth", "hr_width", "hr_depth", "reflection_pad",
+          "hr_coor", "learned_ds_factor", "ds_factor",                              # ASAPNet
+          "sims_num_downs"),
+    "E": ("ngf", "norm_E", "z_dim"),
+    "D": ("netD", "ndf", "norm_D", "num_D", "n_layers_D", "netD_subarch"),
+    "G_depth": ("netG_depth", "ngf_depth", "depth_num_down"),
+    "D_depth": ("netD_depth", "num_D_depth", "ndf", "norm_D", "n_layers_D", "netD_subarch"),
+}
+# Further options worth naming when tensor shapes differ (they size some layers, but a network
+# may legitimately run at another resolution, so they are not compared on their own).
+SHAPE_HINT_OPTIONS = ("crop_size", "aspect_ratio")
+ARCHITECTURE_OPTIONS = tuple(dict.fromkeys(
+    INPUT_OPTIONS + sum(NETWORK_OPTIONS.values(), ()) + SHAPE_HINT_OPTIONS))
+
+# How long a reader waits for a save that is replacing the files it reads.
+READ_RETRIES = 50
+READ_RETRY_SECONDS = 0.2
 
 
 def network_path(folder: str, label: str, net: str) -> str:
@@ -44,19 +73,30 @@ def state_path(folder: str, label: str) -> str:
     return os.path.join(folder, f"{label}_train_state.pth")
 
 
-_EPOCH_FILE = re.compile(r"^(\d+)_(net_[A-Za-z_]+\.pth|train_state\.pth)$")
+_CHECKPOINT_FILE = re.compile(r"^(.+?)_(net_[A-Za-z_]+\.pth|train_state\.pth)$")
+
+
+def list_labels(folder: str) -> List[str]:
+    """Labels with a ``<label>_net_G.pth`` or train state in ``folder``: ``latest`` first, then
+    epochs in order (for messages that say which checkpoints exist)."""
+    if not os.path.isdir(folder):
+        return []
+    labels = {m.group(1) for m in map(_CHECKPOINT_FILE.match, os.listdir(folder)) if m}
+    numeric = sorted((x for x in labels if x.isdigit()), key=int)
+    others = sorted(x for x in labels if not x.isdigit() and x != "latest")
+    return (["latest"] if "latest" in labels else []) + numeric + others
 
 
 def prune_epochs(folder: str, keep_last: int) -> List[str]:
     """Delete the per-epoch checkpoint files (``<epoch>_net_*.pth``, ``<epoch>_train_state.pth``)
     of all but the newest ``keep_last`` epochs; ``latest_*`` is never touched. Returns the
-    removed paths. ``keep_last`` <= 0 keeps everything."""
+    removed paths. ``keep_last`` <= 0 keeps everything. Only the lock holder calls this."""
     if keep_last <= 0 or not os.path.isdir(folder):
         return []
     by_epoch: Dict[int, List[str]] = {}
     for name in os.listdir(folder):
-        m = _EPOCH_FILE.match(name)
-        if m:
+        m = _CHECKPOINT_FILE.match(name)
+        if m and m.group(1).isdigit():
             by_epoch.setdefault(int(m.group(1)), []).append(os.path.join(folder, name))
     removed = []
     for epoch in sorted(by_epoch)[:-keep_last]:
@@ -66,9 +106,32 @@ def prune_epochs(folder: str, keep_last: int) -> List[str]:
     return removed
 
 
+def _source(opt: Any) -> Mapping[str, Any]:
+    return opt if isinstance(opt, Mapping) else vars(opt)
+
+
+def _normalized(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def architecture_options(opt: Any) -> Dict[str, Any]:
-    src = opt if isinstance(opt, Mapping) else vars(opt)
-    return {k: src[k] for k in ARCHITECTURE_OPTIONS if k in src}
+    """The options stored in every network file (see ``ARCHITECTURE_OPTIONS``)."""
+    src = _source(opt)
+    return {k: _normalized(src[k]) for k in ARCHITECTURE_OPTIONS if k in src}
+
+
+def compared_options(short: str) -> Tuple[str, ...]:
+    """Options that must be equal to load network ``short`` (G, D, E, G_depth, D_depth)."""
+    return INPUT_OPTIONS + NETWORK_OPTIONS.get(short, ())
+
+
+def option_differences(saved: Mapping[str, Any], opt: Any, keys: Iterable[str]) -> List[str]:
+    """``--key SAVED (this run: CURRENT)`` for each of ``keys`` both sides know and that differs.
+    Options this run lacks (D's at test time) or the file lacks (older files) don't count."""
+    current = _source(opt)
+    return [f"--{k} {_normalized(saved[k])!r} (this run: {_normalized(current[k])!r})"
+            for k in keys
+            if k in saved and k in current and _normalized(saved[k]) != _normalized(current[k])]
 
 
 # ---------------------------------------------------------------------- writing
@@ -92,54 +155,128 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def save_files(folder: str, label: str, objects: Mapping[str, Any]) -> None:
-    """Atomically write ``{filename: object}`` as one set (see module docstring)."""
-    os.makedirs(folder, exist_ok=True)
-    recover(folder)
-    names = list(objects)
-    for name in names:
-        _fsync_write(objects[name], os.path.join(folder, name + ".tmp"))
+def _link_or_copy(source: str, target: str) -> None:
+    """Second name for a written file: a hard link (no second write), a copy where the file
+    system has no hard links."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+        with open(target, "rb+") as f:
+            os.fsync(f.fileno())
+
+
+def _remove_quietly(paths: Iterable[str]) -> None:
+    for path in paths:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def write_error(folder: str, e: OSError) -> CheckpointError:
+    """One line for a checkpoint write that failed (read-only folder, disk full, quota)."""
+    reason = e.strerror or str(e)
+    return CheckpointError(
+        f"cannot write checkpoints to {folder}: {reason}. The previous checkpoint is untouched; "
+        "free disk space, or fix the folder's permissions or --checkpoints_dir, then resume with "
+        "--continue_train")
+
+
+def save_files(folder: str, label: str, objects: Mapping[str, Any],
+               aliases: Optional[Mapping[str, str]] = None) -> None:
+    """Atomically write ``{filename: object}`` as one set (see module docstring).
+
+    ``aliases`` ``{extra_filename: filename}`` gives files a second name in the same set (the
+    epoch label of a ``latest`` save), so that both names appear together or not at all. On a
+    failure before the commit (disk full, read-only folder) the ``.tmp`` files written so far are
+    removed and a ``CheckpointError`` says why; what was on disk before is untouched.
+    """
+    aliases = dict(aliases or {})
+    for extra, source in aliases.items():
+        if source not in objects:
+            raise ValueError(f"alias {extra!r} names {source!r}, which is not saved")
     journal = os.path.join(folder, label + JOURNAL_SUFFIX)
-    with open(journal + ".tmp", "w") as f:
-        json.dump({"files": names}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(journal + ".tmp", journal)  # from here on the new set is committed
+    written: List[str] = []
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for name, obj in objects.items():
+            written.append(os.path.join(folder, name + ".tmp"))
+            _fsync_write(obj, written[-1])
+        for extra, source in aliases.items():
+            written.append(os.path.join(folder, extra + ".tmp"))
+            _link_or_copy(os.path.join(folder, source + ".tmp"), written[-1])
+        written.append(journal + ".tmp")
+        with open(journal + ".tmp", "w") as f:
+            json.dump({"files": list(objects) + list(aliases)}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(journal + ".tmp", journal)  # from here on the new set is committed
+    except OSError as e:
+        _remove_quietly(written)
+        raise write_error(folder, e) from None
+    except BaseException:
+        _remove_quietly(written)
+        raise
     _fsync_dir(folder)
-    _finish(folder, journal, names)
+    _finish(folder, journal, list(objects) + list(aliases), rolling_forward=False)
 
 
-def _finish(folder: str, journal: str, names: Iterable[str]) -> None:
+def _finish(folder: str, journal: str, names: Iterable[str], rolling_forward: bool) -> None:
     for name in names:
-        tmp = os.path.join(folder, name + ".tmp")
+        tmp, final = os.path.join(folder, name + ".tmp"), os.path.join(folder, name)
         if os.path.exists(tmp):
-            os.replace(tmp, os.path.join(folder, name))
+            os.replace(tmp, final)
+        elif not rolling_forward or not os.path.exists(final):
+            # the writer's own .tmp vanished: another process interfered; never report a save
+            # that did not happen
+            raise CheckpointError(f"{tmp} disappeared while the checkpoint was being saved (is "
+                                  f"another process using {folder}?); {final} was not written")
     _fsync_dir(folder)
     os.remove(journal)
 
 
-def recover(folder: str) -> None:
-    """Finish a committed write or discard an uncommitted one (after a kill)."""
+def _journals(folder: str) -> List[str]:
+    try:
+        return sorted(os.path.join(folder, e) for e in os.listdir(folder) if e.endswith(JOURNAL_SUFFIX))
+    except OSError:
+        return []
+
+
+def _journal_files(journal: str) -> Optional[List[str]]:
+    try:
+        with open(journal) as f:
+            return list(json.load(f)["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def recover(folder: str) -> List[str]:
+    """Finish committed writes and discard uncommitted ones (after a kill). Only the holder of
+    the folder's run lock may call this. Returns what it did, for the log."""
+    done: List[str] = []
     if not os.path.isdir(folder):
-        return
-    for entry in sorted(os.listdir(folder)):
-        if entry.endswith(JOURNAL_SUFFIX):
-            journal = os.path.join(folder, entry)
-            try:
-                with open(journal) as f:
-                    names = json.load(f)["files"]
-            except (OSError, ValueError, KeyError):
-                os.remove(journal)  # torn journal: the rename never happened
-                continue
-            _finish(folder, journal, names)
-    for entry in os.listdir(folder):
-        if entry.endswith(".pth.tmp") or entry.endswith(JOURNAL_SUFFIX + ".tmp"):
-            os.remove(os.path.join(folder, entry))
+        return done
+    for journal in _journals(folder):
+        names = _journal_files(journal)
+        if names is None:
+            os.remove(journal)  # torn journal: its rename never happened
+            continue
+        _finish(folder, journal, names, rolling_forward=True)
+        done.append(f"completed the interrupted save of {', '.join(names)}")
+    stray = [e for e in os.listdir(folder)
+             if e.endswith(".pth.tmp") or e.endswith(JOURNAL_SUFFIX + ".tmp")]
+    _remove_quietly(os.path.join(folder, e) for e in stray)
+    if stray:
+        done.append(f"removed {len(stray)} unfinished .tmp file(s) of an interrupted save")
+    return done
 
 
 def save_checkpoint(folder: str, label: str, networks: Mapping[str, nn.Module], opt: Any,
-                    step: int, train_state: Optional[Dict[str, Any]] = None) -> None:
-    """Save networks ``{"G": netG, ...}`` (and the training state) under ``label``."""
+                    step: int, train_state: Optional[Dict[str, Any]] = None,
+                    also_as: Sequence[str] = ()) -> None:
+    """Save networks ``{"G": netG, ...}`` (and the training state) under ``label``, and in the
+    same atomic unit under each label of ``also_as`` (e.g. ``latest`` and the epoch)."""
     options = architecture_options(opt)
     objects: Dict[str, Any] = {}
     for short, net in networks.items():
@@ -149,20 +286,44 @@ def save_checkpoint(folder: str, label: str, networks: Mapping[str, nn.Module], 
     if train_state is not None:
         objects[os.path.basename(state_path(folder, label))] = {
             "format": FORMAT, "step": int(step), **train_state}
-    save_files(folder, label, objects)
+    aliases = {}
+    for other in also_as:
+        for name in objects:
+            aliases[other + name[len(label):]] = name
+    save_files(folder, "+".join([label, *also_as]), objects, aliases)
 
 
 # ---------------------------------------------------------------------- reading
+def _committed_path(path: str) -> str:
+    """The file a reader should open for ``path``: its ``.tmp`` when a committed journal names it
+    and the writer has not renamed it yet (the newest complete version), else ``path``."""
+    folder, name = os.path.split(path)
+    for journal in _journals(folder or "."):
+        names = _journal_files(journal)
+        if names and name in names and os.path.exists(path + ".tmp"):
+            return path + ".tmp"
+    return path
+
+
 def read_file(path: str, what: str) -> Dict[str, Any]:
-    """``torch.load(weights_only=True)`` with a clear error for missing/corrupt files."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{what}: {path} does not exist. Check --name, --checkpoints_dir "
-                              "and --which_epoch (files are <which_epoch>_net_G.pth etc.)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, or holding non-tensor objects
-        raise CheckpointError(f"{what}: cannot read {path}: {type(e).__name__}: {e}. The file is "
-                              "corrupt or not a checkpoint; use another --which_epoch") from None
+    """``torch.load(weights_only=True)`` of the committed version of ``path``, with a clear error
+    for missing/corrupt files."""
+    for attempt in range(READ_RETRIES):
+        actual = _committed_path(path)
+        if not os.path.isfile(actual):
+            if actual != path:  # the writer renamed the .tmp in the meantime: look again
+                time.sleep(READ_RETRY_SECONDS / 10)
+                continue
+            raise CheckpointError(f"{what}: {path} does not exist. Check --name, --checkpoints_dir "
+                                  "and --which_epoch (files are <which_epoch>_net_G.pth etc.)")
+        try:
+            return torch.load(actual, map_location="cpu", weights_only=True)
+        except FileNotFoundError:  # a save renamed it between the check and the open: look again
+            time.sleep(READ_RETRY_SECONDS)
+        except Exception as e:  # corrupt, truncated, or holding non-tensor objects
+            raise CheckpointError(f"{what}: cannot read {path}: {type(e).__name__}: {e}. The file "
+                                  "is corrupt or not a checkpoint; use another --which_epoch") from None
+    raise CheckpointError(f"{what}: {path} kept changing while it was read; try again")
 
 
 def _describe_mismatch(expected: Mapping[str, torch.Tensor],
@@ -181,8 +342,10 @@ def _describe_mismatch(expected: Mapping[str, torch.Tensor],
 
 
 def load_network(net: nn.Module, path: str, opt: Any, short: str) -> int:
-    """Load ``path`` into ``net`` strictly; returns the checkpoint's step (0 for SPADE files)."""
-    recover(os.path.dirname(path) or ".")
+    """Load ``path`` into ``net`` strictly; returns the checkpoint's step (0 for SPADE files).
+
+    The options stored in the file (``compared_options(short)``) must equal this run's, even
+    when the tensor shapes happen to match."""
     blob = read_file(path, f"net{short}")
     if isinstance(blob, dict) and blob.get("format") == FORMAT:
         state, saved_opts, step = blob["state_dict"], blob.get("options", {}), blob.get("step", 0)
@@ -192,11 +355,16 @@ def load_network(net: nn.Module, path: str, opt: Any, short: str) -> int:
         raise CheckpointError(f"net{short}: {path} is not a network checkpoint")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     problems, count = _describe_mismatch(net.state_dict(), state)
+    differ = option_differences(saved_opts, opt, compared_options(short))
+    if differ:
+        detail = ("\n  {} differing entries, e.g.:\n    ".format(count) + "\n    ".join(problems[:6])
+                  if problems else "")
+        raise CheckpointError(f"net{short}: {path} was built with other options: "
+                              + ", ".join(differ) + ". Pass the checkpoint's values (or "
+                              "--load_from_opt_file), or train a new model under another --name"
+                              + detail)
     if problems:
-        current = architecture_options(opt)
-        diffs = [f"--{k} {saved_opts[k]!r} (this run: {current.get(k)!r})"
-                 for k in ARCHITECTURE_OPTIONS  # options this run lacks (D's, at test time) don't matter
-                 if k in saved_opts and k in current and saved_opts[k] != current[k]]
+        diffs = option_differences(saved_opts, opt, ARCHITECTURE_OPTIONS)
         hint = ("the checkpoint was built with " + ", ".join(diffs) +
                 "; pass those options or --load_from_opt_file") if diffs else \
             "the checkpoint does not match the network built from these options"
@@ -206,20 +374,46 @@ def load_network(net: nn.Module, path: str, opt: Any, short: str) -> int:
     return int(step)
 
 
+T = TypeVar("T")
+
+
+def _consistent(read: Callable[[], T], steps_of: Callable[[T], Dict[str, int]], folder: str,
+                label: str) -> T:
+    """``read()`` again while its files come from different saves (a save replaced some of them
+    under the reader); a set that stays mixed is an error."""
+    for attempt in range(READ_RETRIES):
+        result = read()
+        steps = steps_of(result)
+        if len(set(steps.values())) <= 1:
+            return result
+        time.sleep(READ_RETRY_SECONDS)
+    raise CheckpointError(f"the '{label}' checkpoint in {folder} mixes files from different "
+                          f"iterations ({steps}); use another --which_epoch")
+
+
 def load_networks(networks: Mapping[str, nn.Module], folder: str, label: str, opt: Any) -> int:
     """Load every network of a model (``{short: module}``) from ``<label>_net_<short>.pth``;
     returns the training step they were saved at (a set of files must agree)."""
-    steps = {short: load_network(net, network_path(folder, label, short), opt, short)
-             for short, net in networks.items()}
-    if len(set(steps.values())) > 1:
-        raise CheckpointError(f"the '{label}' checkpoint in {folder} mixes files from different "
-                              f"iterations ({steps}); use another --which_epoch")
+    steps = _consistent(
+        lambda: {short: load_network(net, network_path(folder, label, short), opt, short)
+                 for short, net in networks.items()},
+        lambda s: s, folder, label)
     return next(iter(steps.values()), 0)
 
 
 def load_train_state(folder: str, label: str) -> Dict[str, Any]:
-    recover(folder)
     blob = read_file(state_path(folder, label), "training state")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{state_path(folder, label)} is not a UDGAN training state")
     return blob
+
+
+def load_for_resume(networks: Mapping[str, nn.Module], folder: str, label: str,
+                    opt: Any) -> Dict[str, Any]:
+    """Networks and training state of one label, all from the same save."""
+    def read() -> Tuple[Dict[str, int], Dict[str, Any]]:
+        steps = {short: load_network(net, network_path(folder, label, short), opt, short)
+                 for short, net in networks.items()}
+        state = load_train_state(folder, label)
+        return {**steps, "train_state": int(state["step"])}, state
+    return _consistent(read, lambda r: r[0], folder, label)[1]

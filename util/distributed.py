@@ -128,8 +128,31 @@ def launch(fn: Callable[..., Any], args: tuple, gpu_ids: Sequence[int],
     if launched_by_torchrun() or nprocs <= 1:
         fn(*args)
         return
+    import signal
+
     import torch.multiprocessing as mp
-    mp.spawn(_spawned_worker, args=(nprocs, _free_port(), fn, args), nprocs=nprocs, join=True)
+    context = mp.start_processes(_spawned_worker, args=(nprocs, _free_port(), fn, args),
+                                 nprocs=nprocs, join=False, start_method="spawn")
+
+    # The processes do the work and own shutdown; the launcher waits for them. A SIGTERM to the
+    # launcher alone is passed on (a group SIGTERM reaches them anyway: a second one is
+    # harmless). Ctrl-C reaches the whole foreground group already, and a second SIGINT would
+    # make them stop without saving, so the launcher just ignores it.
+    def forward(signum: int, frame) -> None:
+        for process in context.processes:
+            if process.is_alive() and process.pid is not None:
+                try:
+                    os.kill(process.pid, signum)
+                except ProcessLookupError:
+                    pass
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    try:
+        while not context.join():
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # ---------------------------------------------------------------------- collectives
