@@ -12,7 +12,10 @@ any ``--nThreads`` continues exactly.
 """
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util  # noqa: F401  (its exit hook must be registered before ours)
 import signal
+import weakref
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -62,6 +65,37 @@ class _ChainedInit:
         self.extra(worker_id)
 
 
+# Iterators with live worker processes, shut down before the interpreter exits (see below).
+_LIVE_ITERATORS: "weakref.WeakSet" = weakref.WeakSet()
+
+
+class WorkerSafeLoader(DataLoader):
+    """A DataLoader whose worker processes are shut down cleanly before the interpreter exits.
+
+    Workers that ignore SIGTERM (``ignore_stop_signals``) cannot be stopped by the SIGTERM that
+    multiprocessing's exit handler sends its daemon children before joining them: an exit that
+    reaches that handler with workers still running (an error raised mid-epoch, persistent
+    workers kept by a loader in a reference cycle) would wait forever. The exit hook registered
+    here runs first (atexit is last-in, first-out) and asks each worker to finish.
+    """
+
+    def _get_iterator(self):
+        iterator = super()._get_iterator()
+        if self.num_workers > 0:
+            _LIVE_ITERATORS.add(iterator)
+        return iterator
+
+
+def _shutdown_workers_at_exit() -> None:
+    for iterator in list(_LIVE_ITERATORS):
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+
+atexit.register(_shutdown_workers_at_exit)  # after multiprocessing.util's hook: runs before it
+
+
 def per_process_batch(batch_size: int, world_size: int) -> int:
     if batch_size % world_size != 0:
         raise DatasetError(f"--batchSize {batch_size} is the global batch and must be divisible "
@@ -86,8 +120,8 @@ def create_dataloader(dataset: Dataset, batch_size: int, *, shuffle: bool, drop_
                               seed=seed, drop_last=drop_last)
     generator = torch.Generator()
     generator.manual_seed(seed + rank)
-    return DataLoader(dataset, batch_size=local_batch, sampler=SkipSampler(base),
-                      num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0, generator=generator,
-                      worker_init_fn=ignore_stop_signals if worker_init_fn is None
-                      else _ChainedInit(worker_init_fn))
+    return WorkerSafeLoader(dataset, batch_size=local_batch, sampler=SkipSampler(base),
+                            num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory,
+                            persistent_workers=num_workers > 0, generator=generator,
+                            worker_init_fn=ignore_stop_signals if worker_init_fn is None
+                            else _ChainedInit(worker_init_fn))

@@ -30,3 +30,23 @@ def shared_samples() -> Path:
     if not SHARED_SAMPLES.is_dir():
         pytest.skip("../shared/samples is not present beside this checkout")
     return SHARED_SAMPLES
+
+
+def fill_disk_after(monkeypatch, writes: int) -> None:
+    """Patch the checkpoint writer: the first ``writes`` files fit, the next one finds the disk
+    full after writing part of itself (as ENOSPC does)."""
+    import errno
+
+    from util import checkpoint
+
+    real = checkpoint._fsync_write
+    calls = {"n": 0}
+
+    def writer(obj, path):
+        calls["n"] += 1
+        if calls["n"] > writes:
+            with open(path, "wb") as f:
+                f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real(obj, path)
+    monkeypatch.setattr(checkpoint, "_fsync_write", writer)

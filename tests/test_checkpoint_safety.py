@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from conftest import fill_disk_after
 from util import checkpoint
 from util.errors import CheckpointError
 from util.run_lock import RunLock, RunLocked
@@ -92,17 +93,7 @@ def test_failed_write_removes_its_tmp_files_and_keeps_the_previous_checkpoint(tm
     folder = tmp_path / "run"
     checkpoint.save_checkpoint(str(folder), "latest", _nets(1.0), OPT, step=2)
     before = _snapshot(folder)
-    real = checkpoint._fsync_write
-    calls = {"n": 0}
-
-    def disk_full(obj, path):
-        calls["n"] += 1
-        if calls["n"] == 2:  # the first file was written, the second finds the disk full
-            with open(path, "wb") as f:
-                f.write(b"partial")
-            raise OSError(errno.ENOSPC, "No space left on device", path)
-        real(obj, path)
-    monkeypatch.setattr(checkpoint, "_fsync_write", disk_full)
+    fill_disk_after(monkeypatch, 1)  # the first file was written, the second finds the disk full
     with pytest.raises(CheckpointError) as err:
         checkpoint.save_checkpoint(str(folder), "latest", _nets(2.0), OPT, step=4, also_as=["2"])
     assert "No space left on device" in str(err.value) and str(folder) in str(err.value)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import train as train_script
+from conftest import fill_disk_after
 from options.train_options import TrainOptions
 from trainers.train_loop import TrainingRun
 from util import checkpoint, distributed
@@ -43,6 +44,21 @@ def _one_line_error(result) -> str:
     return errors[0]
 
 
+def _signal_group_when_logged(command, log: Path, iterations: int, sig=signal.SIGTERM):
+    """Start ``command`` in its own process group, send ``sig`` to the whole group once
+    ``log`` shows ``iterations`` printed iterations; returns (returncode, output)."""
+    proc = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert _wait_for(lambda: log.exists() and log.read_text().count("iters") >= iterations)
+        os.killpg(proc.pid, sig)
+        output = proc.communicate(timeout=120)[0].decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, output
+
+
 def _long_args(tiny_train_args, n="4000"):
     args = tiny_train_args[:]
     args[args.index("--synthetic_num") + 1] = n
@@ -53,18 +69,10 @@ def _long_args(tiny_train_args, n="4000"):
 def test_group_sigterm_with_data_workers_saves_and_resumes(tmp_path, tiny_train_args):
     """Slurm's preemption: SIGTERM to the whole process group, DataLoader workers included."""
     args = _long_args(tiny_train_args) + ["--nThreads", "2"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     log = tmp_path / "checkpoints" / "tiny" / "loss_log.txt"
-    try:
-        assert _wait_for(lambda: log.exists() and log.read_text().count("iters") >= 3)
-        os.killpg(proc.pid, signal.SIGTERM)
-        output = proc.communicate(timeout=120)[0].decode()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, output[-3000:]
+    returncode, output = _signal_group_when_logged(
+        [sys.executable, str(ROOT / "train.py"), *args], log, 3)
+    assert returncode == 0, output[-3000:]
     assert "stopped by SIGTERM" in output and "Traceback" not in output, output[-3000:]
     folder = tmp_path / "checkpoints" / "tiny"
     counter = checkpoint.load_train_state(str(folder), "latest")["counter"]
@@ -220,18 +228,10 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path, tiny_train
 def test_torchrun_group_sigterm_stops_every_rank_at_one_iteration(tmp_path, tiny_train_args):
     """2 CPU processes under torchrun, SIGTERM to the whole group: one save, by rank 0."""
     args = _long_args(tiny_train_args) + ["--batchSize", "4"]
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             "--nproc_per_node", "2", "train.py", *args], cwd=ROOT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     log = tmp_path / "checkpoints" / "tiny" / "loss_log.txt"
-    try:
-        assert _wait_for(lambda: log.exists() and log.read_text().count("iters") >= 2)
-        os.killpg(proc.pid, signal.SIGTERM)
-        output = proc.communicate(timeout=120)[0].decode()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    _, output = _signal_group_when_logged(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "train.py", *args], log, 2)
     # torchrun itself reports the signal it got; the workers stop cleanly and save once
     assert output.count("stopped by SIGTERM") == 1, output[-3000:]
     assert "Traceback" not in output.split("stopped by SIGTERM")[0], output[-3000:]
@@ -265,20 +265,8 @@ def test_unusable_checkpoints_dir_is_one_line(tmp_path, tiny_train_args):
 
 def test_disk_full_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_path, tiny_train_args,
                                                                           monkeypatch, capsys):
-    import errno
-
     args = tiny_train_args + ["--save_latest_freq", "2", "--niter", "2"]
-    real = checkpoint._fsync_write
-    calls = {"n": 0}
-
-    def fills_up(obj, path):
-        calls["n"] += 1
-        if calls["n"] > 8:  # the first saves fit, then the disk is full
-            with open(path, "wb") as f:
-                f.write(b"partial")
-            raise OSError(errno.ENOSPC, "No space left on device", path)
-        real(obj, path)
-    monkeypatch.setattr(checkpoint, "_fsync_write", fills_up)
+    fill_disk_after(monkeypatch, 8)  # the first saves fit, then the disk is full
     with pytest.raises(SystemExit) as exit_:
         train_script.main(args)
     assert exit_.value.code == 2
