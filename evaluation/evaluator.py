@@ -36,6 +36,9 @@ METRIC_GROUPS = {
     "time": ("sec_per_image",),
 }
 
+LPIPS_MIN_SIDE = 31  # AlexNet's stride-4 conv and two 3x3/2 max-pools leave no pixel below this
+MIN_FID_IMAGES = 2  # a covariance (FID) and distinct pairs (KID) need two images per set
+
 # The protocol choices this module makes (the feature protocol is evaluation.inception.PROTOCOL).
 PROTOCOL = {
     "resolution": "the synthesized images' own size unless --eval_size; real photos resized to it "
@@ -126,6 +129,8 @@ class _Plan:
                 self.skip("kid", "--real_stats holds FID statistics only; KID needs real images "
                                  "(--real_dir or paired real images)")
         if "fid" in self.groups or "kid" in self.groups:
+            self._check_fid_kid_counts()
+        if "fid" in self.groups or "kid" in self.groups:
             from evaluation.inception import load_inception
             self.inception = load_inception(cfg.fid_weights, cfg.device)  # missing weights: error
         if "seg" in self.groups:
@@ -138,11 +143,46 @@ class _Plan:
                 self.skip("lpips", "no paired real images")
             else:
                 self._plan_lpips()
+        if "paired" in self.groups or self.lpips is not None:
+            self._check_sizes()
         if "diversity" in self.groups and s.num_samples < 2:
             self.skip("diversity", "one sample per label map; run test.py with --num_samples K "
                                    "(K >= 2, a --use_vae model)")
         if "time" in self.groups and not ((s.manifest or {}).get("timing") or {}).get("sec_per_image"):
             self.skip("time", "no timing in results.json (folders not written by test.py)")
+
+    def _check_fid_kid_counts(self) -> None:
+        """Both need at least 2 images per set (a covariance, pairs of images); known before the
+        data pass, so a run of 1 image skips them instead of failing after it."""
+        counts = {"synthesized": len(self.set.items)}
+        if self.real_source == "dir":
+            from evaluation.results_folder import from_folders
+            counts[f"--real_dir {self.cfg.real_dir}"] = len(from_folders(self.cfg.real_dir).items)
+        few = [f"{n} {what} image{'' if n == 1 else 's'}" for what, n in counts.items()
+               if n < MIN_FID_IMAGES]
+        if few:
+            for g in ("fid", "kid"):
+                if g in self.groups:
+                    self.skip(g, f"FID and KID need at least {MIN_FID_IMAGES} images per set, got "
+                                 f"{' and '.join(few)}; synthesize more (test.py --how_many)")
+
+    def _check_sizes(self) -> None:
+        """SSIM's window and LPIPS's AlexNet need a minimum image size: known from the file
+        headers (or --eval_size), so tiny images skip those metrics instead of failing mid-run."""
+        from evaluation.image_metrics import SSIM_WINDOW
+        from evaluation.results_folder import image_size
+        if self.cfg.eval_size:
+            side, where = min(self.cfg.eval_size), "--eval_size {}x{}".format(*self.cfg.eval_size)
+        else:
+            side, path = min((min(image_size(i.fake)), i.fake) for i in self.set.items)
+            where = f"{path} is {'x'.join(map(str, image_size(path)))}"
+        if "paired" in self.groups and side < SSIM_WINDOW:
+            self.skip("paired", f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels; "
+                                f"{where} (give a larger --eval_size)")
+        if self.lpips is not None and side < LPIPS_MIN_SIDE:
+            self.skip("lpips", f"LPIPS (AlexNet) needs images of at least {LPIPS_MIN_SIDE}x"
+                               f"{LPIPS_MIN_SIDE} pixels; {where} (give a larger --eval_size)")
+            self.lpips = None  # diversity then measures L1, and says so
 
     def _plan_segmenter(self) -> None:
         cfg, s = self.cfg, self.set

@@ -148,11 +148,26 @@ def parse_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
     return parts[0], parts[1]
 
 
+# what PIL raises for unreadable files: truncated or garbage (OSError), broken chunks
+# (SyntaxError, EOFError), absurd sizes (DecompressionBombError)
+UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
 def _open_rgb(path: str) -> Image.Image:
+    """Decoded RGB image; ``DatasetError`` naming the file (also inside DataLoader workers)."""
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (OSError, ValueError) as e:
+    except UNREADABLE as e:
+        raise DatasetError(f"cannot read image {path}: {e}; replace or remove the file") from e
+
+
+def image_size(path: str) -> Tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except UNREADABLE as e:
         raise DatasetError(f"cannot read image {path}: {e}; replace or remove the file") from e
 
 
@@ -196,7 +211,7 @@ class EvalImages(Dataset):
         if self.use_labels:
             try:
                 label = load_label_ids(item.label)
-            except (OSError, ValueError) as e:
+            except UNREADABLE as e:
                 raise DatasetError(f"cannot read label map {item.label}: {e}; give single-channel "
                                    f"label-id PNGs (test.py writes them to labels/)") from e
             if (label.shape[1], label.shape[0]) != size:

@@ -5,6 +5,8 @@ import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ import train as train_script
 from scripts import evaluate as evaluate_script
 from conftest import TINY_TRAIN
 from util.errors import DatasetError, UserError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +154,21 @@ def test_real_images_of_another_size_are_resized_bicubic(tmp_path):
     assert report["metrics"]["mse"] == pytest.approx(0.0, abs=1e-9)
 
 
+def _segmenter(tmp_path: Path) -> Path:
+    """An untrained (seeded) unet segmenter file for the synthetic label space."""
+    import torch
+
+    from evaluation.label_spaces import label_space_for
+    from evaluation.segmenters import save_segmenter
+    from evaluation.segmenters.base import GENERATOR_RANGE
+    from evaluation.segmenters.unet import SegUNet
+    torch.manual_seed(0)
+    path = tmp_path / "segmenter.pth"
+    save_segmenter(str(path), SegUNet(12, ngf=4, num_down=2), "unet", {"ngf": 4, "num_down": 2},
+                   label_space_for("synthetic", 12, False), GENERATOR_RANGE.to_dict())
+    return path
+
+
 def test_segmentation_scores_match_a_direct_computation(results, tmp_path):
     """mIoU / accuracy through the script equal the segmenter run by hand on the saved PNGs
     against labels/ mapped to the evaluation label space."""
@@ -157,16 +176,11 @@ def test_segmentation_scores_match_a_direct_computation(results, tmp_path):
 
     from evaluation.label_spaces import label_space_for
     from evaluation.segmentation import ConfusionMatrix
-    from evaluation.segmenters import build_segmenter, save_segmenter
-    from evaluation.segmenters.base import GENERATOR_RANGE
-    from evaluation.segmenters.unet import SegUNet
+    from evaluation.segmenters import build_segmenter
     from util.image_io import load_label_ids
 
     space = label_space_for("synthetic", 12, False)
-    torch.manual_seed(0)
-    path = tmp_path / "segmenter.pth"
-    save_segmenter(str(path), SegUNet(12, ngf=4, num_down=2), "unet", {"ngf": 4, "num_down": 2}, space,
-                   GENERATOR_RANGE.to_dict())
+    path = _segmenter(tmp_path)
     report = evaluate_script.run([str(results), "--gpu_ids", "-1", "--num_workers", "0", "--metrics", "seg",
                                   "--segmenter", "unet", "--segmenter_path", str(path), "--no_page",
                                   "--out", str(tmp_path / "m.json")])
@@ -182,3 +196,143 @@ def test_segmentation_scores_match_a_direct_computation(results, tmp_path):
     assert m["pixel_accuracy"] == pytest.approx(expected.pixel_accuracy())
     assert 0.0 <= m["pixel_accuracy"] <= 1.0 and expected.total() == 4 * 32 * 32
     assert report["details"]["segmentation"]["label_space"].startswith("synthetic")
+
+
+# ---------------------------------------------------------------------- tiny inputs
+def _one_image(results: Path, tmp_path: Path) -> Path:
+    """The results folder with a single label map left (its real image, labels, second sample
+    and results.json stay as test.py wrote them)."""
+    folder = _copy(results, tmp_path)
+    for png in sorted((folder / "images" / "synthesized_image").glob("*.png"))[1:]:
+        png.unlink()
+    return folder
+
+
+def test_one_image_all_skips_fid_and_kid_with_a_note(results, tmp_path, capsys):
+    folder = _one_image(results, tmp_path)
+    evaluate_script.main([str(folder), "--gpu_ids", "-1", "--segmenter", "unet",
+                          "--segmenter_path", str(_segmenter(tmp_path))])  # no SystemExit
+    saved = _strict_json(folder / "metrics.json")
+    m, notes = saved["metrics"], saved["notes"]
+    assert m["num_images"] == 1 and not {"fid", "kid_mean", "kid_std"} & set(m)
+    for group in ("fid", "kid"):
+        assert any(n.startswith(f"{group} skipped: FID and KID need at least 2 images per set, "
+                                f"got 1 synthesized image") for n in notes), notes
+    # what one image allows is still computed
+    for key in ("psnr", "ssim", "mse", "miou", "pixel_accuracy", "diversity", "sec_per_image"):
+        assert isinstance(m[key], float) and math.isfinite(m[key]), key
+    assert "note: fid skipped: FID and KID need at least 2" in capsys.readouterr().err
+
+
+def test_fid_or_kid_named_with_one_image_is_a_one_line_error(results, tmp_path, capsys):
+    folder = _one_image(results, tmp_path)
+    for group in ("fid", "kid"):
+        with pytest.raises(SystemExit) as e:
+            evaluate_script.main([str(folder), "--gpu_ids", "-1", "--metrics", group])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot compute {group}: FID and KID need at least 2 images")
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (folder / "metrics.json").exists()
+
+
+def test_one_reference_image_skips_fid_and_kid(results, tmp_path):
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    shutil.copy(sorted((results / "images" / "real_image").glob("*.png"))[0], reference)
+    args = [str(results), "--gpu_ids", "-1", "--num_workers", "0", "--real_dir", str(reference),
+            "--no_page", "--out", str(tmp_path / "m.json")]
+    report = evaluate_script.run(args)
+    assert "fid" not in report["metrics"] and report["metrics"]["psnr"] > 0  # 4 paired images
+    assert any(f"got 1 --real_dir {reference} image" in n for n in report["notes"]), report["notes"]
+    with pytest.raises(UserError, match="cannot compute fid: .*got 1 --real_dir"):
+        evaluate_script.run(args + ["--metrics", "fid"])
+
+
+@pytest.fixture
+def random_alexnet(tmp_path):
+    """LPIPS backbone weights in the (empty) TORCH_HOME: a randomly initialised AlexNet, enough
+    to run the distance (its value does not matter here)."""
+    import torch
+    import torchvision
+    torch.manual_seed(0)
+    state = {f"features.{k}": v for k, v in torchvision.models.alexnet().features.state_dict().items()}
+    path = tmp_path / "torch_home" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+
+
+def _noise_results(folder: Path, size: int) -> Path:
+    """One label map laid out as test.py writes it, at ``size`` px: two samples, the real image,
+    label ids and results.json (options and timing)."""
+    rng = np.random.default_rng(size)
+    images = folder / "images"
+    for kind in ("synthesized_image", "synthesized_image_2", "real_image"):
+        (images / kind).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(images / kind / "a.png")
+    (folder / "labels").mkdir()
+    Image.fromarray(rng.integers(0, 12, (size, size), dtype=np.uint8)).save(folder / "labels" / "a.png")
+    (folder / "results.json").write_text(json.dumps({
+        "options": {"dataset_mode": "synthetic", "label_nc": 12, "contain_dontcare_label": False},
+        "rows": [["a"]], "timing": {"sec_per_image": 0.01}}))
+    return folder
+
+
+def test_images_too_small_for_ssim_or_lpips_skip_them_with_a_note(tmp_path, random_alexnet, capsys):
+    def evaluate(size, *extra):
+        folder = _noise_results(tmp_path / f"r{size}", size)
+        return evaluate_script.run([str(folder), "--gpu_ids", "-1", "--num_workers", "0",
+                                    "--no_page", *extra])
+    # 32 px: everything one image allows, LPIPS (and diversity through it) included
+    big = evaluate(32)
+    assert {"psnr", "ssim", "lpips", "diversity"} <= set(big["metrics"])
+    assert big["details"]["diversity"]["distance"] == "lpips-alex"
+    # 16 px: AlexNet's pooling leaves nothing below 31 px, SSIM's window still fits
+    mid = evaluate(16)
+    assert "lpips" not in mid["metrics"] and {"psnr", "ssim", "diversity"} <= set(mid["metrics"])
+    assert any(n.startswith("lpips skipped: LPIPS (AlexNet) needs images of at least 31x31 pixels")
+               and "a.png is 16x16" in n for n in mid["notes"]), mid["notes"]
+    assert mid["details"]["diversity"]["distance"] == "l1"
+    # 8 px: below SSIM's 11x11 window
+    small = evaluate(8)
+    assert not {"psnr", "ssim", "mse", "lpips"} & set(small["metrics"])
+    assert any(n.startswith("paired skipped: SSIM needs images of at least 11x11 pixels")
+               for n in small["notes"]), small["notes"]
+    assert small["metrics"]["diversity"] >= 0
+    # named, it is an error of one line, as is a too small --eval_size
+    capsys.readouterr()
+    for extra in (["--metrics", "paired"], ["--metrics", "lpips", "--eval_size", "24x24"]):
+        folder = tmp_path / "r8" if extra[1] == "paired" else tmp_path / "r32"
+        with pytest.raises(SystemExit) as e:
+            evaluate_script.main([str(folder), "--gpu_ids", "-1", "--num_workers", "0",
+                                  "--no_page", "--out", str(tmp_path / "named.json"), *extra])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot compute {extra[1]}: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "named.json").exists()
+
+
+# ---------------------------------------------------------------------- DataLoader workers
+@pytest.mark.parametrize("side", ["fake", "real"])
+def test_corrupt_image_in_worker_is_one_line(tmp_path, side):
+    """An unreadable image met inside a DataLoader worker (the default --num_workers 2) ends in
+    one error line naming the file, exit status 2, no traceback."""
+    fake, real = tmp_path / "fake", tmp_path / "real"
+    for name, value in (("a", 10), ("b", 200)):
+        _image(fake / f"{name}.png", value=value)
+        _image(real / f"{name}.png", value=value)
+    bad = (fake if side == "fake" else real) / "b.png"
+    # fake: a truncated PNG (its header reads, the pixels do not); real: not an image at all
+    bad.write_bytes(bad.read_bytes()[:60] if side == "fake" else b"not a png")
+    out = tmp_path / "m.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--fake_dir", str(fake),
+                           "--real_dir", str(real), "--gpu_ids", "-1", "--num_workers", "2",
+                           "--metrics", "paired", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    # the last line (before it: at most the progress bar) is the error, naming the file
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and proc.stderr.rstrip().endswith(errors[0]), proc.stderr
+    assert errors[0].startswith(f"error: cannot read image {bad}"), proc.stderr
+    assert not out.exists()
