@@ -133,8 +133,11 @@ def test_stn_recovers_a_known_affine_warp():
     def iou(a: torch.Tensor, b: torch.Tensor) -> float:
         return float(((a >= 0.5) & (b >= 0.5)).sum() / ((a >= 0.5) | (b >= 0.5)).sum())
 
+    # IoU of thresholded masks is steep: one pixel is ~0.005 and 0.01 of theta error ~0.04, so
+    # 0.93 (what this run reaches, 0.99 for the exact inverse) would hang on one pixel across
+    # machines; most of the lost overlap must come back
     before, after = iou(perturbed, target), iou(warp_mask(perturbed, theta), target)
-    assert before < 0.7 and after > 0.93
+    assert before < 0.7 and after > 0.85, (before, after)
 
 
 def square_scene(colour_bg, colour, cls: int, box) -> tuple:
