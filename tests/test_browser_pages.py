@@ -47,7 +47,8 @@ def _chromium() -> str:
 
 def _run_chromium(exe: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=30, check=False)
+                          # a hang guard only: cold starts on a busy machine can take tens of seconds
+                          capture_output=True, text=True, timeout=180, check=False)
 
 
 def probe_page(exe: str, page: Path, profile: Path) -> Dict[str, List]:
