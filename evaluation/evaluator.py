@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from data.loader import WorkerSafeLoader, ignore_stop_signals
 from evaluation.results_folder import EvalImages, EvalSet
 from util.errors import OptionError, UserError
 
@@ -267,8 +268,11 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
                  or (plan.real_source == "paired" and ("fid" in groups or "kid" in groups)))
 
     def loader_for(s: EvalSet, **use) -> DataLoader:
-        return DataLoader(EvalImages(s, cfg.eval_size, **use), batch_size=cfg.batch_size,
-                          shuffle=False, num_workers=cfg.num_workers, collate_fn=_collate)
+        # workers ignore SIGTERM / Ctrl-C (the main process stops the run) and are shut down
+        # before exit, as the training loader's are
+        return WorkerSafeLoader(EvalImages(s, cfg.eval_size, **use), batch_size=cfg.batch_size,
+                                shuffle=False, num_workers=cfg.num_workers, collate_fn=_collate,
+                                worker_init_fn=ignore_stop_signals)
 
     feats_fake: List[np.ndarray] = []
     feats_real: List[np.ndarray] = []

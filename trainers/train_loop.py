@@ -16,14 +16,14 @@ from tqdm import tqdm
 from data import create_dataset
 from data.loader import create_dataloader
 from models import MODELS
-from trainers.pix2pix_trainer import Pix2PixTrainer
 from options.base_options import save_options
 from trainers import health
+from trainers.pix2pix_trainer import Pix2PixTrainer
 from util import checkpoint, distributed
 from util.cli import run_reporting_errors
 from util.errors import TrainingDiverged
-from util.run_lock import RunLock
 from util.iter_counter import IterationCounter
+from util.run_lock import RunLock
 
 
 class StopSignal:
