@@ -42,10 +42,29 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _close_quietly(fd: int) -> None:
+    _HELD.discard(fd)
     try:
         os.close(fd)
     except OSError:
         pass
+
+
+# Lock descriptors this process holds. A forked child (a DataLoader worker) gets copies that
+# would keep the flock alive after the run released it; the child closes its copies at once
+# (closing a copy, unlike LOCK_UN, leaves the parent's lock in place).
+_HELD: set = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 def _describe(holder: Dict[str, Any]) -> str:
@@ -98,6 +117,7 @@ class RunLock:
         if previous and previous.get("pid") not in (None, os.getpid()):
             self.took_over = previous
         self._fd = fd
+        _HELD.add(fd)
         # a holder dropped without release() (an embedding script, a test) still frees the lock
         self._finalizer = weakref.finalize(self, _close_quietly, fd)
         return self
@@ -131,7 +151,7 @@ class RunLock:
         except OSError:
             pass
         self._finalizer.detach()
-        os.close(self._fd)  # drops the flock
+        _close_quietly(self._fd)  # drops the flock
         self._fd = None
 
     @property
