@@ -78,10 +78,7 @@ def load_depth_generator(path: str, opt: argparse.Namespace) -> torch.nn.Module:
     what = "--sims_depth_checkpoint"
     blob = checkpoint.read_file(path, what)
     saved = blob.get("options", {}) if isinstance(blob, dict) and blob.get("format") == checkpoint.FORMAT else {}
-    if isinstance(saved.get("cond_inputs"), tuple):
-        saved["cond_inputs"] = list(saved["cond_inputs"])
-    differ = [f"--{k} {saved[k]!r} (this run: {getattr(opt, k, None)!r})" for k in SEMANTIC_OPTIONS
-              if k in saved and saved[k] != getattr(opt, k, None)]
+    differ = checkpoint.option_differences(saved, opt, SEMANTIC_OPTIONS)
     if differ:
         raise CheckpointError(f"{what} {path}: the depth generator was trained on other label inputs: "
                               + ", ".join(differ) + ". Train --model sims with the same label options, "

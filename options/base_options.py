@@ -258,6 +258,9 @@ def check_numbers(opt: argparse.Namespace) -> None:
         if isinstance(value, float) and (math.isnan(value) or (math.isinf(value) and not unbounded)):
             raise OptionError(f"--{key} {value} is not a finite number; give a number such as "
                               f"{_default_hint(opt, key)}")
+        if key.startswith("lambda_") and isinstance(value, (int, float)) and value < 0:
+            raise OptionError(f"--{key} is a loss weight and cannot be negative (got {value:g}); "
+                              "use 0 to turn the term off")
     for key in _POSITIVE:
         value = getattr(opt, key, None)
         if isinstance(value, (int, float)) and value <= 0:
@@ -267,10 +270,6 @@ def check_numbers(opt: argparse.Namespace) -> None:
         value = getattr(opt, key, None)
         if isinstance(value, (int, float)) and not 0 <= value < 1:
             raise OptionError(f"--{key} must be in [0, 1) (got {value:g})")
-    for key, value in sorted(vars(opt).items()):
-        if key.startswith("lambda_") and isinstance(value, (int, float)) and value < 0:
-            raise OptionError(f"--{key} is a loss weight and cannot be negative (got {value:g}); "
-                              "use 0 to turn the term off")
 
 
 def _default_hint(opt: argparse.Namespace, key: str) -> str:
