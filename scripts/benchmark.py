@@ -10,6 +10,8 @@ per measurement, e.g.
 weights in one process, alternating between them every iteration so that machine noise hits
 both alike, and prints the ratios fast / plain.
 
+``--loader`` times the data pipeline against one training step (scripts/benchmark_loader.py).
+
 Peak memory is the maximum resident set size on CPU (with ``--compare`` each implementation is
 measured in a fresh child process, since a process's peak never goes down), and
 ``max_memory_allocated`` on CUDA. GFLOP counts multiply-adds of convs and matmuls as 2 FLOPs
@@ -36,6 +38,7 @@ import torch  # noqa: E402
 from data import create_dataset  # noqa: E402
 from data.loader import create_dataloader  # noqa: E402
 from models import MODELS  # noqa: E402
+from scripts import benchmark_loader  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
 from trainers.pix2pix_trainer import Pix2PixTrainer  # noqa: E402
 from util import distributed  # noqa: E402
@@ -59,6 +62,7 @@ class BenchmarkOptions(TrainOptions):
                             help="VGG loss with randomly initialized VGG19 weights: for timing "
                                  "only (speed does not depend on the weights) where the ImageNet "
                                  "weights are not available")
+        parser = benchmark_loader.add_options(parser)
         parser.set_defaults(name="benchmark", no_html=True)
         return parser
 
@@ -174,6 +178,8 @@ def _emitter(config: dict, rows: List[dict]) -> Callable[..., None]:
 def benchmark(opt: argparse.Namespace) -> List[dict]:
     if opt.compare:
         return compare(opt)
+    if opt.loader:
+        return benchmark_loader.run(opt)
     bench = Bench(opt)
     model, device = bench.model, bench.device
     rows: List[dict] = []
