@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import random
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -109,14 +109,20 @@ def get_params(opt: argparse.Namespace, size: Tuple[int, int],
     return TransformParams(resize=resize, crop=crop, flip=flip)
 
 
-def transform_array(arr: np.ndarray, params: TransformParams, resample: int,
+def transform_array(arr: Union[np.ndarray, Image.Image], params: TransformParams, resample: int,
                     fill: float = 0) -> np.ndarray:
-    """Apply ``params`` to a decoded ``(H, W)`` or ``(H, W, C)`` array.
+    """Apply ``params`` to a decoded ``(H, W)`` or ``(H, W, C)`` array, or to a PIL image
+    (resized as it is: no round trip through numpy before the resize).
 
     ``resample`` is a PIL filter (NEAREST for ids, BICUBIC for photos, BILINEAR for depth);
     crop areas outside the image are filled with ``fill``.
     """
-    if params.resize is not None and params.resize != (arr.shape[1], arr.shape[0]):
+    if isinstance(arr, Image.Image):
+        img = arr
+        if params.resize is not None and params.resize != img.size:
+            img = img.resize(params.resize, resample)
+        arr = np.asarray(img)
+    elif params.resize is not None and params.resize != (arr.shape[1], arr.shape[0]):
         arr = np.asarray(Image.fromarray(arr).resize(params.resize, resample))
     if params.crop is not None:
         arr = crop_array(arr, params.crop, fill)
@@ -147,32 +153,36 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 # ------------------------------------------------------------------ arrays -> tensors
+# Conversions run in numpy and hand the result to torch without a copy: one pass per array,
+# and no torch intra-op threads (with --nThreads 0 they compete with training for the cores).
 def label_tensor(label: np.ndarray, label_nc: int) -> torch.Tensor:
     """``(H, W)`` ids with 255 = dontcare -> ``(1, H, W) int64`` with dontcare = ``label_nc``."""
-    t = torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
-    t[t == DONTCARE] = label_nc
-    return t.unsqueeze(0)
+    ids = np.asarray(label).astype(np.int64, order="C")  # a fresh copy: safe to write
+    ids[ids == DONTCARE] = label_nc
+    return torch.from_numpy(ids).unsqueeze(0)
 
 
 def instance_tensor(instance: Optional[np.ndarray], shape: Tuple[int, int]) -> torch.Tensor:
     """``(H, W)`` instance ids -> ``(1, H, W) int64``; zeros when ``instance`` is None."""
     if instance is None:
-        return torch.zeros((1,) + tuple(shape), dtype=torch.int64)
-    return torch.from_numpy(np.ascontiguousarray(instance).astype(np.int64)).unsqueeze(0)
+        return torch.from_numpy(np.zeros((1,) + tuple(shape), np.int64))
+    return torch.from_numpy(np.asarray(instance).astype(np.int64, order="C")).unsqueeze(0)
 
 
 def image_tensor(image: Optional[np.ndarray], shape: Tuple[int, int]) -> torch.Tensor:
     """``(H, W, 3) uint8`` -> ``(3, H, W) float32`` in [-1, 1]; zeros when ``image`` is None."""
     if image is None:
-        return torch.zeros((3,) + tuple(shape), dtype=torch.float32)
-    t = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).contiguous()
-    return t.div_(127.5).sub_(1.0)
+        return torch.from_numpy(np.zeros((3,) + tuple(shape), np.float32))
+    out = np.asarray(image).transpose(2, 0, 1).astype(np.float32, order="C")  # a fresh copy
+    out /= np.float32(127.5)
+    out -= np.float32(1.0)
+    return torch.from_numpy(out)
 
 
 def depth_tensor(depth: Optional[np.ndarray], shape: Tuple[int, int]) -> torch.Tensor:
     """``(H, W)`` normalized inverse depth -> ``(1, H, W) float32`` clipped to [0, 1]."""
     if depth is None:
-        return torch.zeros((1,) + tuple(shape), dtype=torch.float32)
+        return torch.from_numpy(np.zeros((1,) + tuple(shape), np.float32))
     d = np.clip(np.nan_to_num(np.asarray(depth, np.float32), nan=0.0), 0.0, 1.0)
     return torch.from_numpy(np.ascontiguousarray(d)).unsqueeze(0)
 

@@ -284,8 +284,9 @@ class Pix2pixDataset(BaseDataset):
             shrink = params.resize is not None and params.resize[0] * 2 <= size[0] and \
                 params.resize[1] * 2 <= size[1]
             img = self._open(s.image, "image", size, params.resize if shrink else None)
-            rgb = np.asarray(img.convert("RGB"))
-            image = transform_array(rgb, params, Image.BICUBIC)
+            if img.mode != "RGB":  # convert() would copy an RGB image too
+                img = img.convert("RGB")
+            image = transform_array(img, params, Image.BICUBIC)  # resized as decoded: no copies
         if s.instance is not None and not opt.no_instance:
             inst = np.asarray(self._open(s.instance, "instance map", size))
             if inst.ndim == 3:  # colour-coded instances: one id per colour
