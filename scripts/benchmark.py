@@ -176,10 +176,10 @@ def _emitter(config: dict, rows: List[dict]) -> Callable[..., None]:
 
 
 def benchmark(opt: argparse.Namespace) -> List[dict]:
-    if opt.compare:
-        return compare(opt)
     if opt.loader:
         return benchmark_loader.run(opt)
+    if opt.compare:
+        return compare(opt)
     bench = Bench(opt)
     model, device = bench.model, bench.device
     rows: List[dict] = []

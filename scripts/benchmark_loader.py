@@ -112,6 +112,9 @@ def run(opt: argparse.Namespace) -> List[dict]:
     from scripts import benchmark as bm
     from util import distributed
 
+    if getattr(opt, "compare", False):
+        raise OptionError("--loader and --compare are separate measurements: run one at a time "
+                          "(drop --compare or --loader)")
     threads = parse_threads(opt.loader_threads, opt.nThreads)
     if opt.loader_samples < 1:
         raise OptionError(f"--loader_samples must be at least 1 (got {opt.loader_samples})")

@@ -82,3 +82,11 @@ def test_bad_thread_list_is_one_error_line(tmp_path, capsys, text):
 
 def test_thread_list_default_is_nthreads():
     assert parse_threads(None, 3) == [3] and parse_threads("0, 2,4", 1) == [0, 2, 4]
+
+
+def test_loader_with_compare_is_one_error_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, capsys, "--compare")
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--loader and --compare" in err[0]
