@@ -20,6 +20,22 @@ TINY_TRAIN = ["--gpu_ids", "-1", "--dataset_mode", "synthetic", "--crop_size", "
               "--num_upsampling_layers", "normal"]
 
 
+CUDA_SKIP_REASON = "no CUDA device: run on a GPU machine with `python -m pytest -m cuda tests`"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``cuda`` are skipped, with the command to run them, where CUDA is absent."""
+    marked = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not marked:
+        return
+    import torch  # only here: collecting a CPU-only selection need not pay for it
+
+    if torch.cuda.is_available():
+        return
+    for item in marked:
+        item.add_marker(pytest.mark.skip(reason=CUDA_SKIP_REASON))
+
+
 @pytest.fixture
 def tiny_train_args(tmp_path) -> List[str]:
     return TINY_TRAIN + ["--checkpoints_dir", str(tmp_path / "checkpoints"), "--name", "tiny"]
