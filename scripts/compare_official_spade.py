@@ -164,7 +164,8 @@ def run_timed(cmd: Sequence[str], cwd: str, env: Dict[str, str], log: str) -> Di
             tail = f.read()[-1500:]
         raise UserError(f"{' '.join(cmd)} (in {cwd}) failed with exit code {proc.returncode}; "
                            f"log {log}:\n{tail}")
-    return {"wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024.0}  # Linux: KiB
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mib": usage.ru_maxrss / 1024.0}  # Linux: KiB
 
 
 def compare_images(folder_a: str, folder_b: str) -> Dict[str, object]:
@@ -192,19 +193,21 @@ def compare_images(folder_a: str, folder_b: str) -> Dict[str, object]:
 
 def median_row(runs: List[Dict[str, float]]) -> Dict[str, float]:
     return {"wall_s": statistics.median(r["wall_s"] for r in runs),
+            "cpu_s": statistics.median(r["cpu_s"] for r in runs),
             "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs), "n": len(runs)}
 
 
 def markdown_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
     """``results[config][side]`` with side 'official' / 'ours' -> median rows and ratios."""
-    lines = ["| configuration | code base | wall s (median) | runs | peak RSS MiB (median) | "
-             "ratio ours / official (wall, RSS) |", "|---|---|---|---|---|---|"]
+    lines = ["| configuration | code base | runs | wall s | CPU s | peak RSS MiB | "
+             "ours / official: wall, CPU, RSS |", "|---|---|---|---|---|---|---|"]
     for config, sides in results.items():
         off, ours = sides["official"], sides["ours"]
-        lines.append(f"| {config} | official | {off['wall_s']:.1f} | {off['n']} | "
-                     f"{off['peak_rss_mib']:.0f} | |")
-        lines.append(f"| | ours | {ours['wall_s']:.1f} | {ours['n']} | {ours['peak_rss_mib']:.0f} "
-                     f"| **{ours['wall_s'] / off['wall_s']:.2f}**, "
+        lines.append(f"| {config} | official | {off['n']} | {off['wall_s']:.1f} | {off['cpu_s']:.1f} "
+                     f"| {off['peak_rss_mib']:.0f} | |")
+        lines.append(f"| | ours | {ours['n']} | {ours['wall_s']:.1f} | {ours['cpu_s']:.1f} | "
+                     f"{ours['peak_rss_mib']:.0f} | **{ours['wall_s'] / off['wall_s']:.2f}**, "
+                     f"{ours['cpu_s'] / off['cpu_s']:.2f}, "
                      f"{ours['peak_rss_mib'] / off['peak_rss_mib']:.2f} |")
     return "\n".join(lines)
 
@@ -273,7 +276,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
                 row = run_timed(cmd, cwd, child_env(int(spec["threads"]), pythonpath),
                                 os.path.join(out, "log.txt"))
                 runs[side].append(row)
-                print(f"[{config}] {side} run {r + 1}/{a.repeats}: {row['wall_s']:.1f} s, "
+                print(f"[{config}] {side} run {r + 1}/{a.repeats}: {row['wall_s']:.1f} s "
+                      f"({row['cpu_s']:.1f} s CPU), "
                       f"{row['peak_rss_mib']:.0f} MiB", file=sys.stderr)
         results[config] = {side: median_row(v) for side, v in runs.items()}
         if config == "coco_synth":
