@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from models import MODELS
 from models.networks import GENERATORS, define_D, define_E, define_G
+from models.networks.discriminators import takes_label_and_image
 from models.networks.loss import GANLoss, KLDLoss, VGGLoss, feature_matching_loss
 from options.base_options import COND_INPUTS
 from util.errors import DatasetError
@@ -143,9 +144,12 @@ class Pix2PixModel(nn.Module):
                      netD: Optional[nn.Module] = None):
         """One discriminator pass over [fake; real] (same normalization statistics for both)."""
         netD = self.netD if netD is None else netD
-        fake_and_real = torch.cat([torch.cat([semantics, fake], dim=1),
-                                   torch.cat([semantics, real], dim=1)], dim=0)
-        pred = netD(fake_and_real)
+        fake_and_real = torch.cat([fake, real], dim=0)
+        if takes_label_and_image(netD):
+            # the label half of the input is shared: convolved and pooled once (exact)
+            pred = netD(semantics, fake_and_real)
+        else:
+            pred = netD(torch.cat([semantics.repeat(2, 1, 1, 1), fake_and_real], dim=1))
         half = fake.size(0)
         split_fake = [[t[:half] for t in scale] for scale in pred]
         split_real = [[t[half:] for t in scale] for scale in pred]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 
 import pytest
 import torch
@@ -168,3 +169,107 @@ def test_nonspade_norm_layer_variants():
     assert isinstance(m, nn.Conv2d) and hasattr(m, "weight_orig")
     with pytest.raises(OptionError, match="--norm_D"):
         get_nonspade_norm_layer(opt, "spectralgroup")
+
+
+# ---- label and image given apart: the label part of the first conv runs once per pass
+def _split_vs_concat(netD, norm_D, no_feat, g_step, dtype, semantic_nc=9, n=2):
+    opt = make_opt(netD=netD, norm_D=norm_D, no_ganFeat_loss=no_feat, semantic_nc=semantic_nc,
+                   label_nc=semantic_nc, num_D=2, n_layers_D=3, ndf=8)
+    torch.manual_seed(0)
+    d_split = define_D(opt).train().to(dtype)
+    d_plain = copy.deepcopy(d_split)  # same spectral-norm u vectors: one power step each
+    label = F.one_hot(torch.randint(0, semantic_nc, (n, 20, 28)), semantic_nc)
+    label = label.permute(0, 3, 1, 2).to(dtype)
+    image = torch.randn(2 * n, 3, 20, 28, dtype=dtype)
+    img_split = image.clone().requires_grad_(g_step)
+    img_plain = image.clone().requires_grad_(g_step)
+    out_split = d_split(label, img_split)
+    out_plain = d_plain(torch.cat([label.repeat(2, 1, 1, 1), img_plain], 1))
+    torch.manual_seed(1)
+    weights = [[torch.randn_like(t) for t in scale] for scale in out_plain]
+
+    def loss(out):
+        return sum((t * w).sum() for s, ws in zip(out, weights) for t, w in zip(s, ws))
+
+    loss(out_split).backward()
+    loss(out_plain).backward()
+    return d_split, d_plain, out_split, out_plain, img_split, img_plain
+
+
+# The split only changes the order of the first conv's sums. Gradients are compared in
+# float64: in float32 a LeakyReLU input rounding across 0 legitimately flips one slope
+# (seen: 2 of 1536 weight-gradient elements off by 3e-4 relative).
+TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-9, atol=1e-10)}
+
+
+@pytest.mark.parametrize("netD", ["multiscale", "patch"])
+@pytest.mark.parametrize("no_feat", [False, True])
+@pytest.mark.parametrize("g_step", [False, True])
+def test_label_image_split_equals_concatenated_input(netD, no_feat, g_step):
+    d_split, d_plain, out_split, out_plain, img_split, img_plain = _split_vs_concat(
+        netD, "spectralinstance", no_feat, g_step, torch.float64)
+    assert [len(s) for s in out_split] == [len(s) for s in out_plain]
+    assert [len(s) for s in out_split] == [1 if no_feat else 4] * (2 if netD == "multiscale" else 1)
+    for s_split, s_plain in zip(out_split, out_plain):
+        for a, b in zip(s_split, s_plain):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, **TOL[torch.float64])
+    grads_split = dict(d_split.named_parameters())
+    for name, p in d_plain.named_parameters():
+        assert p.grad is not None and grads_split[name].grad is not None, name
+        torch.testing.assert_close(grads_split[name].grad, p.grad, **TOL[torch.float64])
+    if g_step:
+        torch.testing.assert_close(img_split.grad, img_plain.grad, **TOL[torch.float64])
+    assert d_split.state_dict().keys() == d_plain.state_dict().keys()
+    for (k, a), b in zip(d_split.state_dict().items(), d_plain.state_dict().values()):
+        torch.testing.assert_close(a, b, **TOL[torch.float64], msg=k)  # u/v updated alike
+
+
+@pytest.mark.parametrize("netD", ["multiscale", "patch"])
+def test_label_image_split_float32_outputs_equal_to_rounding(netD):
+    _, _, out_split, out_plain, _, _ = _split_vs_concat(netD, "spectralinstance", False, True,
+                                                       torch.float32)
+    for s_split, s_plain in zip(out_split, out_plain):
+        for a, b in zip(s_split, s_plain):
+            torch.testing.assert_close(a, b, **TOL[torch.float32])
+
+
+def test_label_image_split_first_layer_is_unnormalized_conv():
+    # the split path uses model0.0.weight as is: SPADE never normalizes the first layer
+    d = define_D(make_opt(norm_D="spectralinstance"))
+    for sub in d.children():
+        assert sub._plain_first_conv()
+        assert tuple(sub.model0[0].weight.shape)[1] == 4 + 3
+
+
+def test_label_image_split_falls_back_when_first_conv_is_wrapped():
+    opt = make_opt(num_D=1)
+    torch.manual_seed(0)
+    d = define_D(opt).eval()
+    torch.nn.utils.spectral_norm(d.discriminator_0.model0[0])
+    ref = copy.deepcopy(d)
+    assert not d.discriminator_0._plain_first_conv()
+    label, image = torch.rand(1, 4, 16, 16), torch.randn(2, 3, 16, 16)
+    out = d(label, image)
+    plain = ref(torch.cat([label.repeat(2, 1, 1, 1), image], 1))
+    for a, b in zip(out[0], plain[0]):
+        torch.testing.assert_close(a, b)
+
+
+def test_label_image_split_rejects_mismatched_batches():
+    d = define_D(make_opt())
+    with pytest.raises(ValueError, match="multiple"):
+        d(torch.rand(2, 4, 16, 16), torch.randn(3, 3, 16, 16))
+
+
+def test_takes_label_and_image_sees_through_wrappers():
+    from models.networks.discriminators import takes_label_and_image
+
+    class Wrapper(nn.Module):  # the attribute DDP exposes
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    d = define_D(make_opt())
+    assert takes_label_and_image(d) and takes_label_and_image(Wrapper(d))
+    assert not takes_label_and_image(nn.Conv2d(7, 1, 3))

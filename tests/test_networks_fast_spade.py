@@ -212,3 +212,25 @@ def test_auto_picks_fast_for_many_classes_and_conv_for_images():
     assert resolve_spade_impl("auto", AUTO_FAST_MIN_CLASSES - 1) == "conv"
     assert resolve_spade_impl("fast", 12) == "fast" and resolve_spade_impl("conv", 184) == "conv"
     assert resolve_spade_impl("fast", 0) == "conv"  # --label_nc 0: an RGB input has no classes
+
+
+def test_importing_the_networks_does_not_load_dynamo():
+    """Dynamo (~2 s of start-up) is loaded only by --compile, not by the fast path's marks."""
+    import subprocess
+    import sys
+    code = "import sys, models.networks, models.pix2pix_model; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_fast_path_stays_eager_and_equal_under_compile():
+    from util import performance
+    conv, fast = _generator_pair("spectralspadesyncbatch3x3", 6, False, 1, 32, 1.0, False)
+    fast.eval()
+    semantics = _semantics(1, 32, 32, 6, False, True, 0)
+    expected = fast(semantics)
+    compiled = performance.maybe_compile(fast, argparse.Namespace(compile=True, compile_backend="eager"))
+    assert compiled is not fast
+    # the marked functions were swapped for Dynamo-disabled ones before compiling
+    assert hasattr(SPADE._modulate_fast, "__wrapped__")
+    torch.testing.assert_close(compiled(semantics), expected, rtol=0, atol=1e-12)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Dict, List, Type
+from typing import Dict, List, Optional, Type
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,8 @@ class NLayerDiscriminator(BaseNetwork):
 
     ``forward(x) -> List[Tensor]``: the output of every layer group, the patch prediction
     ``(N, 1, h, w)`` last; only ``[prediction]`` when ``opt.no_ganFeat_loss``.
+    ``forward(label, image)`` with ``image`` of ``k * N`` samples gives the same as
+    ``forward(cat([label repeated k times, image], 1))`` (see ``first_conv_split``).
     """
 
     @staticmethod
@@ -58,9 +60,48 @@ class NLayerDiscriminator(BaseNetwork):
         for n, group in enumerate(groups):
             self.add_module(f"model{n}", nn.Sequential(*group))
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        results = []
-        for group in self.children():
+    def first_conv_split(self, label: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The first conv of ``cat([label repeated, image], 1)`` as label part + image part.
+
+        The label part (most of the channels: 184 on COCO-Stuff) is convolved once for all
+        ``k`` images sharing it, and no input gradient is formed for it; exact up to float
+        summation order. Slices of the one ``model0.0.weight`` keep the checkpoint layout.
+        """
+        conv = self.model0[0]
+        weight, nc = conv.weight, label.size(1)
+        label_part = F.conv2d(label, weight[:, :nc], conv.bias, conv.stride, conv.padding,
+                              conv.dilation)
+        image_part = F.conv2d(image, weight[:, nc:], None, conv.stride, conv.padding,
+                              conv.dilation)
+        k = image.size(0) // label.size(0)
+        return image_part + label_part.repeat(k, 1, 1, 1)
+
+    def _plain_first_conv(self) -> bool:
+        """True when ``model0.0`` is a bare Conv2d (SPADE's: never normalized), so that its
+        ``weight`` attribute is the weight its forward would use."""
+        conv = self.model0[0]
+        return (type(conv) is nn.Conv2d and not conv._forward_pre_hooks
+                and not hasattr(conv, "parametrizations") and conv.groups == 1
+                and conv.padding_mode == "zeros")
+
+    def forward(self, x: torch.Tensor, image: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        groups = list(self.children())
+        if image is not None:
+            if image.size(0) % x.size(0):
+                raise ValueError(f"image batch {image.size(0)} is not a multiple of the label "
+                                 f"batch {x.size(0)}")
+            if self._plain_first_conv():
+                x = self.first_conv_split(x, image)
+                for layer in list(self.model0)[1:]:
+                    x = layer(x)
+                results = [x]
+                groups = groups[1:]
+            else:
+                x = torch.cat([x.repeat(image.size(0) // x.size(0), 1, 1, 1), image], 1)
+                results = []
+        else:
+            results = []
+        for group in groups:
             x = group(x)
             results.append(x)
         return results if self.get_features else results[-1:]
@@ -111,12 +152,15 @@ class MultiscaleDiscriminator(BaseNetwork):
     def downsample(x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, kernel_size=3, stride=2, padding=[1, 1], count_include_pad=False)
 
-    def forward(self, x: torch.Tensor) -> List[List[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, image: Optional[torch.Tensor] = None) -> List[List[torch.Tensor]]:
+        """``x`` the concatenated input; or ``x`` the label and ``image`` the images sharing
+        it (``NLayerDiscriminator.forward``): the label is then pooled once per scale."""
         results = []
         for i, d in enumerate(self.children()):
             if i:
                 x = self.downsample(x)
-            results.append(d(x))
+                image = None if image is None else self.downsample(image)
+            results.append(d(x, image))
         return results
 
 
@@ -140,8 +184,19 @@ class PatchDiscriminator(BaseNetwork):
         super().__init__()
         self.discriminator_0 = NLayerDiscriminator(opt)
 
-    def forward(self, x: torch.Tensor) -> List[List[torch.Tensor]]:
-        return [self.discriminator_0(x)]
+    def forward(self, x: torch.Tensor, image: Optional[torch.Tensor] = None) -> List[List[torch.Tensor]]:
+        return [self.discriminator_0(x, image)]
+
+
+def takes_label_and_image(net: nn.Module) -> bool:
+    """Whether ``net`` (possibly wrapped by DDP or torch.compile) accepts
+    ``net(label, image)`` (see ``NLayerDiscriminator.forward``)."""
+    for _ in range(4):
+        inner = getattr(net, "_orig_mod", None) or getattr(net, "module", None)
+        if inner is None or not isinstance(inner, nn.Module):
+            break
+        net = inner
+    return isinstance(net, (MultiscaleDiscriminator, PatchDiscriminator))
 
 
 def receptive_field(n_layers_D: int) -> int:

@@ -15,6 +15,7 @@ from torch.nn.utils import spectral_norm
 
 from models.networks.fast_spade import LabelCode, gamma_beta, shared_preactivation
 from util.errors import OptionError
+from util.performance import eager_under_compile
 
 NONSPADE_SUBNORMS = ("instance", "batch", "syncbatch", "sync_batch", "none", "")
 SPADE_PATTERN = re.compile(r"^spade(instance|batch|syncbatch)(\d)x(\d)$")
@@ -109,7 +110,7 @@ class SPADE(nn.Module):
 
     # Eager under torch.compile: the lookups, cached index maps and custom backward are already
     # the fused form, and their data-dependent sizes (boundary pixels) do not trace.
-    @torch.compiler.disable
+    @eager_under_compile
     def _modulate_fast(self, normalized: torch.Tensor, code: LabelCode) -> torch.Tensor:
         shared = self.mlp_shared[0]
         pre = shared_preactivation(code, tuple(normalized.shape[2:]), shared.weight, shared.bias)

@@ -17,6 +17,7 @@ from models.networks.fast_spade import LabelCode
 from models.networks.base_network import GENERATORS, BaseNetwork, add_option_once
 from models.networks.normalization import parse_spade_config
 from util.errors import OptionError
+from util.performance import eager_under_compile
 
 UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
 SPADE_IMPLS = ("auto", "fast", "conv")
@@ -26,7 +27,7 @@ SPADE_IMPLS = ("auto", "fast", "conv")
 AUTO_FAST_MIN_CLASSES = 64
 
 
-@torch.compiler.disable  # a Python object with per-resolution caches: built eagerly
+@eager_under_compile  # a Python object with per-resolution caches: built eagerly
 def _label_code(semantics: torch.Tensor, onehot_nc: int) -> LabelCode:
     return LabelCode(semantics, onehot_nc)
 

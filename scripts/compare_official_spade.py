@@ -1,0 +1,302 @@
+"""Side-by-side speed of this repository and NVlabs' official SPADE, as whole processes.
+
+    python scripts/compare_official_spade.py --official /path/to/SPADE [--repeats 3] \
+        [--configs coco_train,coco_synth,camvid_train] [--official_pythonpath DIR] [--work DIR]
+
+Each configuration runs ``train.py`` / ``test.py`` of both code bases with the same flags on the
+same data, one child process per run, alternating official / ours, ``--repeats`` times each.
+Every run starts from an empty checkpoint / results folder. It prints a Markdown table of the
+median wall seconds (start-up, data, steps, saving: the whole process), the median peak RSS of
+the child (``os.wait4``) and the ratios ours / official, and writes ``WORK/compare.json``.
+
+Configurations (CPU, ``--gpu_ids -1``, VGG loss and VAE off, ``--nThreads 0``):
+
+* ``coco_train``: COCO-Stuff sample (13 train pairs; 182 classes + dontcare + instance edges =
+  184 input channels), 128x128, ngf 32, batch 1, 2 epochs = 26 iterations, one thread;
+* ``coco_synth``: the 8 COCO-Stuff val label maps at 256x256, ngf 64 (the published setting),
+  one thread, both from one checkpoint that the official train.py writes (1 iteration); the
+  synthesized PNGs of both are compared pixel by pixel;
+* ``camvid_train``: a CamVid-like set made from the Cityscapes sample (see ``make_camvid_like``):
+  11 classes + dontcare = 12 input channels, 128x96, ngf/ndf 32, batch 4, 10 iterations, two
+  threads.
+
+The official code needs its own setup steps (its README): ``sync_batchnorm`` copied into
+``models/networks/`` and the ``dill`` package; pass a folder holding packages only the official
+code needs with ``--official_pythonpath``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from util.errors import OptionError, UserError  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = ("coco_train", "coco_synth", "camvid_train")
+OFFICIAL_FILES = ("train.py", "test.py", "models/pix2pix_model.py", "options/base_options.py",
+                  "models/networks/normalization.py")
+# Cityscapes label ids -> CamVid's 11 classes (sky, building, pole, road, sidewalk, tree,
+# sign, fence, car, pedestrian, bicyclist); every other id is void (255 = dontcare).
+CITYSCAPES_TO_CAMVID = {23: 0, 11: 1, 12: 1, 17: 2, 18: 2, 7: 3, 8: 4, 21: 5, 22: 5, 19: 6, 20: 6,
+                        13: 7, 26: 8, 27: 8, 28: 8, 24: 9, 25: 10, 32: 10, 33: 10}
+CAMVID_SIZE = (480, 360)  # CamVid's frames, width x height
+
+
+def check_official(path: Optional[str]) -> str:
+    """The absolute path of an official SPADE checkout, or an OptionError saying what is wrong."""
+    if not path:
+        raise OptionError("--official: give the folder of a checkout of NVlabs' SPADE "
+                          "(git clone of github.com/NVlabs/SPADE)")
+    root = os.path.abspath(path)
+    if not os.path.isdir(root):
+        raise OptionError(f"--official {path}: no such folder; give a checkout of NVlabs' SPADE")
+    missing = [f for f in OFFICIAL_FILES if not os.path.isfile(os.path.join(root, f))]
+    if missing:
+        raise OptionError(f"--official {path}: not a SPADE checkout (no {', '.join(missing)}); "
+                          "give the folder that holds SPADE's train.py and test.py")
+    if not os.path.isdir(os.path.join(root, "models", "networks", "sync_batchnorm")):
+        raise OptionError(f"--official {path}: models/networks/sync_batchnorm is missing; copy "
+                          "it in as the official README says (Synchronized-BatchNorm-PyTorch)")
+    return root
+
+
+def check_samples(samples: str) -> None:
+    need = ["coco_stuff/train_label", "coco_stuff/train_img", "coco_stuff/train_inst",
+            "coco_stuff/val_label", "coco_stuff/val_img", "coco_stuff/val_inst",
+            "cityscapes/gtFine/train", "cityscapes/leftImg8bit/train"]
+    missing = [n for n in need if not os.path.isdir(os.path.join(samples, n))]
+    if missing:
+        raise OptionError(f"--samples {samples}: missing {', '.join(missing)}; give the shared "
+                          "samples folder (COCO-Stuff and Cityscapes in their official layouts)")
+
+
+def make_camvid_like(samples: str, out: str) -> str:
+    """CamVid-like pairs from the Cityscapes sample: photos center-cropped to 4:3 and resized to
+    CamVid's 480x360 (bicubic; labels nearest), label ids mapped to CamVid's 11 classes, the
+    rest void (255). Returns the folder with label/ and image/ (same file names)."""
+    import numpy as np
+    from PIL import Image
+
+    label_dir, image_dir = os.path.join(out, "label"), os.path.join(out, "image")
+    os.makedirs(label_dir, exist_ok=True)
+    os.makedirs(image_dir, exist_ok=True)
+    lut = np.full(256, 255, dtype=np.uint8)
+    for k, v in CITYSCAPES_TO_CAMVID.items():
+        lut[k] = v
+    photos = os.path.join(samples, "cityscapes", "leftImg8bit", "train")
+    count = 0
+    for city in sorted(os.listdir(photos)):
+        for name in sorted(os.listdir(os.path.join(photos, city))):
+            if not name.endswith("_leftImg8bit.png"):
+                continue
+            stem = name[:-len("_leftImg8bit.png")]
+            label_path = os.path.join(samples, "cityscapes", "gtFine", "train", city,
+                                      stem + "_gtFine_labelIds.png")
+            if not os.path.isfile(label_path):
+                continue
+            photo = Image.open(os.path.join(photos, city, name)).convert("RGB")
+            label = Image.fromarray(lut[np.asarray(Image.open(label_path))])
+            w, h = photo.size
+            cw = min(w, h * 4 // 3)
+            box = ((w - cw) // 2, 0, (w - cw) // 2 + cw, h)
+            photo.crop(box).resize(CAMVID_SIZE, Image.BICUBIC).save(os.path.join(image_dir, stem + ".png"))
+            label.crop(box).resize(CAMVID_SIZE, Image.NEAREST).save(os.path.join(label_dir, stem + ".png"))
+            count += 1
+    if count < 4:
+        raise OptionError(f"--samples {samples}: found {count} Cityscapes photo/label pairs, "
+                          "need at least 4 (one batch) for the CamVid-like set")
+    return out
+
+
+def config_args(config: str, coco_root: str, camvid_root: str) -> Dict[str, object]:
+    """Flags (the same for both code bases), thread count and what the run does."""
+    common = ["--gpu_ids", "-1", "--nThreads", "0"]
+    if config == "coco_train":
+        return {"script": "train.py", "threads": 1, "args": common + [
+            "--dataset_mode", "coco", "--dataroot", coco_root, "--load_size", "128",
+            "--crop_size", "128", "--ngf", "32", "--batchSize", "1", "--no_vgg_loss",
+            "--niter", "2", "--niter_decay", "0"]}
+    if config == "camvid_train":
+        return {"script": "train.py", "threads": 2, "args": common + [
+            "--dataset_mode", "custom", "--label_dir", os.path.join(camvid_root, "label"),
+            "--image_dir", os.path.join(camvid_root, "image"), "--label_nc", "11",
+            "--contain_dontcare_label", "--no_instance", "--preprocess_mode", "fixed",
+            "--load_size", "128", "--crop_size", "128", "--aspect_ratio", "1.3333333333333333",
+            "--ngf", "32", "--ndf", "32", "--batchSize", "4", "--no_vgg_loss",
+            "--niter", "5", "--niter_decay", "0"]}
+    if config == "coco_synth":
+        return {"script": "test.py", "threads": 1, "args": common + [
+            "--dataset_mode", "coco", "--dataroot", coco_root, "--load_size", "256",
+            "--crop_size", "256", "--ngf", "64", "--how_many", "8", "--which_epoch", "latest"]}
+    raise OptionError(f"--configs: unknown configuration {config!r}; use {', '.join(CONFIGS)}")
+
+
+def child_env(threads: int, pythonpath: Optional[str]) -> Dict[str, str]:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return env
+
+
+def run_timed(cmd: Sequence[str], cwd: str, env: Dict[str, str], log: str) -> Dict[str, float]:
+    """Run one child to the end: wall seconds and its peak RSS (MiB). Fails with its log tail."""
+    with open(log, "w") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        with open(log) as f:
+            tail = f.read()[-1500:]
+        raise UserError(f"{' '.join(cmd)} (in {cwd}) failed with exit code {proc.returncode}; "
+                           f"log {log}:\n{tail}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mib": usage.ru_maxrss / 1024.0}  # Linux: KiB
+
+
+def compare_images(folder_a: str, folder_b: str) -> Dict[str, object]:
+    """Pixel comparison of same-named PNGs: how many are identical, the largest difference."""
+    import numpy as np
+    from PIL import Image
+
+    names = sorted(n for n in os.listdir(folder_a) if n.endswith(".png"))
+    other = set(os.listdir(folder_b)) if os.path.isdir(folder_b) else set()
+    missing = [n for n in names if n not in other]
+    identical, max_diff = 0, 0
+    for n in names:
+        if n in missing:
+            continue
+        a = np.asarray(Image.open(os.path.join(folder_a, n)).convert("RGB"), dtype=np.int16)
+        b = np.asarray(Image.open(os.path.join(folder_b, n)).convert("RGB"), dtype=np.int16)
+        if a.shape != b.shape:
+            max_diff = 255
+            continue
+        d = int(np.abs(a - b).max())
+        identical += d == 0
+        max_diff = max(max_diff, d)
+    return {"images": len(names), "identical": identical, "missing": missing, "max_abs_diff": max_diff}
+
+
+def median_row(runs: List[Dict[str, float]]) -> Dict[str, float]:
+    return {"wall_s": statistics.median(r["wall_s"] for r in runs),
+            "cpu_s": statistics.median(r["cpu_s"] for r in runs),
+            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs), "n": len(runs)}
+
+
+def markdown_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
+    """``results[config][side]`` with side 'official' / 'ours' -> median rows and ratios."""
+    lines = ["| configuration | code base | runs | wall s | CPU s | peak RSS MiB | "
+             "ours / official: wall, CPU, RSS |", "|---|---|---|---|---|---|---|"]
+    for config, sides in results.items():
+        off, ours = sides["official"], sides["ours"]
+        lines.append(f"| {config} | official | {off['n']} | {off['wall_s']:.1f} | {off['cpu_s']:.1f} "
+                     f"| {off['peak_rss_mib']:.0f} | |")
+        lines.append(f"| | ours | {ours['n']} | {ours['wall_s']:.1f} | {ours['cpu_s']:.1f} | "
+                     f"{ours['peak_rss_mib']:.0f} | **{ours['wall_s'] / off['wall_s']:.2f}**, "
+                     f"{ours['cpu_s'] / off['cpu_s']:.2f}, "
+                     f"{ours['peak_rss_mib'] / off['peak_rss_mib']:.2f} |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--official", help="folder of a checkout of NVlabs' SPADE (set up per its README)")
+    p.add_argument("--official_pythonpath", default=None,
+                   help="PYTHONPATH for the official runs only (e.g. a folder where `dill` is installed)")
+    p.add_argument("--samples", default=os.path.join(os.path.dirname(REPO), "shared", "samples"),
+                   help="samples folder with coco_stuff/ and cityscapes/ (official layouts)")
+    p.add_argument("--work", default=None, help="scratch folder (default: a new temporary one)")
+    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, from " + ", ".join(CONFIGS))
+    p.add_argument("--repeats", type=int, default=3, help="runs per code base and configuration")
+    p.add_argument("--python", default=sys.executable, help="interpreter for both code bases")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
+    a = build_parser().parse_args(argv)
+    official = check_official(a.official)
+    if a.repeats < 1:
+        raise OptionError(f"--repeats must be at least 1 (got {a.repeats})")
+    configs = [c for c in a.configs.split(",") if c]
+    for c in configs:
+        if c not in CONFIGS:
+            raise OptionError(f"--configs: unknown configuration {c!r}; use {', '.join(CONFIGS)}")
+    samples = os.path.abspath(a.samples)
+    check_samples(samples)
+    if a.work is None:
+        import tempfile
+        a.work = tempfile.mkdtemp(prefix="compare_official_spade_")
+    work = os.path.abspath(a.work)
+    os.makedirs(work, exist_ok=True)
+    coco_root = os.path.join(samples, "coco_stuff")
+    camvid_root = make_camvid_like(samples, os.path.join(work, "camvid_like")) \
+        if "camvid_train" in configs else ""
+    sides = {"official": (official, a.official_pythonpath), "ours": (REPO, None)}
+    results: Dict[str, Dict[str, Dict[str, float]]] = {}
+    checks: Dict[str, object] = {}
+    for config in configs:
+        spec = config_args(config, coco_root, camvid_root)
+        base = os.path.join(work, config)
+        ckpt_root = os.path.join(base, "checkpoints")
+        if config == "coco_synth":  # one checkpoint for both: the official layout, 1 iteration
+            make = [a.python, "train.py", "--name", "synth", "--checkpoints_dir", ckpt_root,
+                    "--dataset_mode", "coco", "--dataroot", coco_root, "--gpu_ids", "-1",
+                    "--nThreads", "0", "--load_size", "256", "--crop_size", "256", "--ngf", "64",
+                    "--no_vgg_loss", "--niter", "1", "--niter_decay", "0", "--max_dataset_size", "1"]
+            if not os.path.isfile(os.path.join(ckpt_root, "synth", "latest_net_G.pth")):
+                print(f"[{config}] writing the shared checkpoint with the official train.py", file=sys.stderr)
+                os.makedirs(base, exist_ok=True)
+                run_timed(make, official, child_env(2, a.official_pythonpath), os.path.join(base, "make.log"))
+        runs: Dict[str, List[Dict[str, float]]] = {"official": [], "ours": []}
+        for r in range(a.repeats):
+            for side, (cwd, pythonpath) in sides.items():
+                out = os.path.join(base, f"{side}_{r}")
+                shutil.rmtree(out, ignore_errors=True)
+                os.makedirs(out)
+                cmd = [a.python, str(spec["script"])] + list(spec["args"])
+                if config == "coco_synth":
+                    cmd += ["--name", "synth", "--checkpoints_dir", ckpt_root,
+                            "--results_dir", os.path.join(out, "results")]
+                else:
+                    cmd += ["--name", "run", "--checkpoints_dir", os.path.join(out, "checkpoints")]
+                row = run_timed(cmd, cwd, child_env(int(spec["threads"]), pythonpath),
+                                os.path.join(out, "log.txt"))
+                runs[side].append(row)
+                print(f"[{config}] {side} run {r + 1}/{a.repeats}: {row['wall_s']:.1f} s "
+                      f"({row['cpu_s']:.1f} s CPU), "
+                      f"{row['peak_rss_mib']:.0f} MiB", file=sys.stderr)
+        results[config] = {side: median_row(v) for side, v in runs.items()}
+        if config == "coco_synth":
+            last = a.repeats - 1
+            images = ["results", "synth", "test_latest", "images", "synthesized_image"]
+            checks[config] = compare_images(os.path.join(base, f"official_{last}", *images),
+                                            os.path.join(base, f"ours_{last}", *images))
+    table = markdown_table(results)
+    print(table)
+    for config, check in checks.items():
+        print(f"\n{config}: {check['identical']} of {check['images']} synthesized images identical "
+              f"to the official ones (largest pixel difference {check['max_abs_diff']}"
+              + (f"; missing in ours: {', '.join(check['missing'])}" if check["missing"] else "") + ")")
+    summary = {"results": results, "image_checks": checks, "work": work}
+    with open(os.path.join(work, "compare.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+if __name__ == "__main__":
+    from util.cli import run_reporting_errors
+    run_reporting_errors(lambda: main(sys.argv[1:]))
