@@ -164,3 +164,14 @@ def apply(model: nn.Module, opt: argparse.Namespace) -> List[str]:
             checkpoint_module(block)
             done.append(f"{short}.{name}" if name else short)
     return done
+
+
+def remove(model: nn.Module) -> int:
+    """Undo ``apply`` / ``checkpoint_module`` on every submodule; returns how many."""
+    count = 0
+    for m in model.modules():
+        if is_checkpointed(m):
+            del m.forward
+            m.__dict__.pop("_checkpoint_in_eval", None)
+            count += 1
+    return count
