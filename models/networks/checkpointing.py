@@ -71,6 +71,14 @@ class _Call:
             return record
         with _swapped_hooks(self.hooks, make):
             yield
+        self._release_weights()
+
+    def _release_weights(self) -> None:
+        """Drop the normalized weight copies the spectral-norm layers keep as attributes: the
+        backward does not need them (they are recomputed) and each forward sets them anew.
+        The attribute is left as spectral_norm itself leaves it before a first forward."""
+        for m, _, hook in self.hooks:
+            setattr(m, hook.name, getattr(m, hook.name + "_orig").data)
 
     @contextlib.contextmanager
     def _recompute(self) -> Iterator[None]:
@@ -98,6 +106,7 @@ class _Call:
                     for m, saved in zip(norms, stats):
                         for t, value in zip(_running(m), saved):
                             t.copy_(value)
+                self._release_weights()
 
 
 def _running(norm: _BatchNorm) -> List[torch.Tensor]:
@@ -153,6 +162,11 @@ def apply(model: nn.Module, opt: argparse.Namespace) -> List[str]:
                           "trace); drop one of them")
     classes = block_classes()
     done: List[str] = []
+    vgg = getattr(model, "criterionVGG", None)
+    if vgg is not None:  # frozen and in eval mode, but its input (the fake image) needs gradients
+        for i, block in enumerate(vgg.vgg):
+            checkpoint_module(block, in_eval=True)
+            done.append(f"VGG.{i}")
     for short, net in model.networks().items():
         kind = "D" if short.startswith("D") else "G"
         if kind == "D":  # each layer group: conv, norm, activation
