@@ -87,6 +87,20 @@ def test_one_step_equals_the_step_without_it(tmp_path, config):
     _assert_same(plain, ckpt)
 
 
+def test_vgg_loss_slices(tmp_path):
+    """The VGG loss is frozen and in eval mode; its slices on the fake image are recomputed."""
+    from models.networks.vgg import build_vgg19_features
+
+    torch.manual_seed(5)
+    path = tmp_path / "vgg19_features.pth"
+    torch.save({k: torch.randn_like(v) * 0.05 for k, v in build_vgg19_features().state_dict().items()}, path)
+    args = [a for a in ARGS if a != "--no_vgg_loss"] + ["--vgg_weights", str(path), "--spade_impl", "conv"]
+    opt, model, _, _ = _build(args, tmp_path, on=True)
+    distributed.cleanup()
+    assert all(checkpointing.is_checkpointed(m) for m in model.criterionVGG.vgg)
+    _assert_same(_one_step(args, tmp_path, False), _one_step(args, tmp_path, True))
+
+
 def test_accum_iter_two_micro_batches(tmp_path):
     args = ARGS + ["--accum_iter", "2", "--spade_impl", "fast", "--batchSize", "4"]
     _assert_same(_one_step(args, tmp_path, False, 2), _one_step(args, tmp_path, True, 2))
