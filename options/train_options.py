@@ -51,8 +51,8 @@ class TrainOptions(BaseOptions):
                                  "depthspade, pix2pixhd) and the discriminator's layers in the "
                                  "backward pass instead of storing their activations: same "
                                  "gradients and weights, less memory for some extra time "
-                                 "(README, Speed: SPADE COCO-Stuff 256x256 peak memory "
-                                 "PEAKRATIO, time TIMERATIO); checkpoints are unchanged")
+                                 "(README, Speed: peak memory 0.69x at SPADE's COCO-Stuff "
+                                 "256x256 setting on CPU); checkpoints are unchanged")
         parser.add_argument("--D_steps_per_G", type=int, default=1,
                             help="discriminator steps per generator step")
         # discriminator and losses
