@@ -144,7 +144,8 @@ def block_classes() -> Dict[str, tuple]:
     from models.networks.architecture import SPADEResnetBlock
     from models.networks.discriminators import NLayerDiscriminator
     from models.networks.generators.pix2pixhd import ResnetBlock
-    return {"G": (SPADEResnetBlock, ResnetBlock), "D": (NLayerDiscriminator,)}
+    from models.networks.normalization import SPADE
+    return {"G": (SPADEResnetBlock, ResnetBlock), "D": (NLayerDiscriminator,), "SPADE": (SPADE,)}
 
 
 def apply(model: nn.Module, opt: argparse.Namespace) -> List[str]:
@@ -174,6 +175,9 @@ def apply(model: nn.Module, opt: argparse.Namespace) -> List[str]:
                       for child, m in d.named_children()]
         else:
             blocks = _blocks(net, classes["G"])
+            # nested: inside a block's recompute each SPADE layer keeps only its input and
+            # output, so the largest (full-resolution) block's recompute holds one layer at a time
+            blocks += _blocks(net, classes["SPADE"])
         for name, block in blocks:
             checkpoint_module(block)
             done.append(f"{short}.{name}" if name else short)
