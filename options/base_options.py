@@ -35,7 +35,8 @@ RUN_OPTIONS = {"name", "gpu_ids", "checkpoints_dir", "phase", "isTrain", "contin
                "coco_no_portraits", "cityscapes_no_disparity", "depth_from", "eval_freq",
                "eval_num", "fid_weights", "eval_segmenter", "eval_segmenter_path",
                "eval_segmenter_mapping", "sigma_min", "sigma_max", "test_sigmas", "noisy_clip",
-               "keep_last", "loss_warn_threshold"}
+               "keep_last", "loss_warn_threshold",
+               "gradient_checkpointing"}
 
 
 # --preset: published recipes as defaults (facts from the papers / their code). Flags a parser

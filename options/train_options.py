@@ -46,6 +46,13 @@ class TrainOptions(BaseOptions):
                             help="gradient accumulation: each optimizer step uses this many "
                                  "consecutive batches of --batchSize, so the effective batch is "
                                  "batchSize x accum_iter (reach the paper's batch on a small GPU)")
+        parser.add_argument("--gradient_checkpointing", action="store_true",
+                            help="recompute the generator's residual blocks (--netG spade, "
+                                 "depthspade, pix2pixhd) and the discriminator's layers in the "
+                                 "backward pass instead of storing their activations: same "
+                                 "gradients and weights, less memory for some extra time "
+                                 "(README, Speed: peak memory 0.68x, time 1.22x at SPADE's COCO-Stuff "
+                                 "256x256 setting on CPU); checkpoints are unchanged")
         parser.add_argument("--D_steps_per_G", type=int, default=1,
                             help="discriminator steps per generator step")
         # discriminator and losses

@@ -58,6 +58,10 @@ class BenchmarkOptions(TrainOptions):
         parser.add_argument("--compare", action="store_true",
                             help="time --spade_impl conv against fast (same weights, alternating) "
                                  "and print the ratios fast / conv")
+        parser.add_argument("--compare_checkpointing", action="store_true",
+                            help="time and peak memory of one training step (G + D) with and "
+                                 "without --gradient_checkpointing (same weights, alternating); "
+                                 "prints the ratios (scripts/benchmark_checkpointing.py)")
         parser.add_argument("--bench_random_vgg", action="store_true",
                             help="VGG loss with randomly initialized VGG19 weights: for timing "
                                  "only (speed does not depend on the weights) where the ImageNet "
@@ -180,6 +184,9 @@ def benchmark(opt: argparse.Namespace) -> List[dict]:
         return benchmark_loader.run(opt)
     if opt.compare:
         return compare(opt)
+    if opt.compare_checkpointing:
+        from scripts.benchmark_checkpointing import compare_checkpointing
+        return compare_checkpointing(opt)
     bench = Bench(opt)
     model, device = bench.model, bench.device
     rows: List[dict] = []

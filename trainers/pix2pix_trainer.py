@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Union
 import numpy as np
 import torch
 
+from models.networks import checkpointing
 from models.pix2pix_model import Pix2PixModel
 from util import distributed, performance
 from util.errors import OptionError
@@ -38,6 +39,7 @@ class Pix2PixTrainer:
         ctx = distributed.get_context()
         self.device = ctx.device
         model.to(self.device)
+        checkpointing.apply(model, opt)  # --gradient_checkpointing, on the plain modules
         # Networks are converted / wrapped one by one: the wrapper stays a plain module.
         # Frozen helpers (a depth estimator) are not in networks(): no DDP, no optimizer.
         for short in model.networks():
