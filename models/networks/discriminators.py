@@ -69,6 +69,8 @@ class NLayerDiscriminator(BaseNetwork):
         """
         conv = self.model0[0]
         weight, nc = conv.weight, label.size(1)
+        dtype = torch.promote_types(label.dtype, image.dtype)  # as torch.cat would promote
+        label, image = label.to(dtype), image.to(dtype)
         label_part = F.conv2d(label, weight[:, :nc], conv.bias, conv.stride, conv.padding,
                               conv.dilation)
         image_part = F.conv2d(image, weight[:, nc:], None, conv.stride, conv.padding,
