@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from scripts import benchmark_table
 
@@ -105,10 +104,8 @@ def test_gpu_check_data_without_downloads(tmp_path):
 def test_gpu_check_without_a_gpu_says_so(tmp_path):
     import os
 
-    import torch
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
-    env = dict(os.environ, GPU_CHECK_OUT=str(tmp_path / "out"))
+    # the GPU (if any) is hidden from the script, so this runs on every machine
+    env = dict(os.environ, GPU_CHECK_OUT=str(tmp_path / "out"), CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120, env=env)
     assert result.returncode == 3
