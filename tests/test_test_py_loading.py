@@ -7,7 +7,6 @@ import torch
 import test as test_script
 from models import MODELS
 from options.test_options import TestOptions
-from util import checkpoint
 
 
 @pytest.mark.parametrize("extra", [[], ["--use_vae"], ["--no_instance"]])
