@@ -133,3 +133,24 @@ def test_torchrun_two_cpu_processes_train_and_only_rank0_writes(tmp_path):
     finally:
         distributed.cleanup()
     assert single["fid"] == pytest.approx(history[0]["fid"], rel=1e-4)
+
+
+def _register_exit_marker(folder) -> None:
+    import atexit
+    import os
+
+    rank = os.environ["RANK"]
+    atexit.register(lambda: (folder / f"exit_hook_{rank}").write_text("ran"))
+    if os.environ.get("UDGAN_TEST_FAIL_RANK") == rank:
+        raise RuntimeError("worker failed on purpose")
+
+
+def test_spawned_workers_end_after_their_exit_hooks(tmp_path, monkeypatch):
+    """Finished workers skip the interpreter teardown (where gloo can abort at random) but still
+    run their atexit hooks; a worker that fails still fails the launch."""
+    distributed.launch(_register_exit_marker, (tmp_path,), gpu_ids=[], nprocs=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exit_hook_0", "exit_hook_1"]
+    monkeypatch.setenv("UDGAN_TEST_FAIL_RANK", "1")
+    (tmp_path / "failed").mkdir()
+    with pytest.raises(Exception, match="worker failed on purpose"):
+        distributed.launch(_register_exit_marker, (tmp_path / "failed",), gpu_ids=[], nprocs=2)

@@ -113,6 +113,31 @@ def _spawned_worker(local_rank: int, nprocs: int, port: int, fn: Callable, args:
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(nprocs),
                       LOCAL_WORLD_SIZE=str(nprocs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     fn(*args)
+    _exit_finished_worker()
+
+
+def _exit_finished_worker() -> None:
+    """End a spawned process whose work is done, without the interpreter's teardown.
+
+    A process that has left its gloo group can still abort in that teardown ("terminate called
+    without an active exception", SIGABRT: C++ threads of the communication library meet static
+    destructors), turning a finished run into a failed launch, rarely and at random. Everything
+    a normal exit does for us still happens: cycles are collected while the interpreter is
+    whole, the ``atexit`` hooks run (logging's flush, the data loader's worker shutdown,
+    multiprocessing's), the streams are flushed; only then the process ends with status 0.
+    """
+    import atexit
+    import gc
+    import sys
+
+    gc.collect()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 def launch(fn: Callable[..., Any], args: tuple, gpu_ids: Sequence[int],
