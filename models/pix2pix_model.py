@@ -67,7 +67,7 @@ class Pix2PixModel(nn.Module):
         self.netE = define_E(opt) if opt.use_vae else None
         if opt.isTrain:
             self.criterionGAN = GANLoss(opt.gan_mode)
-            self.criterionVGG = None if opt.no_vgg_loss else VGGLoss(opt.vgg_weights)
+            self.criterionVGG = None if opt.no_vgg_loss else VGGLoss(opt.vgg_weights, getattr(opt, "vgg_normalize", "none"))
             self.KLDLoss = KLDLoss()
 
     @property

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from models.networks.loss import VGG_NORMALIZATIONS
 from options.base_options import BaseOptions
 
 
@@ -65,6 +66,10 @@ class TrainOptions(BaseOptions):
         parser.add_argument("--vgg_weights", type=str, default=None,
                             help="local torchvision vgg19 weights (.pth) for the VGG loss; "
                                  "default: the torch hub cache (TORCH_HOME)")
+        parser.add_argument("--vgg_normalize", type=str, default="none", choices=VGG_NORMALIZATIONS,
+                            help="VGG loss input: none = the [-1, 1] image as official SPADE and "
+                                 "pix2pixHD feed it (--lambda_vgg 10 is tuned for it); imagenet = "
+                                 "standardized with ImageNet mean/std (what UDGAN did before)")
         parser.add_argument("--gan_mode", type=str, default="hinge",
                             choices=("hinge", "ls", "original", "w"), help="GAN loss")
         parser.add_argument("--netD", type=str, default="multiscale", help="discriminator")

@@ -130,12 +130,17 @@ def offline_empty_hub(tmp_path, monkeypatch) -> Path:
     return home
 
 
-def hand_vgg_loss(features: torch.nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+def hand_vgg_loss(features: torch.nn.Sequential, x: torch.Tensor, y: torch.Tensor,
+                  imagenet: bool = False) -> torch.Tensor:
+    """The official formulation (SPADE / pix2pixHD): the [-1, 1] images go into torchvision's
+    VGG19 unnormalized; L1 of relu1_1 .. relu5_1 weighted 1/32 .. 1."""
     taps = {1: 1 / 32, 6: 1 / 16, 11: 1 / 8, 20: 1 / 4, 29: 1.0}  # relu1_1 .. relu5_1
     total = torch.zeros(())
-    hx, hy = ((x + 1) / 2 - mean) / std, ((y + 1) / 2 - mean) / std
+    hx, hy = x, y
+    if imagenet:
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        hx, hy = ((x + 1) / 2 - mean) / std, ((y + 1) / 2 - mean) / std
     for i in range(30):
         hx, hy = features[i](hx.clone()), features[i](hy.clone())
         if i in taps:
@@ -164,6 +169,26 @@ def test_vgg_loss_with_local_weights(vgg_file):
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert y.grad is None
     assert all(p.grad is None for p in loss.parameters())
+
+
+def test_vgg_loss_imagenet_normalization_is_an_option(vgg_file):
+    torch.manual_seed(2)
+    x, y = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    features = build_vgg19_features()
+    features.load_state_dict(torch.load(vgg_file, weights_only=True))
+    official = VGGLoss(str(vgg_file))(x, y).item()
+    imagenet = VGGLoss(str(vgg_file), normalize="imagenet")(x, y).item()
+    assert official == pytest.approx(hand_vgg_loss(features, x, y).item(), rel=1e-4)
+    assert imagenet == pytest.approx(hand_vgg_loss(features, x, y, imagenet=True).item(), rel=1e-4)
+    assert abs(official - imagenet) > 1e-3 * official  # really two different inputs
+    with pytest.raises(OptionError, match="--vgg_normalize"):
+        VGGLoss(str(vgg_file), normalize="caffe")
+
+
+def test_vgg_normalize_option_defaults_to_official():
+    from options.train_options import TrainOptions
+    opt = TrainOptions().parse(["--dataset_mode", "synthetic", "--gpu_ids", "-1"], save=False)
+    assert opt.vgg_normalize == "none"
 
 
 def test_vgg_accepts_full_model_state_dict(vgg_file, tmp_path):

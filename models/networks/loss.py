@@ -86,24 +86,35 @@ class KLDLoss(nn.Module):
         return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
+VGG_NORMALIZATIONS = ("none", "imagenet")
+
+
 class VGGLoss(nn.Module):
     """Perceptual loss: weighted L1 between VGG19 relu1_1..relu5_1 features.
 
     ``forward(x: (N, 3, H, W), y: (N, 3, H, W)) -> ()``, images in [-1, 1]; gradients reach
     ``x`` only (``y`` is the target, the VGG is frozen). ``weights_path``: see
     :func:`load_vgg19_features` (raises WeightsError when no weights can be had).
+
+    ``normalize``: ``"none"`` feeds the [-1, 1] image to the VGG as it is, as official SPADE and
+    pix2pixHD do (their ``--lambda_vgg 10`` is balanced for that scale); ``"imagenet"`` first maps
+    it to [0, 1] and standardizes it with ImageNet's mean / std, the input torchvision's VGG was
+    trained on (features about 4x larger, so the loss weighs more).
     """
 
     slices = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))
     layer_weights = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
 
-    def __init__(self, weights_path: Optional[str] = None) -> None:
+    def __init__(self, weights_path: Optional[str] = None, normalize: str = "none") -> None:
         super().__init__()
+        if normalize not in VGG_NORMALIZATIONS:
+            raise OptionError(f"--vgg_normalize {normalize!r} is not known; choose one of: "
+                              f"{', '.join(VGG_NORMALIZATIONS)}")
         features = load_vgg19_features(weights_path)
         self.vgg = nn.ModuleList(features[a:b] for a, b in self.slices)
         self.vgg.requires_grad_(False)
         self.vgg.eval()
-        # ImageNet statistics: the VGG expects normalized [0, 1] RGB.
+        self.normalize = normalize
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
                              persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
@@ -115,7 +126,7 @@ class VGGLoss(nn.Module):
         return self
 
     def _features(self, img: torch.Tensor) -> List[torch.Tensor]:
-        h = ((img + 1) / 2 - self.mean) / self.std
+        h = ((img + 1) / 2 - self.mean) / self.std if self.normalize == "imagenet" else img
         out = []
         for block in self.vgg:
             h = block(h)
