@@ -7,6 +7,7 @@ A sample is a dict with the same keys in every mode (so torch's default collate 
     instance  (1, H, W) int64    raw instance ids (zeros when there are none)
     image     (3, H, W) float32  in [-1, 1] (zeros when there is no real image)
     depth     (1, H, W) float32  normalized inverse depth min(1, 1 m / depth) in [0, 1]
+    depth_valid (1, H, W) bool   pixels with a measured depth (stored maps: 0 / non-finite = hole)
     has_image, has_depth  bool
     path      str                the label file (synthetic: a sample name)
 
@@ -187,6 +188,33 @@ def depth_tensor(depth: Optional[np.ndarray], shape: Tuple[int, int]) -> torch.T
     return torch.from_numpy(np.ascontiguousarray(d)).unsqueeze(0)
 
 
+def depth_valid_tensor(valid: Optional[np.ndarray], depth: Optional[np.ndarray],
+                       shape: Tuple[int, int]) -> torch.Tensor:
+    """``(1, H, W) bool``: pixels whose depth is a measurement. No depth map: none; a depth map
+    without a mask: every finite pixel."""
+    if depth is None:
+        return torch.zeros((1,) + tuple(shape), dtype=torch.bool)
+    if valid is None:
+        valid = np.isfinite(np.asarray(depth, np.float32))
+    return torch.from_numpy(np.ascontiguousarray(valid, dtype=bool)).unsqueeze(0)
+
+
+def measured_depth(depth: np.ndarray, params: TransformParams) -> Tuple[np.ndarray, np.ndarray]:
+    """A loaded depth map's transformed inverse depth and validity mask.
+
+    ``depth``: ``(H, W) float32`` normalized inverse depth with NaN where there is no
+    measurement (``load_depth`` of each dataset mode decides which stored values those are:
+    Cityscapes' disparity 0, a 0 in a custom / NYU depth file). Those pixels become 0 and are
+    masked, so they are not learned as "infinitely far". The mask is resized like the depth
+    (bilinear) and a pixel stays valid only if it was not blended with a hole.
+    """
+    raw = np.asarray(depth, np.float32)
+    valid = np.isfinite(raw)
+    resized = transform_array(np.where(valid, raw, 0).astype(np.float32), params, Image.BILINEAR)
+    fraction = transform_array(valid.astype(np.float32), params, Image.BILINEAR, fill=0)
+    return resized, fraction >= 0.999
+
+
 def inverse_depth(depth_m: np.ndarray) -> np.ndarray:
     """Metric depth (metres, inf = sky) -> normalized inverse depth min(1, 1 m / depth)."""
     with np.errstate(divide="ignore"):
@@ -195,13 +223,15 @@ def inverse_depth(depth_m: np.ndarray) -> np.ndarray:
 
 
 def make_sample(label: np.ndarray, label_nc: int, path: str, instance: Optional[np.ndarray] = None,
-                image: Optional[np.ndarray] = None, depth: Optional[np.ndarray] = None) -> Dict[str, Any]:
+                image: Optional[np.ndarray] = None, depth: Optional[np.ndarray] = None,
+                depth_valid: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Assemble the sample dict from transformed arrays (see the module docstring)."""
     shape = label.shape[:2]
     return {"label": label_tensor(label, label_nc),
             "instance": instance_tensor(instance, shape),
             "image": image_tensor(image, shape),
             "depth": depth_tensor(depth, shape),
+            "depth_valid": depth_valid_tensor(depth_valid, depth, shape),
             "has_image": image is not None,
             "has_depth": depth is not None,
             "path": path}

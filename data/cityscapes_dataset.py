@@ -14,12 +14,13 @@ label map needs its ``*_disparity.png`` and samples carry ``depth`` with ``has_d
 A stored value ``p > 0`` is a disparity of ``d = (p - 1) / 256`` pixels; with the stereo rig's
 baseline ``B = 0.209313 m`` and focal length ``fx = 2262.52 px`` (Cityscapes camera json) the
 depth is ``B * fx / d`` metres, so the one normalization used everywhere,
-``min(1, 1 m / depth)``, is ``min(1, d / (B * fx))``. ``p = 0`` (no stereo measurement) becomes
-0, the value sky has ("infinitely far"), so the depth loss cannot tell missing from far.
+``min(1, 1 m / depth)``, is ``min(1, d / (B * fx))``. ``p = 0`` (no stereo measurement) is a
+hole: the sample's ``depth`` is 0 there and ``depth_valid`` False, so the depth loss skips it
+instead of learning it as "infinitely far" (``p = 1``, zero disparity, is a measured far).
 
 The conversion happens at full resolution, before resizing: inverse depth in 1/m does not
 depend on the image size (a disparity in pixels would). Depth maps are then resized BILINEAR
-like every depth map, so at the border of an invalid region they blend towards 0. The
+like every depth map; pixels blended with a hole are masked as well. The
 largest value a 16-bit file can hold, 65535, is 0.54 (1.85 m), so Cityscapes targets never
 reach the clip at 1.
 """
@@ -138,7 +139,10 @@ class CityscapesDataset(Pix2pixDataset):
             raise DatasetError(f"{path}: disparity map has mode {img.mode}; expected a 16-bit grey "
                                "PNG as in Cityscapes' disparity package (replace the file, or pass "
                                "--cityscapes_no_disparity)")
-        return disparity_to_inverse_depth(np.asarray(img))
+        raw = np.asarray(img)
+        # p = 0 is "no measurement" (NaN: masked by the depth loss); p = 1 is zero disparity,
+        # a measured "infinitely far"
+        return np.where(raw > 0, disparity_to_inverse_depth(raw), np.nan).astype(np.float32)
 
     def find(self, kind: str, folder: str) -> list[str]:
         return list_files(folder, (".png",), suffix=SUFFIXES[kind])

@@ -218,6 +218,7 @@ class NoisyDataset(BaseDataset):
                 "instance": torch.zeros((1, h, w), dtype=torch.int64),
                 "image": clean,
                 "depth": torch.zeros((1, h, w), dtype=torch.float32),
+                "depth_valid": torch.zeros((1, h, w), dtype=torch.bool),
                 "has_image": True,
                 "has_depth": False,
                 "path": path,

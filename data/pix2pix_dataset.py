@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from data.base_dataset import (DONTCARE, BaseDataset, add_flag, get_params, make_sample,
-                               transform_array)
+                               measured_depth, transform_array)
 from data.image_folder import IMG_EXTENSIONS, list_files
 from data.validation import (LABEL_MODES, FileInfo, Problems, check_decoded, check_label_ids,
                              check_same_size, index_by_key, read_label_array, run_threaded,
@@ -253,7 +253,9 @@ class Pix2pixDataset(BaseDataset):
         return img
 
     def load_depth(self, path: str, label_size) -> np.ndarray:
-        """Normalized inverse depth in [0, 1]: 16-bit PNG / 65535, 8-bit / 255, or a float .npy."""
+        """Normalized inverse depth in [0, 1]: 16-bit PNG / 65535, 8-bit / 255, or a float .npy;
+        NaN where the file holds 0 or a non-finite value: no measurement (a sensor's dropout,
+        a stereo hole). Store sky and other known far regions as the smallest positive value."""
         if path.lower().endswith(".npy"):
             try:
                 arr = np.load(path).astype(np.float32)
@@ -262,13 +264,14 @@ class Pix2pixDataset(BaseDataset):
             if (arr.shape[1], arr.shape[0]) != tuple(label_size):
                 raise DatasetError(f"{path}: depth map is {arr.shape[1]}x{arr.shape[0]} but its label "
                                    f"map is {label_size[0]}x{label_size[1]}")
-            return arr
-        img = self._open(path, "depth map", label_size)
-        arr = np.asarray(img)
-        scale = 255.0 if arr.dtype == np.uint8 else 65535.0
-        if arr.ndim == 3:
-            arr = arr[..., 0]
-        return (arr.astype(np.float32) / scale).astype(np.float32)
+        else:
+            img = self._open(path, "depth map", label_size)
+            arr = np.asarray(img)
+            scale = 255.0 if arr.dtype == np.uint8 else 65535.0
+            if arr.ndim == 3:
+                arr = arr[..., 0]
+            arr = arr.astype(np.float32) / np.float32(scale)
+        return np.where(np.isfinite(arr) & (arr != 0), arr, np.nan).astype(np.float32)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         opt = self.opt
@@ -278,7 +281,7 @@ class Pix2pixDataset(BaseDataset):
         params = get_params(opt, size, self.sample_rng(index))
         label_fill = DONTCARE if opt.contain_dontcare_label else 0
         label_out = transform_array(label, params, Image.NEAREST, fill=label_fill)
-        image = instance = depth = None
+        image = instance = depth = depth_valid = None
         if s.image is not None:
             # a JPEG much larger than needed is decoded at a reduced scale: much faster
             shrink = params.resize is not None and params.resize[0] * 2 <= size[0] and \
@@ -294,5 +297,5 @@ class Pix2pixDataset(BaseDataset):
                 inst = (inst[..., 0] << 16) | (inst[..., 1] << 8) | inst[..., 2]
             instance = transform_array(inst.astype(np.int32), params, Image.NEAREST)
         if s.depth is not None:
-            depth = transform_array(self.load_depth(s.depth, size), params, Image.BILINEAR)
-        return make_sample(label_out, opt.label_nc, s.label, instance, image, depth)
+            depth, depth_valid = measured_depth(self.load_depth(s.depth, size), params)
+        return make_sample(label_out, opt.label_nc, s.label, instance, image, depth, depth_valid)

@@ -117,11 +117,18 @@ class UDGANModel(Pix2PixModel):
                 "--depth_estimator_path")
         return batch["depth"].to(self.device, non_blocking=True).float()
 
-    def depth_target(self, batch: Batch, real: torch.Tensor) -> torch.Tensor:
+    def depth_target(self, batch: Batch, real: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The depth generator's target ``(N, 1, H, W)`` and its valid pixels (``None``: all).
+
+        The estimator's depth is defined everywhere; a dataset's has holes (``depth_valid``)."""
         if self.opt.depth_source == "estimator":
             with torch.no_grad():
-                return self.depth_estimator(real).float()
-        return self.dataset_depth(batch, "--depth_source dataset")
+                return self.depth_estimator(real).float(), None
+        target = self.dataset_depth(batch, "--depth_source dataset")
+        valid = batch.get("depth_valid")
+        if valid is None:
+            return target, None
+        return target, valid.to(self.device, non_blocking=True).bool()
 
     # ------------------------------------------------------------------ generation
     def generate(self, semantics: torch.Tensor, z: Optional[torch.Tensor],
@@ -154,8 +161,8 @@ class UDGANModel(Pix2PixModel):
         opt = self.opt
         losses: Dict[str, torch.Tensor] = {}
         if self.netG_depth is not None:
-            target = self.depth_target(batch, real)
-            losses["Depth"] = depth_loss(outputs["depth"], target, opt.depth_loss) * opt.lambda_depth
+            target, valid = self.depth_target(batch, real)
+            losses["Depth"] = depth_loss(outputs["depth"], target, opt.depth_loss, valid) * opt.lambda_depth
             outputs["target_depth"] = target
         if self.netD_depth is not None:
             fake_depth, real_depth = self._depth_pair(outputs["image"], real)

@@ -126,23 +126,25 @@ def depth_indices(dataset: Dataset, opt: argparse.Namespace) -> list[int]:
     return indices
 
 
-def batch_to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(image (n, 3, H, W), depth (n, 1, H, W))`` of the samples with image and depth, on
-    ``device``; None when the batch has none."""
+def batch_to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``(image (n, 3, H, W), depth (n, 1, H, W), valid (n, 1, H, W) bool)`` of the samples
+    with image and depth, on ``device`` (``valid``: measured pixels; holes are not targets);
+    None when the batch has none."""
     keep = torch.as_tensor(batch["has_depth"]).bool() & torch.as_tensor(batch["has_image"]).bool()
     if not bool(keep.any()):
         return None
     image, depth = batch["image"], batch["depth"]
+    valid = batch.get("depth_valid", torch.ones_like(depth, dtype=torch.bool))
     if not bool(keep.all()):
-        image, depth = image[keep], depth[keep]
-    return image.to(device).float(), depth.to(device).float()
+        image, depth, valid = image[keep], depth[keep], valid[keep]
+    return image.to(device).float(), depth.to(device).float(), valid.to(device).bool()
 
 
 # ---------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(net: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
     """Held-out metrics of ``net`` (image -> inverse depth): ``mae`` (mean absolute error of
-    inverse depth over all pixels) and ``delta1`` (share of pixels with target > 1e-3 where
+    inverse depth over the measured pixels) and ``delta1`` (share of pixels with target > 1e-3 where
     ``max(pred / target, target / pred) < 1.25``)."""
     was_training = net.training
     net.eval()
@@ -151,11 +153,11 @@ def evaluate(net: nn.Module, loader: DataLoader, device: torch.device) -> dict[s
         pair = batch_to(batch, device)
         if pair is None:
             continue
-        image, target = pair
+        image, target, measured = pair
         pred = net(image).float()
-        abs_err += float((pred - target).abs().sum())
-        pixels += target.numel()
-        mask = target > DELTA_MIN_TARGET
+        abs_err += float(((pred - target).abs() * measured).sum())
+        pixels += int(measured.sum())
+        mask = (target > DELTA_MIN_TARGET) & measured
         ratio = torch.maximum(pred.clamp_min(1e-6) / target.clamp_min(1e-6),
                               target.clamp_min(1e-6) / pred.clamp_min(1e-6))
         hits += int((ratio[mask] < 1.25).sum())
@@ -214,10 +216,10 @@ def train(opt: argparse.Namespace) -> dict:
                 pair = batch_to(batch, device)
                 if pair is None:
                     continue
-                image, target = pair
+                image, target, measured = pair
                 with autocast_context(opt, device):
                     pred = net(image)
-                loss = depth_loss(pred.float(), target, opt.depth_loss)
+                loss = depth_loss(pred.float(), target, opt.depth_loss, measured)
                 if not torch.isfinite(loss.detach()):
                     raise TrainingDiverged(f"the depth loss became {float(loss.detach())} at epoch {epoch}, "
                                            f"iteration {step}; lower --lr (now {opt.lr}) or try "

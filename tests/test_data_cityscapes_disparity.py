@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -186,3 +187,23 @@ def test_real_samples_without_disparity_have_no_depth(shared_samples, tmp_path):
     ds = create_dataset(parse(root, tmp_path, "--crop_size", "64"))
     s = ds[0]
     assert s["has_depth"] is False and s["has_image"] is True and s["label"].shape == (1, 32, 64)
+
+
+def test_disparity_holes_are_masked_not_far(root, tmp_path):
+    """p = 0 (no measurement) is invalid; p = 1 (zero disparity) is a valid 'infinitely far'."""
+    s = create_dataset(parse(root, tmp_path, "--preprocess_mode", "none"))[0]
+    valid = s["depth_valid"][0].numpy()
+    assert s["depth_valid"].shape == (1, H, W) and s["depth_valid"].dtype == torch.bool
+    raw = disparity_blocks(0)
+    np.testing.assert_array_equal(valid, raw > 0)
+    assert not valid[20, 40] and valid[21, 41] and s["depth"][0, 21, 41] == 0
+
+
+def test_resized_holes_mask_their_blended_border(root, tmp_path):
+    s = create_dataset(parse(root, tmp_path, "--preprocess_mode", "fixed", "--crop_size", "32",
+                             "--load_size", "32"))[0]
+    valid = s["depth_valid"][0].numpy()
+    assert not valid[2, 5] and valid[2, 24] and valid[13, 27]  # hole block / measured blocks
+    # a measured pixel next to the hole block, whose bilinear value mixes in the hole's 0
+    assert not valid[7, 15] and not valid[2, 16]
+    assert valid.sum() < 0.75 * valid.size and valid.sum() > 0.5 * valid.size

@@ -313,3 +313,26 @@ def test_cond_inputs_condition_spade_on_dataset_depth(tiny_train_args, cpu):
     batch["has_depth"] = torch.tensor([True, False])
     with pytest.raises(Exception, match="has no depth map"):
         model.preprocess_input(batch)
+
+
+def test_depth_loss_skips_the_holes_of_dataset_depth(tiny_train_args, cpu):
+    """Holes (``depth_valid`` False, e.g. Cityscapes disparity 0) are not targets at all."""
+    opt = TrainOptions().parse(tiny_train_args + DEPTH_NETS + ["--no_depth_D"], save=False)
+    model = UDGANModel(opt)
+    batch = _batch(opt)
+    torch.manual_seed(0)
+    pred = torch.rand_like(batch["depth"])
+    valid = torch.ones_like(batch["depth"], dtype=torch.bool)
+    valid[..., : valid.shape[-1] // 2] = False
+
+    def depth_loss_with(target: torch.Tensor, mask: torch.Tensor) -> float:
+        b = {**batch, "depth": target, "depth_valid": mask}
+        return model.extra_generator_losses(b, None, None, {"depth": pred})["Depth"].item()
+
+    zero_holes = torch.where(valid, batch["depth"], torch.zeros_like(pred))
+    one_holes = torch.where(valid, batch["depth"], torch.ones_like(pred))
+    assert depth_loss_with(zero_holes, valid) == pytest.approx(depth_loss_with(one_holes, valid))
+    hand = (pred - batch["depth"]).abs()[valid].mean().item() * opt.lambda_depth
+    assert depth_loss_with(zero_holes, valid) == pytest.approx(hand, rel=1e-6)
+    # without the mask the holes count, as "infinitely far" (0)
+    assert depth_loss_with(zero_holes, torch.ones_like(valid)) != pytest.approx(hand, rel=1e-3)
