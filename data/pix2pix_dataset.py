@@ -215,14 +215,16 @@ class Pix2pixDataset(BaseDataset):
         return len(self.samples)
 
     def load_label(self, path: str) -> np.ndarray:
-        """``(H, W)`` training ids (255 = dontcare), checked against ``--label_nc``."""
+        """``(H, W)`` training ids (255 = dontcare), checked against ``--label_nc`` (with
+        ``--contain_dontcare_label`` the id ``label_nc`` is dontcare too, as in SPADE)."""
         arr = read_label_array(path)
         mapped = self.map_label_ids(arr)
         top = int(mapped.max()) if mapped.size else 0
-        if top >= self.opt.label_nc:
+        top_valid = self.opt.label_nc + 1 if self.opt.contain_dontcare_label else self.opt.label_nc
+        if top >= top_valid:
             ids = np.flatnonzero(np.bincount(mapped.ravel(), minlength=256)) \
                 if mapped.dtype == np.uint8 else np.unique(mapped)
-            bad = ids[(ids >= self.opt.label_nc) & (ids != DONTCARE)]
+            bad = ids[(ids >= top_valid) & (ids != DONTCARE)]
             if bad.size:
                 raise DatasetError(f"{path}: label id {int(bad.max())} is >= --label_nc "
                                    f"{self.opt.label_nc} (the file changed after the dataset "

@@ -161,24 +161,29 @@ def index_by_key(paths: Sequence[str], key: Callable[[str], str], kind: str,
 def check_label_ids(infos: Sequence[FileInfo], label_nc: int, contain_dontcare_label: bool,
                     problems: Problems,
                     map_ids: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> None:
-    """Every id must be < ``label_nc``, or 255 (dontcare) with ``--contain_dontcare_label``.
+    """Every id must be < ``label_nc``; with ``--contain_dontcare_label`` also ``label_nc`` and
+    255, both the dontcare class (as in SPADE, whose one-hot map then has ``label_nc + 1``
+    channels: e.g. CamVid's void 11 with ``--label_nc 11``).
 
     ``map_ids`` turns the ids stored in the files into training ids (e.g. ADE20K's shift).
     """
     largest, largest_path = -1, ""
     dontcare_files = 0
+    top_valid = label_nc + 1 if contain_dontcare_label else label_nc
     for info in infos:
         if info.ids is None:
             continue
         ids = map_ids(info.ids) if map_ids is not None else info.ids
         ids = np.asarray(ids, np.int64)
-        bad = ids[(ids >= label_nc) & (ids != DONTCARE)]
+        bad = ids[(ids >= top_valid) & (ids != DONTCARE)]
         if bad.size:
             shown = ", ".join(str(int(i)) for i in bad[:8]) + (", ..." if bad.size > 8 else "")
+            limit = (f"> --label_nc {label_nc} (the dontcare id with --contain_dontcare_label)"
+                     if contain_dontcare_label else f">= --label_nc {label_nc}")
             if bad.size == 1:
-                problems.add(f"{info.path}: label id {shown} is >= --label_nc {label_nc}")
+                problems.add(f"{info.path}: label id {shown} is {limit}")
             else:
-                problems.add(f"{info.path}: label ids {shown} are >= --label_nc {label_nc} "
+                problems.add(f"{info.path}: label ids {shown} are {limit} "
                              f"(largest {int(bad.max())})")
             if int(bad.max()) > largest:
                 largest, largest_path = int(bad.max()), info.path

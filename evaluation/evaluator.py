@@ -86,6 +86,7 @@ class EvalConfig:
     dataset_mode: Optional[str] = None      # label space, when results.json does not say
     label_nc: Optional[int] = None
     contain_dontcare_label: Optional[bool] = None
+    eval_ignore_id: Optional[int] = None    # a void class id not scored (else results.json's)
     lpips_backbone: Optional[str] = None
     seed: int = 0
     progress: bool = True
@@ -201,7 +202,9 @@ class _Plan:
         if mode is None or label_nc is None:
             raise OptionError("the label space is unknown (no results.json): give --dataset_mode "
                               "and --label_nc (and --contain_dontcare_label if it applies)")
-        self.label_space = label_space_for(mode, int(label_nc), bool(dontcare))
+        ignore_id = (cfg.eval_ignore_id if cfg.eval_ignore_id is not None
+                     else s.options.get("eval_ignore_id"))
+        self.label_space = label_space_for(mode, int(label_nc), bool(dontcare), ignore_id)
         self.segmenter = build_segmenter(cfg.segmenter, cfg.segmenter_path, self.label_space,
                                          cfg.device, cfg.segmenter_mapping)
 
@@ -258,7 +261,6 @@ def _real_features(plan: _Plan, loader_for: Callable[[EvalSet], DataLoader]) -> 
 def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
     """Compute the metrics of ``eval_set`` under ``cfg``; see the module docstring."""
     from evaluation.image_metrics import PairedMetrics, diversity
-    from evaluation.segmentation import ConfusionMatrix
 
     result = EvalResult()
     plan = _Plan(eval_set, cfg, result)
@@ -276,8 +278,7 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
 
     feats_fake: List[np.ndarray] = []
     feats_real: List[np.ndarray] = []
-    confusion = ConfusionMatrix(plan.label_space.num_classes, plan.label_space.ignore_index) \
-        if plan.segmenter is not None else None
+    confusion = plan.label_space.confusion_matrix() if plan.segmenter is not None else None
     paired = PairedMetrics() if "paired" in groups else None
     # denoising results (noisy mode): PSNR/SSIM per noise level as well, as papers report them
     levels = {i: noise_level(item.name) for i, item in enumerate(eval_set.items)}
@@ -359,6 +360,12 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
         from evaluation.inception import PROTOCOL as FEATURE_PROTOCOL
         result.protocol["features"] = dict(FEATURE_PROTOCOL, weights=getattr(plan.inception, "source", None))
     result.protocol["eval_size"] = list(cfg.eval_size) if cfg.eval_size else "synthesized size"
+    if plan.label_space is not None:
+        space = plan.label_space
+        result.protocol["label_space"] = {
+            "name": space.name, "classes": space.num_classes,
+            "dontcare": "not scored (255, and label_nc with --contain_dontcare_label)",
+            "void_classes_not_scored": [space.class_names[i] for i in space.void_ids]}
     return result
 
 

@@ -15,13 +15,16 @@ id that is not scored to ``ignore_index``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import torch
 
 from util.errors import OptionError
+
+if TYPE_CHECKING:
+    from evaluation.segmentation import ConfusionMatrix
 
 IGNORE_INDEX = 255
 
@@ -50,14 +53,17 @@ class LabelSpace:
     ``synthetic``, ``custom``); ``num_classes``: evaluation ids are ``0..num_classes-1``;
     ``class_names``: one per evaluation id; ``ignore_index``: what unscored pixels become.
     ``id_map[k]``: evaluation id of dataset id ``k`` (``ignore_index`` when not scored); dataset
-    ids beyond it (or negative) are not scored either. Two label spaces are the same when their
-    ``name`` and ``num_classes`` are.
+    ids beyond it (or negative) are not scored either. ``void_ids``: evaluation ids a segmenter
+    may predict but that are not scored (their label pixels are ignored, their IoU leaves the
+    mean: ``--eval_ignore_id``). Two label spaces are the same when their ``name`` and
+    ``num_classes`` are.
     """
     name: str
     num_classes: int
     class_names: Tuple[str, ...]
     ignore_index: int = IGNORE_INDEX
     id_map: Tuple[int, ...] = field(default=(), repr=False)
+    void_ids: Tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
@@ -70,6 +76,11 @@ class LabelSpace:
                              f"class id (0..{self.num_classes - 1})")
         if not self.id_map:  # default: ids 0..num_classes-1 are the evaluation ids
             object.__setattr__(self, "id_map", tuple(range(self.num_classes)))
+
+    def confusion_matrix(self) -> "ConfusionMatrix":
+        """An empty confusion matrix over this space (ignore index and void classes set)."""
+        from evaluation.segmentation import ConfusionMatrix
+        return ConfusionMatrix(self.num_classes, self.ignore_index, unscored=self.void_ids)
 
     def describe(self) -> str:
         """Short text for messages, e.g. ``cityscapes (19 train ids)``."""
@@ -141,7 +152,26 @@ DIRECT_MODES = {"voc": ("data.voc_dataset", "VOC_CLASSES"),
 LABEL_SPACE_MODES = ("cityscapes", "coco", "ade20k", "synthetic", "custom", *DIRECT_MODES)
 
 
-def label_space_for(dataset_mode: str, label_nc: int, contain_dontcare_label: bool) -> LabelSpace:
+def label_space_for(dataset_mode: str, label_nc: int, contain_dontcare_label: bool,
+                    ignore_id: Optional[int] = None) -> LabelSpace:
+    """The evaluation label space of ``--dataset_mode`` (see ``_label_space_for``), with the
+    dataset id ``ignore_id`` (``--eval_ignore_id``: a void class inside ``0..label_nc-1``, e.g.
+    a custom set's "unlabelled" id) not scored."""
+    space = _label_space_for(dataset_mode, label_nc, contain_dontcare_label)
+    if ignore_id is None:
+        return space
+    if not 0 <= ignore_id < label_nc:
+        raise OptionError(f"--eval_ignore_id {ignore_id} is not a class id (0..{label_nc - 1}); "
+                          "dontcare (255, or label_nc with --contain_dontcare_label) is never "
+                          "scored anyway: drop the option for it")
+    if ignore_id >= len(space.id_map) or space.id_map[ignore_id] == space.ignore_index:
+        return space  # that id is not scored in this label space anyway
+    void = space.id_map[ignore_id]
+    id_map = tuple(space.ignore_index if k == ignore_id else e for k, e in enumerate(space.id_map))
+    return replace(space, id_map=id_map, void_ids=tuple(sorted(set(space.void_ids) | {void})))
+
+
+def _label_space_for(dataset_mode: str, label_nc: int, contain_dontcare_label: bool) -> LabelSpace:
     """The evaluation label space of ``--dataset_mode`` with ``--label_nc`` classes.
 
     cityscapes: labelIds -> the 19 trainIds; coco: the ``label_nc`` (182) COCO-Stuff ids

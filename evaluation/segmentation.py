@@ -40,13 +40,17 @@ class ConfusionMatrix:
     square part. Updating is a single ``bincount`` on the inputs' device.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = 255,
+                 unscored: Sequence[int] = ()) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1 (got {num_classes})")
         if 0 <= ignore_index < num_classes:
             raise ValueError(f"ignore_index {ignore_index} is a class id (0..{num_classes - 1})")
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
+        # void classes (--eval_ignore_id): predictions of them count as errors of the true
+        # class, but their own IoU / accuracy are not part of the means
+        self.unscored = tuple(int(c) for c in unscored if 0 <= int(c) < num_classes)
         self.counts = torch.zeros(self.num_classes, self.num_classes + 1, dtype=torch.int64)
 
     # ------------------------------------------------------------------ accumulate
@@ -77,7 +81,8 @@ class ConfusionMatrix:
 
     def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
         """Add another matrix's counts (batches scored apart, other processes). Returns self."""
-        if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
+        if (other.num_classes, other.ignore_index, other.unscored) != \
+                (self.num_classes, self.ignore_index, self.unscored):
             raise ValueError(f"cannot merge a {other.num_classes}-class matrix (ignore "
                              f"{other.ignore_index}) into a {self.num_classes}-class one (ignore "
                              f"{self.ignore_index})")
@@ -138,12 +143,14 @@ class ConfusionMatrix:
     def miou(self) -> float:
         """Mean IoU over the classes with a non-empty union (nan-mean); nan when none."""
         iou = self.per_class_iou()
+        iou[list(self.unscored)] = math.nan
         iou = iou[~torch.isnan(iou)]
         return float(iou.mean()) if iou.numel() else math.nan
 
     def mean_class_accuracy(self) -> float:
         """Mean per-class accuracy over the classes present in the target; nan when none."""
         acc = self.per_class_accuracy()
+        acc[list(self.unscored)] = math.nan
         acc = acc[~torch.isnan(acc)]
         return float(acc.mean()) if acc.numel() else math.nan
 
@@ -160,7 +167,8 @@ class ConfusionMatrix:
 
         return {"miou": clean(self.miou()), "pixel_accuracy": clean(self.pixel_accuracy()),
                 "mean_class_accuracy": clean(self.mean_class_accuracy()), "pixels": self.total(),
-                "per_class_iou": {n: clean(float(v)) for n, v in zip(names, self.per_class_iou())}}
+                "per_class_iou": {n: clean(float(v)) for i, (n, v) in
+                                  enumerate(zip(names, self.per_class_iou())) if i not in self.unscored}}
 
 
 def evaluate_segmenter(segmenter: Any, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
@@ -173,7 +181,7 @@ def evaluate_segmenter(segmenter: Any, batches: Iterable[Tuple[torch.Tensor, tor
     ``label_space.to_eval``. Predictions are made at the label map's size. ``total``: number
     of batches, for the progress bar.
     """
-    cm = ConfusionMatrix(label_space.num_classes, label_space.ignore_index)
+    cm = label_space.confusion_matrix()
     for images, labels in tqdm(batches, total=total, desc=desc, unit="batch", dynamic_ncols=True,
                                leave=False):
         if labels.dim() == 4:

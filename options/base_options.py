@@ -94,7 +94,11 @@ class BaseOptions:
         parser.add_argument("--label_nc", type=int, default=182,
                             help="number of label classes (ids 0..label_nc-1), without dontcare")
         parser.add_argument("--contain_dontcare_label", action="store_true",
-                            help="label 255 means 'unlabeled' and becomes an extra class")
+                            help="label 255 (and, as in SPADE, the id label_nc) means 'unlabeled' "
+                                 "and becomes an extra input channel; never scored by mIoU")
+        parser.add_argument("--eval_ignore_id", type=int, default=None,
+                            help="a class id inside 0..label_nc-1 that is void (e.g. a custom "
+                                 "set's 'unlabelled'): trained on as a class, not scored by mIoU")
         parser.add_argument("--output_nc", type=int, default=3, help="number of output channels")
         # data
         parser.add_argument("--dataroot", type=str, default=None,

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset_mode", help="label space when results.json does not say it")
     p.add_argument("--label_nc", type=int)
     p.add_argument("--contain_dontcare_label", action="store_true", default=None)
+    p.add_argument("--eval_ignore_id", type=int, default=None,
+                   help="a class id inside 0..label_nc-1 that is void: not scored by mIoU "
+                        "(default: the test run's option)")
     p.add_argument("--lpips_backbone", help="torchvision AlexNet ImageNet weights for LPIPS")
     p.add_argument("--seed", type=int, default=0, help="KID subset draws")
     p.add_argument("--no_page", action="store_true", help="do not add the table to index.html")
@@ -110,6 +113,7 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                      segmenter=a.segmenter, segmenter_path=a.segmenter_path,
                      segmenter_mapping=a.segmenter_mapping, dataset_mode=a.dataset_mode,
                      label_nc=a.label_nc, contain_dontcare_label=a.contain_dontcare_label,
+                     eval_ignore_id=a.eval_ignore_id,
                      lpips_backbone=a.lpips_backbone, seed=a.seed)
     result = evaluate(eval_set, cfg)
     if a.save_real_stats:

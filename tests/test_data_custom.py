@@ -90,6 +90,9 @@ def test_depth_png_and_npy(tmp_path):
         s = ds[i]
         assert s["has_depth"] is True and s["depth"].shape == (1, 24, 40)
         np.testing.assert_allclose(s["depth"][0].numpy(), depth, atol=1 / 65535 + 1e-6)
+        # a stored 0 is "no measurement": masked (the first pixel), everything else measured
+        valid = s["depth_valid"][0].numpy()
+        assert not valid[0, 0] and valid.sum() == valid.size - 1
 
 
 def test_test_phase_from_labels_only(tmp_path):
@@ -106,6 +109,28 @@ def test_dontcare_maps_to_label_nc(tmp_path):
     root = build(tmp_path, names=("a",), label=lab)
     s = create_dataset(make_opt(root, contain_dontcare_label=True))[0]
     assert (s["label"][0, :5] == 4).all() and s["label"].max() == 4
+
+
+def test_id_equal_to_label_nc_is_dontcare_as_in_spade(tmp_path):
+    """SPADE: with --contain_dontcare_label the one-hot map has label_nc + 1 channels and both
+    255 and label_nc land in the last one (CamVid's void 11 with --label_nc 11)."""
+    lab = stripes(24, 40)
+    lab[:5] = 255
+    lab[-5:] = 4
+    root = build(tmp_path, names=("a",), label=lab)
+    s = create_dataset(make_opt(root, contain_dontcare_label=True))[0]
+    assert (s["label"][0, :5] == 4).all() and (s["label"][0, -5:] == 4).all()
+    assert s["label"].max() == 4 and (s["label"][0, 5:-5] < 4).all()
+    msg = error_of(make_opt(root))  # without the flag, 4 is a fifth class
+    assert "label id 4 is >= --label_nc 4" in msg and "use --label_nc 5" in msg
+
+
+def test_id_above_dontcare_id_is_refused(tmp_path):
+    lab = stripes(24, 40)
+    lab[0, 0] = 5
+    root = build(tmp_path, names=("a",), label=lab)
+    msg = error_of(make_opt(root, contain_dontcare_label=True))
+    assert "a.png" in msg and "label id 5 is > --label_nc 4" in msg and "use --label_nc 6" in msg
 
 
 # ------------------------------------------------------------------ bad input

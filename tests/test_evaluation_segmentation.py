@@ -174,3 +174,29 @@ def test_new_dataset_modes_score_their_own_classes():
         assert space.num_classes == n and space.class_names[0] == first
         ids = np.array([[0, n - 1, n]])  # first class, last class, the dontcare id data/ yields
         assert space.to_eval(ids).tolist() == [[0, n - 1, space.ignore_index]]
+
+
+def test_dontcare_id_label_nc_is_never_scored():
+    space = label_space_for("custom", 11, True)  # CamVid-like: void 11 with --label_nc 11
+    label = torch.tensor([[0, 10, 11, 255]])
+    assert space.to_eval(label).tolist() == [[0, 10, space.ignore_index, space.ignore_index]]
+
+
+def test_eval_ignore_id_drops_a_void_class_from_the_scores():
+    space = label_space_for("custom", 4, False, ignore_id=3)
+    assert space.void_ids == (3,) and space.num_classes == 4
+    target = space.to_eval(torch.tensor([0, 0, 1, 3, 3, 2]))
+    assert target.tolist() == [0, 0, 1, space.ignore_index, space.ignore_index, 2]
+    cm = space.confusion_matrix()
+    cm.update(torch.tensor([0, 3, 1, 3, 0, 2]), target)  # one pixel of class 0 predicted as void
+    # IoU: class 0 1/2, class 1 1, class 2 1; class 3 (void, only predicted) left out
+    assert cm.miou() == pytest.approx((0.5 + 1 + 1) / 3)
+    assert "class 3" not in cm.as_dict(space.class_names)["per_class_iou"]
+    plain = label_space_for("custom", 4, False)
+    cm_plain = plain.confusion_matrix()
+    cm_plain.update(torch.tensor([0, 3, 1, 3, 0, 2]), plain.to_eval(torch.tensor([0, 0, 1, 3, 3, 2])))
+    assert cm_plain.miou() != pytest.approx(cm.miou())
+    with pytest.raises(OptionError, match="--eval_ignore_id 4"):
+        label_space_for("custom", 4, False, ignore_id=4)
+    with pytest.raises(ValueError, match="cannot merge"):
+        cm.merge(plain.confusion_matrix())

@@ -64,7 +64,8 @@ class PeriodicEvaluator:
         if opt.eval_segmenter:
             from evaluation.label_spaces import label_space_for
             from evaluation.segmenters import build_segmenter
-            self.label_space = label_space_for(opt.dataset_mode, opt.label_nc, opt.contain_dontcare_label)
+            self.label_space = label_space_for(opt.dataset_mode, opt.label_nc, opt.contain_dontcare_label,
+                                               getattr(opt, "eval_ignore_id", None))
             self.segmenter = build_segmenter(opt.eval_segmenter, opt.eval_segmenter_path,
                                              self.label_space, device, opt.eval_segmenter_mapping)
         self.real_stats: Optional[tuple] = None
@@ -89,14 +90,12 @@ class PeriodicEvaluator:
         """Synthesize the subset with ``model`` and return {"fid": ..., ("miou", "pixel_accuracy")}."""
         from evaluation.fid import feature_statistics, frechet_distance
         from evaluation.inception import to_uint8
-        from evaluation.segmentation import ConfusionMatrix
         nets = model.networks()
         was_training = {k: n.training for k, n in nets.items()}
         for n in nets.values():
             n.eval()
         fake_feats, real_feats = [], []
-        confusion = (ConfusionMatrix(self.label_space.num_classes, self.label_space.ignore_index)
-                     if self.segmenter is not None else None)
+        confusion = self.label_space.confusion_matrix() if self.segmenter is not None else None
         try:
             for b, batch in enumerate(self.loader):
                 fake = to_uint8(model.synthesize(batch)["image"].float())
