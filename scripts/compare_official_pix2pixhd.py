@@ -60,6 +60,27 @@ torch.manual_seed(0)
 create_model(opt).save("latest")
 """
 CONFIGS = ("global", "global_no_instance", "local")
+# With --spade: SPADE's own Pix2PixHDGenerator, built and run by SPADE's code, saved as its
+# state_dict; our loader must read it through the documented key translation.
+SPADE_DRIVER = """import argparse, sys, torch
+from models.networks.generator import Pix2PixHDGenerator
+norm, ngf, n_blocks, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+opt = argparse.Namespace(label_nc=35, contain_dontcare_label=False, no_instance=False, ngf=ngf,
+                         norm_G=norm, resnet_n_downsample=4, resnet_n_blocks=n_blocks,
+                         resnet_kernel_size=3, resnet_initial_kernel_size=7, output_nc=3)
+torch.manual_seed(0)
+g = Pix2PixHDGenerator(opt)
+g.init_weights("xavier", 0.02)
+x = torch.zeros(2, 36, 64, 128).scatter_(1, torch.randint(0, 35, (2, 1, 64, 128)), 1.0)
+x[:, 35] = (torch.rand(2, 64, 128) > 0.9).float()
+with torch.no_grad():
+    g(x)  # training-mode pass: batch-norm running statistics, spectral-norm vectors
+    g.eval()
+    y = g(x)
+torch.save(g.state_dict(), out + "/latest_net_G.pth")
+torch.save({"input": x, "output": y}, out + "/io.pt")
+"""
+SPADE_NORMS = ("spectralinstance", "spectralbatch")
 
 
 def check_official(path: Optional[str]) -> str:
@@ -212,6 +233,44 @@ def compare(official: str, samples: str, work: str, how_many: int, load_size: in
     return results
 
 
+def compare_spade(spade: str, work: str, ngf: int, n_blocks: int,
+                  pythonpath: Optional[str]) -> Dict[str, Dict]:
+    """SPADE's Pix2PixHDGenerator files (made by SPADE's code) through our loader: max abs
+    difference of the outputs (floats) for each of SPADE_NORMS."""
+    import torch
+    from models.networks import define_G
+    from util import checkpoint
+    from argparse import Namespace
+    for f in ("models/networks/generator.py", "models/networks/sync_batchnorm/__init__.py"):
+        if not os.path.isfile(os.path.join(spade, f)):
+            raise OptionError(f"--spade {spade}: no {f}; give a checkout of NVlabs' SPADE with "
+                              "sync_batchnorm copied in as its README says")
+    driver = os.path.join(work, "spade_driver.py")
+    with open(driver, "w") as f:
+        f.write(SPADE_DRIVER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([spade] + ([pythonpath] if pythonpath else [])))
+    results = {}
+    for norm in SPADE_NORMS:
+        out = os.path.join(work, "spade_" + norm)
+        os.makedirs(out, exist_ok=True)
+        run([sys.executable, driver, norm, str(ngf), str(n_blocks), out], spade, env,
+            os.path.join(work, f"spade_{norm}.log"))
+        opt = Namespace(netG="pix2pixhd", norm_G=norm, semantic_nc=36, output_nc=3, ngf=ngf,
+                        resnet_n_downsample=4, resnet_n_blocks=n_blocks, resnet_kernel_size=3,
+                        resnet_initial_kernel_size=7, n_local_enhancers=0, n_blocks_local=3,
+                        crop_size=128, aspect_ratio=2.0, use_vae=False, init_type="xavier",
+                        init_variance=0.02, label_nc=35, no_instance=False, contain_dontcare_label=False)
+        net = define_G(opt).eval()
+        checkpoint.load_network(net, os.path.join(out, "latest_net_G.pth"), opt, "G")
+        io = torch.load(os.path.join(out, "io.pt"), map_location="cpu", weights_only=True)
+        with torch.no_grad():
+            diff = (net(io["input"]) - io["output"]).abs().max().item()
+        results[norm] = {"tensors": len(torch.load(os.path.join(out, "latest_net_G.pth"),
+                                                   map_location="cpu", weights_only=True)),
+                         "max_abs_diff": diff}
+    return results
+
+
 def table(results: Dict[str, Dict]) -> str:
     rows = ["| configuration | strict load of latest_net_G.pth | images | max abs diff (grey levels) "
             "| values differing | differing by > 1 | ours - official |", "|---|---|---|---|---|---|---|"]
@@ -235,7 +294,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict]:
     p.add_argument("--configs", type=str, default=",".join(CONFIGS), help="comma-separated subset of "
                    + ", ".join(CONFIGS))
     p.add_argument("--official_pythonpath", type=str, default=None,
-                   help="PYTHONPATH for the official runs (packages only it needs, e.g. dominate)")
+                   help="PYTHONPATH for the official runs (packages only it needs, e.g. dominate, dill)")
+    p.add_argument("--spade", type=str, default=None,
+                   help="also check SPADE's Pix2PixHDGenerator files: a checkout of NVlabs/SPADE "
+                        "(with sync_batchnorm copied in; dill on --official_pythonpath)")
     args = p.parse_args(argv)
     official = check_official(args.official)
     configs = [c for c in args.configs.split(",") if c]
@@ -250,11 +312,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict]:
     try:
         results = compare(official, os.path.abspath(args.samples), os.path.abspath(work), args.how_many,
                           args.load_size, args.ngf, args.n_blocks, configs, args.official_pythonpath)
+        spade = (compare_spade(os.path.abspath(args.spade), os.path.abspath(work), args.ngf, args.n_blocks,
+                               args.official_pythonpath) if args.spade else {})
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     print(table(results))
-    return results
+    for norm, r in spade.items():
+        print(f"SPADE Pix2PixHDGenerator --norm_G {norm}: {r['tensors']} tensors loaded through the key "
+              f"translation, max abs output difference {r['max_abs_diff']:.3g}")
+    return {**results, **{"spade_" + k: v for k, v in spade.items()}}
 
 
 if __name__ == "__main__":
