@@ -173,3 +173,28 @@ def test_spade_layout_file_cannot_fill_a_local_enhancer(tmp_path):
 
 def test_generator_input_nc_is_semantic_nc():
     assert hd.generator_input_nc(network_opt(semantic_nc=37)) == 37
+
+
+def test_test_py_loads_an_official_local_file_from_the_checkpoint_folder(tmp_path):
+    """test.py's loading path: a bare official ``latest_net_G.pth`` in ``<checkpoints_dir>/<name>``."""
+    import test as test_script
+    from options.test_options import TestOptions
+    blob = fixture("local")
+    a = blob["official_arguments"]
+    folder = tmp_path / "official"
+    folder.mkdir()
+    state = official_like_state("local")
+    torch.save(state, str(folder / "latest_net_G.pth"))
+    args = ["--name", "official", "--checkpoints_dir", str(tmp_path), "--gpu_ids", "-1", "--netG", "pix2pixhd",
+            "--ngf", str(a["ngf"]), "--resnet_n_downsample", str(a["n_downsample_global"]),
+            "--resnet_n_blocks", str(a["n_blocks_global"]), "--n_local_enhancers", "1",
+            "--n_blocks_local", str(a["n_blocks_local"]), "--label_nc", "35", "--crop_size", "32",
+            "--load_size", "32", "--which_epoch", "latest"]
+    opt = TestOptions().parse(args)
+    assert opt.semantic_nc == a["input_nc"]  # 35 label ids + instance edges, as the official code
+    model = test_script.build_and_load(opt, str(folder))
+    assert all(torch.equal(model.netG.state_dict()[k], v) for k, v in state.items())
+    i = args.index("--n_local_enhancers")
+    global_args = args[:i] + args[i + 2:]
+    with pytest.raises(CheckpointError, match="pass --n_local_enhancers 1"):
+        test_script.build_and_load(TestOptions().parse(global_args), str(folder))
