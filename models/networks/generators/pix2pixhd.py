@@ -232,10 +232,18 @@ class Pix2PixHDGenerator(BaseNetwork):
         self._layout = dict(n_down=opt.resnet_n_downsample, n_blocks=opt.resnet_n_blocks)
 
     def forward(self, semantics: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.n_local_enhancers == 0:
+        k = self.n_local_enhancers
+        if k == 0:
             return self.model(semantics)
-        from models.networks.generators.pix2pixhd_local import local_forward
-        return local_forward(self, semantics)
+        # local enhancers: input pyramid by average pooling; enhancer n works at 1 / 2**(k - n)
+        # and adds what it wraps to its own downsampled features
+        pyramid = [semantics]
+        for _ in range(k):
+            pyramid.append(self.downsample(pyramid[-1]))
+        out = self.model(pyramid[-1])
+        for n in range(1, k + 1):
+            out = getattr(self, f"model{n}_2")(getattr(self, f"model{n}_1")(pyramid[k - n]) + out)
+        return out
 
     def enhancer_parameters(self) -> List[nn.Parameter]:
         """Parameters of the outermost local enhancer (``model<K>_1``, ``model<K>_2``): what

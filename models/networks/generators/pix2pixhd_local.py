@@ -14,14 +14,14 @@ attribute names, so that official ``--netG local`` files load strictly:
   builds the input pyramid.
 
 Enhancer n takes the input at 1 / 2**(K - n) of the full size and adds the output of what it wraps
-after its own downsampling: ``out_n = model<n>_2(model<n>_1(input_n) + out_{n-1})``.
+after its own downsampling: ``out_n = model<n>_2(model<n>_1(input_n) + out_{n-1})``
+(``Pix2PixHDGenerator.forward``).
 """
 from __future__ import annotations
 
 import argparse
 from typing import List
 
-import torch
 import torch.nn as nn
 
 from models.networks.generators.pix2pixhd import NormFactory, ResnetBlock, global_layers
@@ -44,17 +44,3 @@ def add_local_enhancers(net: nn.Module, opt: argparse.Namespace, input_nc: int) 
         setattr(net, f"model{n}_1", nn.Sequential(*down))
         setattr(net, f"model{n}_2", nn.Sequential(*up))
     net.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
-
-
-def local_forward(net: nn.Module, semantics: torch.Tensor) -> torch.Tensor:
-    """``semantics: (N, C, H, W)`` -> ``(N, output_nc, H, W)``, H and W multiples of
-    2**(n_downsample + K)."""
-    k = net.n_local_enhancers
-    pyramid = [semantics]
-    for _ in range(k):
-        pyramid.append(net.downsample(pyramid[-1]))
-    out = net.model(pyramid[-1])
-    for n in range(1, k + 1):
-        x = pyramid[k - n]
-        out = getattr(net, f"model{n}_2")(getattr(net, f"model{n}_1")(x) + out)
-    return out
