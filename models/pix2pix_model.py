@@ -66,7 +66,7 @@ class Pix2PixModel(nn.Module):
         self.netD = define_D(opt) if opt.isTrain else None
         self.netE = define_E(opt) if opt.use_vae else None
         if opt.isTrain:
-            self.criterionGAN = GANLoss(opt.gan_mode)
+            self.criterionGAN = GANLoss(opt.gan_mode, over_scales=getattr(opt, "gan_loss_over_scales", "mean"))
             self.criterionVGG = None if opt.no_vgg_loss else VGGLoss(opt.vgg_weights, getattr(opt, "vgg_normalize", "none"))
             self.KLDLoss = KLDLoss()
 

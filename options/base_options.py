@@ -46,7 +46,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                 "no_ganFeat_loss": True, "no_vgg_loss": True, "no_TTUR": True, "beta1": 0.5,
                 "no_instance": True, "norm_D": "batch", "init_type": "normal"},
     "pix2pixhd": {"netG": "pix2pixhd", "netD": "multiscale", "gan_mode": "ls", "norm_G": "instance",
-                  "norm_D": "instance", "no_TTUR": True, "beta1": 0.5, "lambda_feat": 10.0},
+                  "norm_D": "instance", "no_TTUR": True, "beta1": 0.5, "lambda_feat": 10.0,
+                  "gan_loss_over_scales": "sum", "init_type": "normal"},
     "asapnet": {"netG": "asapnet", "netD": "multiscale", "gan_mode": "hinge"},
     "spade": {"netG": "spade", "netD": "multiscale", "gan_mode": "hinge"},
 }

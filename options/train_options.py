@@ -72,6 +72,9 @@ class TrainOptions(BaseOptions):
                                  "standardized with ImageNet mean/std (what UDGAN did before)")
         parser.add_argument("--gan_mode", type=str, default="hinge",
                             choices=("hinge", "ls", "original", "w"), help="GAN loss")
+        parser.add_argument("--gan_loss_over_scales", type=str, default="mean", choices=("mean", "sum"),
+                            help="combine the multiscale discriminator's per-scale GAN losses by their "
+                                 "mean (SPADE) or sum (pix2pixHD)")
         parser.add_argument("--netD", type=str, default="multiscale", help="discriminator")
         parser.add_argument("--lambda_kld", type=float, default=0.05, help="KL divergence weight")
         parser.add_argument("--lambda_L1", type=float, default=0.0,

@@ -1,5 +1,6 @@
 """pix2pixHD's global generator (--netG pix2pixhd): shapes, parameter count, norms, options,
-training."""
+training. Official layouts and the local enhancer: test_networks_pix2pixhd_official.py and
+test_networks_pix2pixhd_local.py."""
 from __future__ import annotations
 
 import argparse
@@ -31,17 +32,17 @@ def random_semantics(n: int, c: int, h: int, w: int) -> torch.Tensor:
 
 
 def hd_params(sem: int, ngf: int, n_down: int, n_blocks: int, k: int, k0: int, out: int, norm: str) -> int:
-    """By hand: every conv but the last is followed by the norm, which removes its bias (none: the
-    bias stays; batch norm adds 2 affine values per channel). Conv weights: first k0 x k0
+    """By hand, as official pix2pixHD builds it: every conv keeps its bias; a batch norm after it
+    adds 2 affine values per channel (instance norm: none). Conv weights: first k0 x k0
     sem -> ngf; down 3x3 c -> 2c; 2 k x k convs per block at ngf * 2**n_down; transposed 3x3
-    c -> c / 2; last 7x7 ngf -> out with bias."""
+    c -> c / 2; last 7x7 ngf -> out."""
     sub = norm.replace("spectral", "")
-    extra = {"instance": 0, "batch": 2, "syncbatch": 2, "none": 1, "": 1}[sub]  # per output channel
+    extra = {"instance": 1, "batch": 3, "syncbatch": 3, "none": 1, "": 1}[sub]  # per output channel
     top = ngf * 2 ** n_down
     total = sem * ngf * k0 * k0 + extra * ngf
     for i in range(n_down):
         c = ngf * 2 ** i
-        total += 2 * (c * 2 * c * 9 + extra * c) + extra * (c * 2 - c)  # down (out 2c) + up (out c)
+        total += 2 * (c * 2 * c * 9) + extra * 2 * c + extra * c  # down (out 2c) + up (out c)
     total += n_blocks * 2 * (top * top * k * k + extra * top)
     return total + ngf * out * 49 + out
 
@@ -58,16 +59,17 @@ def test_output_shape_and_range_at_two_aspect_ratios(crop, aspect, hw):
     assert g(random_semantics(1, 6, *hw), z=torch.randn(1, 16)).shape == (1, 2, *hw)  # z ignored
 
 
-def test_default_width_parameter_count_and_spade_key_layout():
+def test_default_width_parameter_count_and_official_key_layout():
     opt = make_opt(ngf=64, resnet_n_downsample=4, resnet_n_blocks=9, semantic_nc=36, crop_size=256)
     g = Pix2PixHDGenerator(opt)
-    assert g.num_parameters() == hd_params(36, 64, 4, 9, 3, 7, 3, "instance") == 182_525_379
+    # 182,546,755: official pix2pixHD's GlobalGenerator(36, 3, 64, 4, 9), counted by its code
+    assert g.num_parameters() == hd_params(36, 64, 4, 9, 3, 7, 3, "instance") == 182_546_755
     keys = set(g.state_dict())
-    # SPADE's Pix2PixHDGenerator keys: normed convs are Sequential(conv, norm) at SPADE's indices
-    assert {"model.1.0.weight", "model.3.0.weight", "model.11.conv_block.1.0.weight",
-            "model.11.conv_block.4.0.weight", "model.19.conv_block.4.0.weight", "model.20.0.weight",
-            "model.29.weight", "model.29.bias"} <= keys
-    assert "model.1.0.bias" not in keys  # the norm removes the conv bias
+    # official keys: conv, norm, ReLU as separate modules; the norm keeps no parameters
+    assert {"model.1.weight", "model.1.bias", "model.4.weight", "model.16.conv_block.1.weight",
+            "model.16.conv_block.5.bias", "model.24.conv_block.5.weight", "model.25.weight",
+            "model.38.weight", "model.38.bias"} <= keys
+    assert "model.1.0.weight" not in keys
 
 
 @pytest.mark.parametrize("kw", [
@@ -102,13 +104,13 @@ def test_gradients_reach_every_parameter_and_output_is_deterministic():
 
 
 def test_residual_block_adds_its_input():
-    block = hd_module.ResnetBlock(4, lambda conv: conv, kernel_size=3)
+    block = hd_module.ResnetBlock(4, hd_module.NormFactory("none"), kernel_size=3)
     with torch.no_grad():
-        block.conv_block[4].weight.zero_()
-        block.conv_block[4].bias.zero_()
+        block.conv_block[5].weight.zero_()
+        block.conv_block[5].bias.zero_()
     x = torch.randn(2, 4, 8, 8)
     assert torch.equal(block(x), x)
-    nn.init.normal_(block.conv_block[4].weight)
+    nn.init.normal_(block.conv_block[5].weight)
     assert not torch.equal(block(x), x)
 
 
@@ -151,6 +153,9 @@ def test_hook_sets_spade_defaults_and_instance_norm():
     opt = parser.parse_args([])
     assert (opt.resnet_n_downsample, opt.resnet_n_blocks, opt.resnet_kernel_size,
             opt.resnet_initial_kernel_size, opt.norm_G) == (4, 9, 3, 7, "instance")
+    assert (opt.n_local_enhancers, opt.n_blocks_local, opt.niter_fix_global) == (0, 3, 0)
+    # pix2pixHD's own names are aliases of SPADE's
+    assert parser.parse_args(["--n_downsample_global", "3", "--n_blocks_global", "5"]).resnet_n_blocks == 5
 
 
 # ---------------------------------------------------------------- training

@@ -69,6 +69,10 @@ class Pix2PixTrainer:
         self.g_losses: Dict[str, torch.Tensor] = {}
         self.d_losses: Dict[str, torch.Tensor] = {}
         self.generated: Dict[str, torch.Tensor] = {}
+        # pix2pixHD --niter_fix_global: netG weights the G step leaves alone this epoch
+        self._fixed_G: List[torch.nn.Parameter] = []
+        self._global_fixed = False
+        self._fix_global(1)
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -145,6 +149,8 @@ class Pix2PixTrainer:
                 f"map and one sample per process). Use a larger --batchSize (now "
                 f"{self.opt.batchSize}, global), a larger --crop_size, or an instance norm, e.g. "
                 "--norm_G spectralspadeinstance3x3") from None
+        for p in self._fixed_G:  # no gradient: Adam skips the weight and keeps no state for it
+            p.grad = None
         self.scaler_G.step(self.optimizer_G)
         self.scaler_G.update()
 
@@ -165,12 +171,28 @@ class Pix2PixTrainer:
 
     # ------------------------------------------------------------------ schedule
     def set_epoch_lr(self, epoch: int) -> Dict[str, float]:
+        self._fix_global(epoch)
         lrs = learning_rates(self.opt, epoch)
         for group in self.optimizer_G.param_groups:
             group["lr"] = lrs["G"]
         for group in self.optimizer_D.param_groups:
             group["lr"] = lrs["D"]
         return lrs
+
+    def _fix_global(self, epoch: int) -> None:
+        """pix2pixHD's ``--niter_fix_global N``: during epochs 1..N only the outermost local
+        enhancer of netG learns (its other weights get no update); from epoch N + 1 every weight
+        does, and the G-side Adam state starts afresh, as the official code's new optimizer."""
+        n = getattr(self.opt, "niter_fix_global", 0)
+        fixed = n > 0 and epoch <= n
+        if self._global_fixed and not fixed:
+            self.optimizer_G.state.clear()
+        self._global_fixed = fixed
+        self._fixed_G = []
+        if fixed:
+            net = distributed.unwrap(self.model.netG)
+            trained = {id(p) for p in net.enhancer_parameters()}
+            self._fixed_G = [p for p in net.parameters() if id(p) not in trained]
 
     def current_lrs(self) -> Dict[str, float]:
         return {"G": self.optimizer_G.param_groups[0]["lr"], "D": self.optimizer_D.param_groups[0]["lr"]}
@@ -196,11 +218,12 @@ class Pix2PixTrainer:
         return {"optimizer_G": self.optimizer_G.state_dict(),
                 "optimizer_D": self.optimizer_D.state_dict(),
                 "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
-                "lr": self.current_lrs(), "rng": rng}
+                "lr": self.current_lrs(), "rng": rng, "global_fixed": self._global_fixed}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.optimizer_G.load_state_dict(state["optimizer_G"])
         self.optimizer_D.load_state_dict(state["optimizer_D"])
+        self._global_fixed = bool(state.get("global_fixed", False))
         if state.get("scaler_G"):
             self.scaler_G.load_state_dict(state["scaler_G"])
         if state.get("scaler_D"):

@@ -45,7 +45,7 @@ NETWORK_OPTIONS: Dict[str, Tuple[str, ...]] = {
     "G": ("netG", "ngf", "norm_G", "use_vae", "z_dim", "num_upsampling_layers",
           "num_downs", "unet_norm", "no_dropout",                                   # pix2pix U-Net
           "resnet_n_downsample", "resnet_n_blocks", "resnet_kernel_size",
-          "resnet_initial_kernel_size",                                             # pix2pixHD
+          "resnet_initial_kernel_size", "n_local_enhancers", "n_blocks_local",      # pix2pixHD
           "lr_width", "lr_max_width", "lr_depth", "hr_width", "hr_depth", "reflection_pad",
           "hr_coor", "learned_ds_factor", "ds_factor",                              # ASAPNet
           "sims_num_downs"),
@@ -354,6 +354,9 @@ def load_network(net: nn.Module, path: str, opt: Any, short: str) -> int:
     else:
         raise CheckpointError(f"net{short}: {path} is not a network checkpoint")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    adapt = getattr(net, "adapt_state_dict", None)
+    if callable(adapt):  # a network that reads another layout of its own (documented there)
+        state = adapt(state, path)
     problems, count = _describe_mismatch(net.state_dict(), state)
     differ = option_differences(saved_opts, opt, compared_options(short))
     if differ:

@@ -11,6 +11,9 @@ from models.networks.vgg import load_vgg19_features
 from util.errors import OptionError
 
 GAN_MODES = ("hinge", "ls", "original", "w")
+# How the per-scale losses of a multiscale discriminator combine: SPADE averages them, official
+# pix2pixHD sums them (its GANLoss adds the scales up; --preset pix2pixhd sets "sum").
+GAN_LOSS_REDUCTIONS = ("mean", "sum")
 DiscriminatorOutput = Union[torch.Tensor, Sequence[Union[torch.Tensor, Sequence[torch.Tensor]]]]
 
 
@@ -19,16 +22,21 @@ class GANLoss(nn.Module):
 
     ``loss(pred, target_is_real, for_discriminator=True) -> ()`` scalar. ``pred`` is a tensor
     or the multiscale discriminator's list (per scale: features..., prediction); for a list
-    the last element of each scale is scored and the per-scale losses are averaged.
+    the last element of each scale is scored and the per-scale losses are averaged
+    (``over_scales="mean"``, SPADE) or summed (``"sum"``, pix2pixHD; ``--gan_loss_over_scales``).
     """
 
     def __init__(self, gan_mode: str, target_real_label: float = 1.0,
-                 target_fake_label: float = 0.0) -> None:
+                 target_fake_label: float = 0.0, over_scales: str = "mean") -> None:
         super().__init__()
         if gan_mode not in GAN_MODES:
             raise OptionError(f"--gan_mode {gan_mode!r} is not known; choose one of: "
                               f"{', '.join(GAN_MODES)}")
+        if over_scales not in GAN_LOSS_REDUCTIONS:
+            raise OptionError(f"--gan_loss_over_scales {over_scales!r} is not known; choose one of: "
+                              f"{', '.join(GAN_LOSS_REDUCTIONS)}")
         self.gan_mode = gan_mode
+        self.over_scales = over_scales
         self.real_label = target_real_label
         self.fake_label = target_fake_label
 
@@ -59,7 +67,8 @@ class GANLoss(nn.Module):
         for scale in pred:
             p = scale if isinstance(scale, torch.Tensor) else scale[-1]
             losses.append(self.single(p, target_is_real, for_discriminator))
-        return torch.stack(losses).mean()
+        stacked = torch.stack(losses)
+        return stacked.sum() if self.over_scales == "sum" else stacked.mean()
 
 
 def feature_matching_loss(pred_fake: List[List[torch.Tensor]], pred_real: List[List[torch.Tensor]],
