@@ -140,7 +140,7 @@ def encode_rows(features: torch.Tensor, regions: torch.Tensor,
     rows: Dict[int, List[np.ndarray]] = {}
     for _, pixels in region_pixels(regions.cpu()):
         middle = int(pixels[pixels.numel() // 2])
-        area = pixels.numel() / (h * w // BLOCK_NUM)
+        area = pixels.numel() / max(1, h * w // BLOCK_NUM)  # max: pix2pixHD divides by 0 below 32 px
         row = np.append(flat_feat[:, middle].numpy(), area)
         rows.setdefault(int(flat_label[middle]), []).append(row)
     return {k: np.stack(v) for k, v in rows.items()}
