@@ -178,7 +178,7 @@ def load_cluster_file(path: str, feat_num: int,
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
             _, _, dtype = read_header(f)
-            if dtype != object:
+            if not dtype.hasobject:
                 raise ValueError(f"it holds a plain {dtype} array, not a dict of centres")
             content = _ArrayUnpickler(f, encoding="latin1").load()
         centres = content.item() if isinstance(content, np.ndarray) else content
