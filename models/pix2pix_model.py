@@ -19,8 +19,7 @@ from models.networks import GENERATORS, define_D, define_E, define_G
 from models.networks.discriminators import takes_label_and_image
 from models.networks.feature_encoder import (FeatureEncoder, check_feature_options, cluster_feature_map,
                                              cluster_file_path, encode_command, feature_channels,
-                                             load_cluster_file,
-                                             uses_clusters, uses_features)
+                                             load_cluster_file, uses_clusters, uses_features)
 from models.networks.loss import GANLoss, KLDLoss, VGGLoss, feature_matching_loss
 from options.base_options import COND_INPUTS
 from util.errors import DatasetError
@@ -63,7 +62,8 @@ def generator_options(opt: argparse.Namespace) -> argparse.Namespace:
 
 @MODELS.register("pix2pix")
 class Pix2PixModel(nn.Module):
-    """Generator + (training only) multiscale discriminator + optional VAE encoder."""
+    """Generator + (training only) multiscale discriminator + optional VAE encoder, or
+    pix2pixHD's instance-wise feature encoder (``--instance_feat`` / ``--label_feat``)."""
 
     # the generator's GAN + feature-matching terms (SIMS's --no_gan trains without them)
     use_gan = True
