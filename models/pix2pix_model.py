@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from models import MODELS
 from models.networks import GENERATORS, define_D, define_E, define_G
 from models.networks.discriminators import takes_label_and_image
+from models.networks.feature_encoder import (FeatureEncoder, check_feature_options, cluster_feature_map,
+                                             cluster_file_path, encode_command, feature_channels,
+                                             load_cluster_file, uses_clusters, uses_features)
 from models.networks.loss import GANLoss, KLDLoss, VGGLoss, feature_matching_loss
 from options.base_options import COND_INPUTS
 from util.errors import DatasetError
@@ -47,24 +50,46 @@ def instance_edges(instance: torch.Tensor) -> torch.Tensor:
     return edge.float()
 
 
+def generator_options(opt: argparse.Namespace) -> argparse.Namespace:
+    """The options the generator is built from: ``semantic_nc`` counts pix2pixHD's
+    instance-wise features too (``--feat_num`` channels after the label input), which the
+    discriminator does not see. ``opt`` itself is left unchanged."""
+    extra = feature_channels(opt)
+    if not extra:
+        return opt
+    return argparse.Namespace(**{**vars(opt), "semantic_nc": opt.semantic_nc + extra})
+
+
 @MODELS.register("pix2pix")
 class Pix2PixModel(nn.Module):
-    """Generator + (training only) multiscale discriminator + optional VAE encoder."""
+    """Generator + (training only) multiscale discriminator + optional VAE encoder, or
+    pix2pixHD's instance-wise feature encoder (``--instance_feat`` / ``--label_feat``)."""
 
     # the generator's GAN + feature-matching terms (SIMS's --no_gan trains without them)
     use_gan = True
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
-        return parser
+        return FeatureEncoder.modify_commandline_options(parser, is_train)  # pix2pixHD's --instance_feat
 
     def __init__(self, opt: argparse.Namespace) -> None:
         super().__init__()
         self.opt = opt
         GENERATORS.get(opt.netG).check_options(opt)
-        self.netG = define_G(opt)
+        check_feature_options(opt)
+        self.netG = define_G(generator_options(opt))
         self.netD = define_D(opt) if opt.isTrain else None
         self.netE = define_E(opt) if opt.use_vae else None
+        self.feature_clusters = None
+        if uses_features(opt):
+            # pix2pixHD: E is trained with G; at test time it encodes the real image
+            # (--use_encoded_image) or the features are drawn from the cluster file.
+            if uses_clusters(opt):
+                self.feature_clusters = load_cluster_file(cluster_file_path(opt), opt.feat_num,
+                                                          encode_command(opt))
+                self.cluster_generator = torch.Generator().manual_seed(opt.seed)
+            else:
+                self.netE = define_E(opt, "pix2pixhd")
         if opt.isTrain:
             self.criterionGAN = GANLoss(opt.gan_mode, over_scales=getattr(opt, "gan_loss_over_scales", "mean"))
             self.criterionVGG = None if opt.no_vgg_loss else VGGLoss(opt.vgg_weights, getattr(opt, "vgg_normalize", "none"))
@@ -129,9 +154,27 @@ class Pix2PixModel(nn.Module):
         kld = self.KLDLoss(mu, logvar) * self.opt.lambda_kld if compute_kld else None
         return z, kld
 
+    def instance_features(self, batch: Optional[Batch]) -> torch.Tensor:
+        """pix2pixHD's region-averaged features ``(N, feat_num, H, W)`` for the batch: E on the
+        real image, or (test time without --use_encoded_image) cluster centres."""
+        opt, device = self.opt, self.device
+        if batch is None:
+            raise ValueError("--instance_feat / --label_feat: the generator needs the batch (regions, image)")
+        regions = batch["label" if opt.label_feat else "instance"].to(device, non_blocking=True)
+        if self.feature_clusters is not None:
+            return cluster_feature_map(regions, batch["label"], self.feature_clusters, opt.feat_num,
+                                       self.cluster_generator)
+        if not bool(torch.as_tensor(batch.get("has_image", True)).all()):
+            raise DatasetError("--use_encoded_image encodes the real images, but this dataset has "
+                               "label maps only: test with --load_features (the cluster file) instead")
+        return self.netE(batch["image"].to(device, non_blocking=True), regions)
+
     def generate(self, semantics: torch.Tensor, z: Optional[torch.Tensor],
                  batch: Optional[Batch] = None) -> Dict[str, torch.Tensor]:
         """Generator outputs by name: ``{"image": (N, 3, H, W)}`` (subclasses add more)."""
+        if uses_features(self.opt):
+            features = self.instance_features(batch)
+            semantics = torch.cat([semantics, features.to(semantics.dtype)], dim=1)
         return {"image": self.netG(semantics, z=z)}
 
     def generate_fake(self, semantics: torch.Tensor, image: Optional[torch.Tensor],

@@ -48,8 +48,10 @@ NETWORK_OPTIONS: Dict[str, Tuple[str, ...]] = {
           "resnet_initial_kernel_size", "n_local_enhancers", "n_blocks_local",      # pix2pixHD
           "lr_width", "lr_max_width", "lr_depth", "hr_width", "hr_depth", "reflection_pad",
           "hr_coor", "learned_ds_factor", "ds_factor",                              # ASAPNet
-          "sims_num_downs"),
-    "E": ("ngf", "norm_E", "z_dim"),
+          "sims_num_downs",
+          "instance_feat", "label_feat", "feat_num"),                               # its input
+    "E": ("ngf", "norm_E", "z_dim",
+          "nef", "feat_num", "n_downsample_E", "norm_G"),                           # pix2pixHD's E
     "D": ("netD", "ndf", "norm_D", "num_D", "n_layers_D", "netD_subarch"),
     "G_depth": ("netG_depth", "ngf_depth", "depth_num_down"),
     "D_depth": ("netD_depth", "num_D_depth", "ndf", "norm_D", "n_layers_D", "netD_subarch"),

@@ -6,6 +6,7 @@ package imports ``data`` or ``trainers``.
 from __future__ import annotations
 
 import argparse
+from typing import Optional
 
 from models.networks.base_network import (DEPTH_GENERATORS, DISCRIMINATORS,  # noqa: F401
                                           ENCODERS, GENERATORS, BaseNetwork)
@@ -16,6 +17,7 @@ from models.networks.generators import pix2pixhd  # noqa: F401  (netG "pix2pixhd
 from models.networks.generators import asapnet  # noqa: F401  (netG "asapnet")
 from models.networks import discriminators  # noqa: F401  (registers netD "multiscale", "patch")
 from models.networks import encoder  # noqa: F401  (registers netE "conv")
+from models.networks import feature_encoder  # noqa: F401  (pix2pixHD's feature encoder "pix2pixhd")
 
 
 def _build(cls: type, opt: argparse.Namespace) -> BaseNetwork:
@@ -40,9 +42,9 @@ def define_G_depth(opt: argparse.Namespace) -> BaseNetwork:
     return _build(DEPTH_GENERATORS.get(opt.netG_depth), opt)
 
 
-def define_E(opt: argparse.Namespace) -> BaseNetwork:
-    """The VAE encoder (``opt.netE``, default 'conv'), weights initialized."""
-    return _build(ENCODERS.get(getattr(opt, "netE", "conv")), opt)
+def define_E(opt: argparse.Namespace, name: Optional[str] = None) -> BaseNetwork:
+    """The encoder ``name`` (default ``opt.netE``, else the VAE's 'conv'), weights initialized."""
+    return _build(ENCODERS.get(name or getattr(opt, "netE", "conv")), opt)
 
 
 __all__ = ["GENERATORS", "DISCRIMINATORS", "ENCODERS", "DEPTH_GENERATORS", "BaseNetwork",
