@@ -256,6 +256,14 @@ def truncated_check(args: Sequence[str], official_folder: str, how_many: int) ->
     return {"max_abs_diff": max_diff, "differing_values": differing, "values": total}
 
 
+def fixture_text(flags: Sequence[str], table: Dict[str, List[int]]) -> str:
+    """JSON of a key table, one tensor per line: ``{"official_flags": [...], "state_dict":
+    {name: shape}}`` (names in the official state_dict's order)."""
+    rows = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in table.items()]
+    return ('{"official_flags": ' + json.dumps(list(flags)) + ',\n "state_dict": {\n'
+            + ",\n".join(rows) + "\n }\n}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--official", help="folder of a checkout of github.com/tamarott/ASAPNet")
@@ -333,9 +341,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         if a.write_fixtures:
             os.makedirs(a.write_fixtures, exist_ok=True)
             with open(os.path.join(a.write_fixtures, f"asapnet_{config}.json"), "w") as f:
-                json.dump({"official_flags": CONFIGS[config] + ["--dataset_mode", "cityscapes"],
-                           "state_dict": theirs}, f, indent=1)
-                f.write("\n")
+                f.write(fixture_text(CONFIGS[config] + ["--dataset_mode", "cityscapes"], theirs))
         print(f"{config}: {check['keys']} tensors, names {'equal' if same_keys else 'DIFFER'}, "
               f"shapes {'equal' if same_shapes else 'DIFFER'}; strict load ok; "
               f"{check['images']} images: max |official - ours| = {check['max_abs_diff']} grey "
