@@ -22,6 +22,7 @@ from models.networks.feature_encoder import (FeatureEncoder, check_feature_optio
                                              load_cluster_file, uses_clusters, uses_features)
 from models.networks.loss import GANLoss, KLDLoss, VGGLoss, feature_matching_loss
 from options.base_options import COND_INPUTS
+from util.distributed import unwrap
 from util.errors import DatasetError
 
 Batch = Mapping[str, torch.Tensor]
@@ -125,7 +126,11 @@ class Pix2PixModel(nn.Module):
             parts = [one_hot_labels(label, num_classes)]
         if not opt.no_instance:
             instance = batch["instance"].to(device, non_blocking=True)
-            parts.append(instance_edges(instance))
+            edges = instance_edges(instance)
+            if not getattr(opt, "no_instance_dist", True):  # ASAPNet's --no_instance_dist 0
+                from models.networks.generators.asapnet import edge_distance
+                edges = edge_distance(edges)
+            parts.append(edges)
         for name in getattr(opt, "cond_inputs", []):
             key, _, flag = COND_INPUTS[name]
             if flag in batch and not bool(torch.as_tensor(batch[flag]).all()):
@@ -212,7 +217,8 @@ class Pix2PixModel(nn.Module):
             losses["KLD"] = kld
         if self.use_gan:
             pred_fake, pred_real = self.discriminate(semantics, fake, real)
-            losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
+            if not getattr(opt, "no_adv_loss", False):  # ASAPNet's --no_adv_loss
+                losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
             if not opt.no_ganFeat_loss:
                 # one term per scale the discriminator has (--netD patch has one, multiscale --num_D)
                 losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat,
@@ -221,6 +227,10 @@ class Pix2PixModel(nn.Module):
             losses["VGG"] = self.criterionVGG(fake.float(), real.float()) * opt.lambda_vgg
         if getattr(opt, "lambda_L1", 0) > 0:  # pix2pix's reconstruction term
             losses["L1"] = F.l1_loss(fake.float(), real.float()) * opt.lambda_L1
+        if getattr(opt, "MSE_loss", False):  # ASAPNet's --MSE_loss
+            losses["MSE"] = F.mse_loss(fake.float(), real.float()) * opt.lambda_MSE
+        # terms a generator computed in its forward (ASAPNet's --use_weight_decay)
+        losses.update(getattr(unwrap(self.netG), "regularization_losses", dict)())
         losses.update(self.extra_generator_losses(batch, semantics, real, outputs))
         return losses, outputs
 

@@ -1,5 +1,6 @@
 """ASAPNet generator (--netG asapnet): shapes, parameter count, per-pixel MLP against a direct
-loop, positional encoding against its formula, option errors, bf16 and a training step."""
+loop, positional encoding against its formula, option errors, bf16 and a training step.
+The authors' layout, cell sizes and new options: tests/test_networks_asapnet_official.py."""
 from __future__ import annotations
 
 import argparse
@@ -9,15 +10,16 @@ import pytest
 import torch
 
 from models.networks.generators import asapnet  # noqa: F401  (registers netG "asapnet")
-from models.networks.generators.asapnet import (ASAPNetGenerator, PixelwiseMLP, positional_encoding,
-                                                valid_crop_sizes)
+from models.networks.generators.asapnet import ASAPNetGenerator, valid_crop_sizes
+from models.networks.generators.asapnet_streams import PixelwiseMLP, positional_encoding
 from models.networks import GENERATORS, define_G
 from util.errors import OptionError
 from helpers import network_opt
 
+# 32x32 images: 2-px cells (crop_size // 16), learned by one stride-2 conv
 TINY = dict(netG="asapnet", norm_G="instanceaffine", lr_width=4, lr_max_width=8, lr_depth=2,
-            hr_width=8, hr_depth=3, reflection_pad=False, hr_coor="cosine", learned_ds_factor=8,
-            ds_factor=0)
+            hr_width=8, hr_depth=3, reflection_pad=False, replicate_pad=False, hr_coor="cosine",
+            learned_ds_factor=2, lr_instance=True, no_instance_dist=True)
 
 
 def make_opt(**kw) -> argparse.Namespace:
@@ -63,10 +65,12 @@ def expected_params(opt) -> int:
         return cin * cout * 9 + (2 * cout if affine else cout)
 
     w, m = opt.lr_width, opt.lr_max_width
-    cell = 2 ** opt.ds_factor * opt.learned_ds_factor
+    cell = int(opt.crop_size // (16 * opt.aspect_ratio))
     n_ds = int(math.log2(opt.learned_ds_factor))
     enc = 4 * int(math.log2(cell)) if opt.hr_coor == "cosine" else 0
-    ch = [opt.semantic_nc + enc] + [opt.hr_width] * (opt.hr_depth - 1) + [opt.output_nc]
+    instance = 0 if opt.no_instance else 1
+    mlp_in = opt.semantic_nc - (instance if opt.lr_instance else 0)
+    ch = [mlp_in + enc] + [opt.hr_width] * (opt.hr_depth - 1) + [opt.output_nc]
     mlp = sum(a * b + b for a, b in zip(ch, ch[1:]))
     n = conv(opt.semantic_nc, w) + (n_ds - 1) * conv(w, w) + conv(w, m)
     n += opt.lr_depth * conv(m, m)
@@ -74,7 +78,9 @@ def expected_params(opt) -> int:
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(norm_G="none", hr_coor="none", output_nc=1),
-                                dict(ds_factor=1, learned_ds_factor=4, hr_depth=2, semantic_nc=6)])
+                                dict(crop_size=64, learned_ds_factor=4, hr_depth=2, semantic_nc=6),
+                                dict(no_instance=False, semantic_nc=5),
+                                dict(no_instance=False, semantic_nc=5, lr_instance=False)])
 def test_parameter_count_matches_formula(kw):
     opt = make_opt(**kw)
     g = ASAPNetGenerator(opt)
@@ -132,10 +138,10 @@ def direct_mlp(x, params, cell, channels, enc):
 
 def test_pixelwise_mlp_equals_direct_per_pixel_loop():
     torch.manual_seed(0)
-    opt = make_opt(crop_size=8, learned_ds_factor=4, hr_depth=2, hr_width=5, norm_G="none")
+    opt = make_opt(crop_size=64, learned_ds_factor=4, hr_depth=2, hr_width=5, norm_G="none")
     g = define_G(opt)
     x = torch.randn(2, opt.semantic_nc, 8, 8)
-    params = g.predict_params(x)
+    params = g.predict_params(x)  # 4-px cells (64 // 16)
     assert params.shape == (2, g.highres_stream.num_params, 2, 2)
     params = torch.randn_like(params)  # O(1) parameters: leaky ReLU and tanh both matter
     fast = g.highres_stream(x, params)
@@ -153,20 +159,20 @@ def test_pixelwise_mlp_without_encoding_and_bad_param_shape():
     params = torch.randn(1, mlp.num_params, 2, 3)
     assert torch.allclose(mlp(x, params).double(),
                           direct_mlp(x, params, 2, mlp.channels, torch.zeros(0, 4, 6)), atol=1e-5)
-    with pytest.raises(ValueError, match="expected parameters"):
+    with pytest.raises(ValueError, match="and parameters of shape"):
         mlp(x, torch.randn(1, mlp.num_params, 2, 2))
 
 
 # ---------------------------------------------------------------- options
 def test_check_options_rejects_crop_not_divisible_and_names_valid_sizes():
-    with pytest.raises(OptionError) as err:
-        ASAPNetGenerator.check_options(make_opt(crop_size=100, learned_ds_factor=16))
+    with pytest.raises(OptionError) as err:  # 100 // 16 = 6-px cells: not a power of two
+        ASAPNetGenerator.check_options(make_opt(crop_size=100, learned_ds_factor=2))
     msg = str(err.value)
-    assert "--crop_size 100" in msg and "divisible by 16" in msg and "96 or 112" in msg
-    with pytest.raises(OptionError, match="48x96"):  # height 48 is not a multiple of 32
-        ASAPNetGenerator.check_options(make_opt(crop_size=96, aspect_ratio=2.0, learned_ds_factor=16,
-                                                ds_factor=1))
-    assert valid_crop_sizes(96, 2.0, 32) == [64, 128]
+    assert "--crop_size 100" in msg and "power of two" in msg and "76 or 128" in msg  # 76: 19 cells of 4 px
+    with pytest.raises(OptionError, match="smaller than --learned_ds_factor 16"):
+        ASAPNetGenerator.check_options(make_opt(crop_size=128, learned_ds_factor=16))
+    assert valid_crop_sizes(300, 1.0, 16) == [256, 512]
+    assert valid_crop_sizes(512, 2.0, 16) == [1024]  # nothing smaller has 16-px cells
     ASAPNetGenerator.check_options(make_opt(crop_size=512, aspect_ratio=2.0, learned_ds_factor=16))
 
 
@@ -175,7 +181,10 @@ def test_check_options_rejects_crop_not_divisible_and_names_valid_sizes():
     (dict(learned_ds_factor=12), "power of two"),
     (dict(hr_coor="siren"), "siren"),
     (dict(norm_G="spectralspadesyncbatch3x3"), "--norm_G"),
-    (dict(crop_size=8), "single 8x8 cell"),
+    (dict(crop_size=8), "not a power of two"),
+    (dict(reflection_pad=True, replicate_pad=True), "--replicate_pad"),
+    (dict(no_one_hot=True), "--no_one_hot"),
+    (dict(no_instance_dist=False, no_instance=True), "--no_instance_dist 0"),
     (dict(hr_depth=0), "--hr_depth"),
 ])
 def test_check_options_errors(kw, match):
@@ -192,8 +201,11 @@ def test_hook_adds_authors_flags_with_defaults():
     ASAPNetGenerator.modify_commandline_options(parser, True)  # twice is harmless
     opt = parser.parse_args([])
     assert (opt.lr_width, opt.lr_max_width, opt.lr_depth, opt.hr_width, opt.hr_depth) == (64, 1024, 7, 64, 5)
-    assert (opt.reflection_pad, opt.hr_coor, opt.learned_ds_factor, opt.ds_factor) == (False, "cosine", 16, 0)
-    assert opt.norm_G == "instanceaffine"
+    assert (opt.reflection_pad, opt.replicate_pad, opt.hr_coor, opt.learned_ds_factor) == (False, False, "cosine", 16)
+    assert (opt.lr_instance, opt.no_instance_dist, opt.no_one_hot) == (True, True, False)
+    assert (opt.MSE_loss, opt.lambda_MSE, opt.no_adv_loss, opt.use_weight_decay, opt.lambda_WD) == \
+        (False, 10.0, False, False, 1e-8)
+    assert opt.norm_G == "instanceaffine" and not hasattr(opt, "ds_factor")
 
 
 # ---------------------------------------------------------------- bf16 and training
@@ -221,7 +233,7 @@ def test_full_training_step_through_the_model(tmp_path):
         "--checkpoints_dir", str(tmp_path), "--gpu_ids", "-1", "--preset", "asapnet", "--netG", "asapnet",
         "--crop_size", "32", "--load_size", "32", "--ndf", "4", "--no_vgg_loss", "--label_nc", "5",
         "--lr_width", "4", "--lr_max_width", "8", "--lr_depth", "1", "--hr_width", "8",
-        "--hr_depth", "2", "--learned_ds_factor", "8", "--amp", "bf16"], save=False)
+        "--hr_depth", "2", "--learned_ds_factor", "2", "--amp", "bf16"], save=False)
     assert opt.norm_G == "instanceaffine" and opt.hr_coor == "cosine"
     distributed.setup([])
     try:

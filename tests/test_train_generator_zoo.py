@@ -17,7 +17,7 @@ RECIPES = {
     "unet": ["--preset", "pix2pix", "--num_downs", "5"],
     "pix2pixhd": ["--preset", "pix2pixhd", "--resnet_n_blocks", "2", "--resnet_n_downsample", "2"],
     "asapnet": ["--preset", "asapnet", "--lr_width", "8", "--lr_max_width", "16", "--lr_depth", "2",
-                "--hr_width", "8", "--hr_depth", "3"],
+                "--hr_width", "8", "--hr_depth", "3", "--learned_ds_factor", "4"],
 }
 
 

@@ -71,7 +71,7 @@ ZOO_ARGS = {
     "unet": ["--preset", "pix2pix", "--num_downs", "4", "--no_dropout", "--n_layers_D", "2"],
     "pix2pixhd": ["--preset", "pix2pixhd", "--resnet_n_blocks", "1", "--resnet_n_downsample", "2"],
     "asapnet": ["--preset", "asapnet", "--lr_width", "4", "--lr_max_width", "8", "--lr_depth", "1",
-                "--hr_width", "4", "--hr_depth", "2"],
+                "--hr_width", "4", "--hr_depth", "2", "--learned_ds_factor", "4"],
 }
 
 

@@ -39,7 +39,7 @@ JOURNAL_SUFFIX = ".commit.json"
 
 # Options that say what a network's input channels mean: compared for every network.
 INPUT_OPTIONS = ("model", "label_nc", "contain_dontcare_label", "no_instance", "semantic_nc",
-                 "cond_inputs", "output_nc")
+                 "cond_inputs", "output_nc", "no_instance_dist")
 # Options that change a network's tensors or its forward pass, by SPADE's short network name.
 NETWORK_OPTIONS: Dict[str, Tuple[str, ...]] = {
     "G": ("netG", "ngf", "norm_G", "use_vae", "z_dim", "num_upsampling_layers",
@@ -47,7 +47,7 @@ NETWORK_OPTIONS: Dict[str, Tuple[str, ...]] = {
           "resnet_n_downsample", "resnet_n_blocks", "resnet_kernel_size",
           "resnet_initial_kernel_size", "n_local_enhancers", "n_blocks_local",      # pix2pixHD
           "lr_width", "lr_max_width", "lr_depth", "hr_width", "hr_depth", "reflection_pad",
-          "hr_coor", "learned_ds_factor", "ds_factor",                              # ASAPNet
+          "hr_coor", "learned_ds_factor", "replicate_pad", "lr_instance",          # ASAPNet
           "sims_num_downs",
           "instance_feat", "label_feat", "feat_num"),                               # its input
     "E": ("ngf", "norm_E", "z_dim",
