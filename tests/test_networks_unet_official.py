@@ -127,6 +127,7 @@ def test_train_mode_dropout_is_reproducible_with_seed(tmp_path):
 @pytest.mark.parametrize("saved,run,named", [
     (["--num_downs", "5"], [], "--num_downs 5 (this run: 6)"),          # unet_128 file, unet_256 options
     ([], ["--unet_norm", "instance"], "--unet_norm 'batch' (this run: 'instance')"),
+    (["--unet_norm", "instance"], [], "--unet_norm 'instance' (this run: 'batch')"),
     ([], ["--ngf", "8"], "--ngf 4 (this run: 8)")])
 def test_mismatching_official_file_is_one_error_line(tmp_path, capsys, saved, run, named):
     write_aligned(tmp_path / "data")
@@ -168,3 +169,24 @@ def test_eval_flag_only_concerns_the_unet(flag):
     assert options.parse(["--gpu_ids", "-1"]).eval is False
     help_text = next(a.help for a in options.parser._actions if a.dest == "eval")
     assert "train mode" in help_text and "SPADE" in help_text
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_files_of_old_pytorch_versions_load_as_pix2pix_loads_them(tmp_path, norm):
+    """BatchNorm files without num_batches_tracked (PyTorch < 0.4.1) and InstanceNorm files with
+    unused running statistics (PyTorch < 0.4) load strictly, as in pix2pix's own code."""
+    write_aligned(tmp_path / "data")
+    extra = ["--unet_norm", norm]
+    g = reference_generator(tmp_path, extra)
+    path = tmp_path / "ck" / "run" / "latest_net_G.pth"
+    old = {k: v for k, v in g.state_dict().items() if not k.endswith("num_batches_tracked")}
+    if norm == "instance":  # the old InstanceNorm2d kept statistics: add them at every norm layer
+        for name, m in g.named_modules():
+            if isinstance(m, nn.InstanceNorm2d):
+                old[f"{name}.running_mean"] = torch.zeros(m.num_features)
+                old[f"{name}.running_var"] = torch.ones(m.num_features)
+    torch.save(old, path)
+    got = run_test(tmp_path, "old", ["--eval", *extra])
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected(g, tmp_path, train=False)))
+    adapted = g.adapt_official_state_dict(old)
+    assert adapted.keys() == g.state_dict().keys()

@@ -356,11 +356,15 @@ def load_network(net: nn.Module, path: str, opt: Any, short: str) -> int:
     else:
         raise CheckpointError(f"net{short}: {path} is not a network checkpoint")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    as_saved = state
+    adapt = getattr(net, "adapt_official_state_dict", None)
+    if bare and callable(adapt):  # the network's own documented fixes for old official files
+        state = adapt(state)
     problems, count = _describe_mismatch(net.state_dict(), state)
     # A bare file has no options; a network that can read them from its layout (pix2pix's
     # U-Net: options_from_state_dict) names the ones this run must change, in one line.
     infer = getattr(net, "options_from_state_dict", None)
-    inferred = (infer(state) or {}) if bare and callable(infer) and problems else {}
+    inferred = (infer(as_saved) or {}) if bare and callable(infer) and problems else {}
     if inferred:
         differ = option_differences(inferred, opt, compared_options(short))
         if differ:

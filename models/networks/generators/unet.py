@@ -187,8 +187,8 @@ class UnetGenerator(BaseNetwork):
     def options_from_state_dict(state: Mapping[str, torch.Tensor]) -> Optional[Dict[str, Any]]:
         """The options a bare pix2pix ``UnetGenerator`` state_dict (an official
         ``latest_net_G.pth``) was built with, read from its keys and shapes: ``num_downs``
-        (levels: 8 for unet_256, 7 for unet_128), ``unet_norm`` (BatchNorm running statistics
-        -> batch; conv biases -> instance; neither -> "none", which ours does not build),
+        (levels: 8 for unet_256, 7 for unet_128), ``unet_norm`` (conv biases -> instance;
+        else BatchNorm running statistics -> batch; neither -> "none", which ours does not build),
         ``ngf``, ``semantic_nc`` (its ``input_nc``) and ``output_nc``. None when ``state`` is
         not in that layout. Dropout leaves no tensors, so ``no_dropout`` cannot be read.
         Used by ``util/checkpoint.py`` to name the options a mismatching file needs."""
@@ -198,15 +198,32 @@ class UnetGenerator(BaseNetwork):
         down, up = state["model.model.0.weight"], state["model.model.3.weight"]
         if down.dim() != 4 or up.dim() != 4:
             return None
-        if any(k.endswith("running_mean") for k in state):
-            norm = "batch"
-        elif "model.model.0.bias" in state:
+        if "model.model.0.bias" in state:  # pix2pix gives convs biases only with instance norm
             norm = "instance"
+        elif any(k.endswith("running_mean") for k in state):
+            norm = "batch"
         else:
             norm = "none"
         levels = max(k.count("model.") for k in state) - 1
         return {"num_downs": levels, "unet_norm": norm, "ngf": int(down.shape[0]),
                 "semantic_nc": int(down.shape[1]), "output_nc": int(up.shape[1])}
+
+    def adapt_official_state_dict(self, state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The two load-time fixes pix2pix's own code applies to files of older PyTorch
+        versions, so those load strictly here too: InstanceNorm layers of PyTorch < 0.4 saved
+        ``running_mean`` / ``running_var`` (and some ``num_batches_tracked``) they never use:
+        dropped, as pix2pix's ``load_networks`` does; BatchNorm layers of PyTorch < 0.4.1 have
+        no ``num_batches_tracked``: set to 0, as PyTorch does for such files (it only counts
+        updates). Current files pass through unchanged."""
+        out = dict(state)
+        for name, module in self.named_modules():
+            prefix = name + "."
+            if isinstance(module, nn.InstanceNorm2d):
+                for key in ("running_mean", "running_var", "num_batches_tracked"):
+                    out.pop(prefix + key, None)
+            elif isinstance(module, nn.BatchNorm2d) and prefix + "running_mean" in out:
+                out.setdefault(prefix + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        return out
 
     def __init__(self, opt: argparse.Namespace) -> None:
         super().__init__()
