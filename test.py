@@ -48,7 +48,7 @@ def unique_name(path: str, used: Set[str]) -> str:
 MANIFEST_OPTIONS = ("name", "model", "netG", "which_epoch", "phase", "dataset_mode", "dataroot",
                     "label_nc", "contain_dontcare_label", "no_instance", "preprocess_mode",
                     "load_size", "crop_size", "aspect_ratio", "use_vae", "num_samples", "seed",
-                    "batchSize", "gpu_ids", "amp")
+                    "batchSize", "gpu_ids", "amp", "eval")
 
 
 class SynthesisTimer:
@@ -119,6 +119,20 @@ def build_and_load(opt, folder: str) -> torch.nn.Module:
     return model
 
 
+def set_test_mode(model: torch.nn.Module, opt) -> None:
+    """Eval mode for every network, except a generator whose paper's test.py runs it in train
+    mode (pix2pix's U-Net: ``TEST_IN_TRAIN_MODE``) when ``--eval`` is not given."""
+    model.eval()
+    net = getattr(model, "netG", None)
+    if net is not None and getattr(net, "TEST_IN_TRAIN_MODE", False) and not getattr(opt, "eval", False):
+        if opt.batchSize > 1 and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()):
+            # train-mode BatchNorm would mix the statistics of the batch's images
+            raise OptionError(f"--batchSize {opt.batchSize}: without --eval, --netG {opt.netG} runs in "
+                              "train mode and its BatchNorm would normalize over the whole batch "
+                              "(pix2pix's test.py uses one image); use --batchSize 1 or --eval")
+        net.train()
+
+
 def synthesize(opt) -> str:
     ctx = distributed.setup(opt.gpu_ids)
     torch.manual_seed(opt.seed)
@@ -130,7 +144,8 @@ def synthesize(opt) -> str:
     # Seeded again after loading: prior samples (--use_vae) do not depend on how much random
     # initialization building the model drew (none, in build_and_load).
     torch.manual_seed(opt.seed)
-    model.to(ctx.device).eval()
+    model.to(ctx.device)
+    set_test_mode(model, opt)  # --eval
     performance.prepare_for_inference(model, opt)  # --channels_last, --compile
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True

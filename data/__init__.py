@@ -13,7 +13,7 @@ from util.registry import Registry
 DATASETS = Registry("dataset mode", "--dataset_mode")
 
 from data.base_dataset import BaseDataset  # noqa: E402
-from data import (ade20k_dataset, camvid_dataset, cityscapes_dataset, coco_dataset,  # noqa: E402,F401
+from data import (ade20k_dataset, aligned_dataset, camvid_dataset, cityscapes_dataset, coco_dataset,  # noqa: E402,F401
                   custom_dataset, facades_dataset, noisy_dataset, nyu_dataset, synthetic_dataset,
                   voc_dataset)
 

@@ -113,12 +113,13 @@ class Pix2PixModel(nn.Module):
         named by ``--cond_inputs`` (e.g. the dataset's depth), in that order.
         """
         opt, device = self.opt, self.device
-        if opt.label_nc == 0:  # image-to-image: "label" is an RGB image in [-1, 1]
+        if opt.label_nc == 0:  # image-to-image: "label" is an image in [-1, 1] (pix2pix's A)
             label = batch["label"].to(device, non_blocking=True).float()
-            if label.dim() != 4 or label.size(1) != 3:
-                raise DatasetError(f"--label_nc 0 expects 3-channel input images as 'label'; got shape "
-                                   f"{tuple(label.shape)}: use a dataset mode that yields images "
-                                   f"(e.g. noisy) or set --label_nc to the number of classes")
+            channels = getattr(opt, "input_nc", 3)  # --input_nc: aligned mode's grey (1) or RGB (3)
+            if label.dim() != 4 or label.size(1) != channels:
+                raise DatasetError(f"--label_nc 0 expects {channels}-channel input images as 'label'; got "
+                                   f"shape {tuple(label.shape)}: use a dataset mode that yields images "
+                                   f"(e.g. aligned, noisy) or set --label_nc to the number of classes")
             parts = [label]
         else:
             label = batch["label"].to(device, non_blocking=True).long()

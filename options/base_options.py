@@ -306,8 +306,9 @@ def finalize_options(opt: argparse.Namespace) -> None:
     # Channels the generator is conditioned on: one-hot labels (+ dontcare) + instance edges
     # + the continuous maps of --cond_inputs.
     opt.cond_inputs = parse_cond_inputs(getattr(opt, "cond_inputs", ""))
-    # --label_nc 0 (pix2pix's image-to-image mode, denoising): the input is a 3-channel image.
-    input_nc = 3 if opt.label_nc == 0 else opt.label_nc + (1 if opt.contain_dontcare_label else 0)
+    # --label_nc 0 (pix2pix's image-to-image mode, denoising): the input is an image of
+    # --input_nc channels (aligned mode's flag; 3 elsewhere).
+    input_nc = getattr(opt, "input_nc", 3) if opt.label_nc == 0 else opt.label_nc + (1 if opt.contain_dontcare_label else 0)
     opt.semantic_nc = input_nc + (0 if opt.no_instance else 1) + sum(COND_INPUTS[c][1] for c in opt.cond_inputs)
 
 

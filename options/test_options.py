@@ -21,6 +21,13 @@ class TestOptions(BaseOptions):
                             help="label maps per results page (index.html, page_2.html, ...)")
         parser.add_argument("--num_samples", type=int, default=1,
                             help="images per label map (different z; needs --use_vae for variety)")
+        parser.add_argument("--eval", action="store_true",
+                            help="pix2pix's test-time switch, for --netG unet: without it the U-Net "
+                                 "runs in train mode as pix2pix's test.py does (dropout on, BatchNorm "
+                                 "with each batch's own statistics; reproducible with --seed), with "
+                                 "it in eval mode (BatchNorm running statistics, no dropout). Other "
+                                 "generators (SPADE, pix2pixHD, ASAPNet, ...) always run in eval "
+                                 "mode, as SPADE's test.py does: --eval changes nothing for them")
         parser.set_defaults(preprocess_mode="scale_width_and_crop", crop_size=256, load_size=256,
                             display_winsize=256, serial_batches=True, no_flip=True, phase="test")
         return parser

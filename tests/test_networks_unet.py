@@ -67,7 +67,7 @@ def test_pix2pix_unet_256_parameter_count_and_layout():
     # pix2pix's key layout, so its latest_net_G.pth loads
     assert {"model.model.0.weight", "model.model.3.weight", "model.model.3.bias",
             "model.model.1.model.2.running_mean", "model.model.1.model.5.weight"} <= set(keys)
-    drop = [m for m in g.modules() if isinstance(m, unet_module.AlwaysDropout)]
+    drop = [m for m in g.modules() if isinstance(m, nn.Dropout)]
     assert len(drop) == 3  # first three decoder blocks below the innermost one
 
 
@@ -90,14 +90,15 @@ def test_gradients_reach_every_parameter():
     assert not missing
 
 
-def test_dropout_stays_active_in_eval_unless_no_dropout():
+def test_dropout_follows_train_and_eval_mode_as_in_pix2pix():
     seg = random_semantics(1, 4, 64, 64)
-    g = define_G(make_opt(ngf=4, num_downs=6, crop_size=64)).eval()
+    g = define_G(make_opt(ngf=4, num_downs=6, crop_size=64))
     with torch.no_grad():
-        a, b = g(seg), g(seg)
-    assert not torch.equal(a, b)  # pix2pix's noise: dropout at test time
-    g = define_G(make_opt(ngf=4, num_downs=6, crop_size=64, no_dropout=True)).eval()
-    assert not any(isinstance(m, unet_module.AlwaysDropout) for m in g.modules())
+        a, b = g.train()(seg), g(seg)
+        assert not torch.equal(a, b)  # pix2pix's noise: dropout in train mode
+        assert torch.equal(g.eval()(seg), g(seg))  # eval: no dropout, running statistics
+    g = define_G(make_opt(ngf=4, num_downs=6, crop_size=64, no_dropout=True)).train()
+    assert not any(isinstance(m, nn.Dropout) for m in g.modules())
     with torch.no_grad():
         assert torch.equal(g(seg), g(seg))
 

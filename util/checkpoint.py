@@ -351,15 +351,27 @@ def load_network(net: nn.Module, path: str, opt: Any, short: str) -> int:
     blob = read_file(path, f"net{short}")
     if isinstance(blob, dict) and blob.get("format") == FORMAT:
         state, saved_opts, step = blob["state_dict"], blob.get("options", {}), blob.get("step", 0)
+        bare = False
     elif isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values()):
-        state, saved_opts, step = blob, {}, 0  # official SPADE release: a bare state_dict
+        state, saved_opts, step = blob, {}, 0  # official SPADE / pix2pix release: a bare state_dict
+        bare = True
     else:
         raise CheckpointError(f"net{short}: {path} is not a network checkpoint")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    as_saved = state
     adapt = getattr(net, "adapt_state_dict", None)
-    if callable(adapt):  # a network that reads another layout of its own (documented there)
+    if callable(adapt):  # a network that reads other layouts of its own (documented there)
         state = adapt(state, path)
     problems, count = _describe_mismatch(net.state_dict(), state)
+    # A bare file has no options; a network that can read them from its layout (pix2pix's
+    # U-Net: options_from_state_dict) names the ones this run must change, in one line.
+    infer = getattr(net, "options_from_state_dict", None)
+    inferred = (infer(as_saved) or {}) if bare and callable(infer) and problems else {}
+    if inferred:
+        differ = option_differences(inferred, opt, compared_options(short))
+        if differ:
+            raise CheckpointError(f"net{short}: cannot load {path}: its layout was built with "
+                                  + ", ".join(differ) + "; pass those options")
     differ = option_differences(saved_opts, opt, compared_options(short))
     if differ:
         detail = ("\n  {} differing entries, e.g.:\n    ".format(count) + "\n    ".join(problems[:6])

@@ -9,22 +9,27 @@ unet_128).
 
 Noise: pix2pix has no z. Its only source of randomness is dropout (p = 0.5) in the decoder
 blocks right below the bottleneck (the first three decoder blocks at ``--num_downs 8``: levels 4
-to num_downs - 2, so none at ``--num_downs`` 5 or less), and like pix2pix this dropout stays
-active at test time too (``model.eval()`` does not switch it off); ``--no_dropout`` removes it.
-BatchNorm, by contrast, follows ``train()`` / ``eval()`` as usual.
+to num_downs - 2, so none at ``--num_downs`` 5 or less); ``--no_dropout`` removes it. Dropout and
+BatchNorm follow ``train()`` / ``eval()`` as in pix2pix, and so does test time: pix2pix's test.py
+runs the generator in train mode (dropout on, BatchNorm normalizing with the batch's own
+statistics) unless ``--eval`` is given (running statistics, no dropout). ``TEST_IN_TRAIN_MODE``
+tells our test.py to do the same (see ``options/test_options.py``).
 
-Module and key names follow pix2pix's ``UnetGenerator`` (``model.model.1.model.3...``), so its
-``latest_net_G.pth`` files load with ``strict=True`` when the input channels match
-(``--label_nc 0 --no_instance`` for its RGB-to-RGB models).
+Module and key names follow pix2pix's ``UnetGenerator`` (``model.model.1.model.3...``: each level
+is a ``UnetSkipBlock`` whose ``model`` Sequential holds, in pix2pix's order, [LeakyReLU] down conv
+[norm] <next level> ReLU up conv [norm | Tanh] [Dropout]), so its ``latest_net_G.pth`` files (bare
+state_dicts) load with ``strict=True`` and no key translation; ``tests/fixtures/
+pix2pix_unet_*_keys.json`` hold the official key / shape tables. ``options_from_state_dict`` reads
+the architecture back from such a file, so a file built with other options is named in one line.
 """
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional
+import re
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from models.networks.base_network import GENERATORS, BaseNetwork, add_option_once
 from util.errors import OptionError
@@ -43,6 +48,11 @@ def has_dropout(level: int, num_downs: int) -> bool:
     """pix2pix puts dropout in the non-innermost blocks of width 8ngf -> 8ngf: levels 4 ..
     num_downs - 2 (three blocks at num_downs 8)."""
     return 4 <= level <= num_downs - 2
+
+
+# A pix2pix UnetGenerator key: the outermost level is "model.", every deeper one adds "model.1."
+# (the outermost level's submodule) or "model.3." (the others'), then "model.<layer>.<tensor>".
+_UNET_KEY = re.compile(r"^model\.(?:model\.[13]\.)*model\.\d+\.\w+$")
 
 
 def image_height(opt: argparse.Namespace) -> int:
@@ -73,20 +83,6 @@ def valid_crop_sizes(crop_size: int, aspect_ratio: float, num_downs: int) -> Lis
     below = [c for c in valid if c < crop_size]
     above = [c for c in valid if c > crop_size]
     return ([below[-1]] if below else []) + ([above[0]] if above else [])
-
-
-class AlwaysDropout(nn.Module):
-    """Dropout that stays on in eval mode: pix2pix's test-time noise source."""
-
-    def __init__(self, p: float = 0.5) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.p, training=True)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, active in eval mode too"
 
 
 class UnetSkipBlock(nn.Module):
@@ -125,7 +121,7 @@ class UnetSkipBlock(nn.Module):
                       nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1, bias=use_bias),
                       norm_layer(outer_nc)]
             if dropout:
-                layers.append(AlwaysDropout(0.5))
+                layers.append(nn.Dropout(0.5))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,11 +132,14 @@ class UnetSkipBlock(nn.Module):
 
 @GENERATORS.register("unet")
 class UnetGenerator(BaseNetwork):
-    """pix2pix's U-Net: label map -> image, noise from dropout only.
+    """pix2pix's U-Net: label map or image -> image, noise from dropout only.
 
     ``forward(semantics: (N, semantic_nc, H, W), z=None) -> (N, output_nc, H, W)`` in [-1, 1];
     H and W must be multiples of 2**num_downs. ``z`` is ignored (pix2pix has none).
     """
+
+    # pix2pix's test.py keeps the generator in train mode unless --eval (see module docstring).
+    TEST_IN_TRAIN_MODE = True
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
@@ -183,6 +182,48 @@ class UnetGenerator(BaseNetwork):
                 f"height must be multiples of {step}; --crop_size {width} with --aspect_ratio "
                 f"{opt.aspect_ratio:g} gives {width}x{height} (WxH). Use "
                 + " or ".join(f for f in fix if f) + ".")
+
+    @staticmethod
+    def options_from_state_dict(state: Mapping[str, torch.Tensor]) -> Optional[Dict[str, Any]]:
+        """The options a bare pix2pix ``UnetGenerator`` state_dict (an official
+        ``latest_net_G.pth``) was built with, read from its keys and shapes: ``num_downs``
+        (levels: 8 for unet_256, 7 for unet_128), ``unet_norm`` (conv biases -> instance;
+        else BatchNorm running statistics -> batch; neither -> "none", which ours does not build),
+        ``ngf``, ``semantic_nc`` (its ``input_nc``) and ``output_nc``. None when ``state`` is
+        not in that layout. Dropout leaves no tensors, so ``no_dropout`` cannot be read.
+        Used by ``util/checkpoint.py`` to name the options a mismatching file needs."""
+        if "model.model.0.weight" not in state or "model.model.3.weight" not in state \
+                or not all(_UNET_KEY.match(k) for k in state):
+            return None
+        down, up = state["model.model.0.weight"], state["model.model.3.weight"]
+        if down.dim() != 4 or up.dim() != 4:
+            return None
+        if "model.model.0.bias" in state:  # pix2pix gives convs biases only with instance norm
+            norm = "instance"
+        elif any(k.endswith("running_mean") for k in state):
+            norm = "batch"
+        else:
+            norm = "none"
+        levels = max(k.count("model.") for k in state) - 1
+        return {"num_downs": levels, "unet_norm": norm, "ngf": int(down.shape[0]),
+                "semantic_nc": int(down.shape[1]), "output_nc": int(up.shape[1])}
+
+    def adapt_state_dict(self, state: Mapping[str, torch.Tensor], path: str = "") -> Dict[str, torch.Tensor]:
+        """The two load-time fixes pix2pix's own code applies to files of older PyTorch
+        versions, so those load strictly here too: InstanceNorm layers of PyTorch < 0.4 saved
+        ``running_mean`` / ``running_var`` (and some ``num_batches_tracked``) they never use:
+        dropped, as pix2pix's ``load_networks`` does; BatchNorm layers of PyTorch < 0.4.1 have
+        no ``num_batches_tracked``: set to 0, as PyTorch does for such files (it only counts
+        updates). Current files pass through unchanged."""
+        out = dict(state)
+        for name, module in self.named_modules():
+            prefix = name + "."
+            if isinstance(module, nn.InstanceNorm2d):
+                for key in ("running_mean", "running_var", "num_batches_tracked"):
+                    out.pop(prefix + key, None)
+            elif isinstance(module, nn.BatchNorm2d) and prefix + "running_mean" in out:
+                out.setdefault(prefix + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        return out
 
     def __init__(self, opt: argparse.Namespace) -> None:
         super().__init__()
