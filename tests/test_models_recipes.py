@@ -37,6 +37,23 @@ def test_preset_sets_the_recipe_and_explicit_flags_win(tmp_path):
         _opt(tmp_path, "--preset", "nonsense")
 
 
+@pytest.mark.parametrize("preset, schedule, n_layers_D", [
+    ("pix2pix", (100, 100), 3), ("pix2pixhd", (100, 100), 3), ("asapnet", (200, 100), 4),
+    ("spade", (50, 0), 4)])
+def test_presets_carry_the_published_schedules(tmp_path, preset, schedule, n_layers_D):
+    opt = _opt(tmp_path, "--preset", preset, "--dataset_mode", "synthetic")
+    assert (opt.niter, opt.niter_decay) == schedule and opt.n_layers_D == n_layers_D
+    assert _opt(tmp_path, "--preset", preset, "--niter", "3").niter == 3  # still overridable
+
+
+def test_preset_help_names_each_paper(capsys):
+    with pytest.raises(SystemExit):
+        TrainOptions().parse(["--help"], save=False)
+    text = " ".join(capsys.readouterr().out.split())
+    for paper in ("Isola et al. 2017", "Wang et al. 2018", "Shaham et al. 2021", "Park et al. 2019"):
+        assert paper in text
+
+
 def test_patch_discriminator_is_one_70x70_patchgan(tmp_path):
     # no normalization: its statistics would make every output depend on every pixel
     opt = _opt(tmp_path, "--netD", "patch", "--n_layers_D", "4", "--norm_D", "spectral")

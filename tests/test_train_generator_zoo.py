@@ -12,7 +12,7 @@ import train as train_script
 
 BASE = ["--gpu_ids", "-1", "--crop_size", "64", "--load_size", "64", "--ngf", "4", "--ndf", "4",
         "--n_layers_D", "2", "--no_vgg_loss", "--batchSize", "2", "--synthetic_num", "4", "--niter", "1",
-        "--display_freq", "2", "--print_freq", "2"]
+        "--niter_decay", "0", "--display_freq", "2", "--print_freq", "2"]
 RECIPES = {
     "unet": ["--preset", "pix2pix", "--num_downs", "5"],
     "pix2pixhd": ["--preset", "pix2pixhd", "--resnet_n_blocks", "2", "--resnet_n_downsample", "2"],

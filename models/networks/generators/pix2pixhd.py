@@ -164,8 +164,8 @@ class Pix2PixHDGenerator(BaseNetwork):
     def check_options(opt: argparse.Namespace) -> None:
         if getattr(opt, "use_vae", False):
             raise OptionError(
-                "--netG pix2pixhd has no style input: --use_vae trains SPADE's VAE encoder, which "
-                "this generator cannot use. Drop --use_vae, or use --netG spade.")
+                "--netG pix2pixhd cannot use SPADE's VAE style encoder (--use_vae): drop it; for "
+                "pix2pixHD's own multimodal synthesis use --instance_feat (or --label_feat)")
         norm = opt.norm_G
         sub = norm[len("spectral"):] if norm.startswith("spectral") else norm
         if sub not in NONSPADE_SUBNORMS:
