@@ -33,7 +33,6 @@ import numpy as np
 
 from data import DATASETS
 from data.base_dataset import add_flag, with_dontcare
-from data.image_folder import list_files
 from data.pix2pix_dataset import Folders, PairedSample, Pix2pixDataset
 from data.validation import Problems
 from util.errors import DatasetError
@@ -145,7 +144,7 @@ class CityscapesDataset(Pix2pixDataset):
         return np.where(raw > 0, disparity_to_inverse_depth(raw), np.nan).astype(np.float32)
 
     def find(self, kind: str, folder: str) -> list[str]:
-        return list_files(folder, (".png",), suffix=SUFFIXES[kind])
+        return self.list_folder(folder, (".png",), suffix=SUFFIXES[kind])
 
     def pair_key(self, kind: str, path: str, folder: str) -> str:
         rel = os.path.relpath(path, folder).replace(os.sep, "/")

@@ -17,7 +17,7 @@ from PIL import Image
 
 from data.base_dataset import (DONTCARE, BaseDataset, add_flag, get_params, make_sample,
                                measured_depth, transform_array)
-from data.image_folder import IMG_EXTENSIONS, list_files
+from data.image_folder import IMG_EXTENSIONS, list_files_cached
 from data.validation import (LABEL_MODES, FileInfo, Problems, check_decoded, check_label_ids,
                              check_same_size, index_by_key, read_label_array, run_threaded,
                              scan_header, scan_label)
@@ -52,7 +52,8 @@ class Pix2pixDataset(BaseDataset):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         add_flag(parser, "--no_pairing_check", action="store_true",
-                  help="accepted for SPADE compatibility: files are always paired by name")
+                  help="pair label maps with images / instance / depth maps by their sorted "
+                       "order, as SPADE does without its name check (default: by name)")
         add_flag(parser, "--no_label_scan", action="store_true",
                   help="do not decode every label map before training (faster start on huge "
                        "datasets; bad ids are then reported when a sample is loaded)")
@@ -66,7 +67,15 @@ class Pix2pixDataset(BaseDataset):
         """Files of ``kind`` (label, image, instance, depth) in ``folder``, sorted."""
         exts = {"label": IMG_EXTENSIONS, "image": IMG_EXTENSIONS, "instance": LABEL_EXTENSIONS,
                 "depth": DEPTH_EXTENSIONS}[kind]
-        return list_files(folder, exts)
+        return self.list_folder(folder, exts)
+
+    def list_folder(self, folder: str, extensions: Sequence[str],
+                    suffix: Optional[str] = None) -> List[str]:
+        """Sorted files of ``folder``, through SPADE's file list cache when
+        ``--cache_filelist_read`` / ``--cache_filelist_write`` ask for it."""
+        return list_files_cached(folder, extensions, suffix,
+                                 read_cache=getattr(self.opt, "cache_filelist_read", False),
+                                 write_cache=getattr(self.opt, "cache_filelist_write", False))
 
     def pair_key(self, kind: str, path: str, folder: str) -> str:
         """The name that pairs files: the path inside its folder without the extension."""
@@ -102,7 +111,8 @@ class Pix2pixDataset(BaseDataset):
         f = self.folders(opt)
         files = self._find_files(opt, f, problems)
         problems.raise_if_any()  # without the folders, nothing else can be checked
-        samples = self._pair(f, files, opt.isTrain, problems)
+        samples = self._pair(f, files, opt.isTrain, problems,
+                             by_order=getattr(opt, "no_pairing_check", False))
         label_infos = self._check_contents(opt, samples, problems)
         problems.raise_if_any()
         return [s for s, info in zip(samples, label_infos) if self.keep(s, info)]
@@ -147,12 +157,23 @@ class Pix2pixDataset(BaseDataset):
         return files
 
     def _pair(self, f: Folders, files: Dict[str, Optional[List[str]]], images_required: bool,
-              problems: Problems) -> List[PairedSample]:
-        """Match every label map with its image / instance / depth map by ``pair_key``."""
+              problems: Problems, by_order: bool = False) -> List[PairedSample]:
+        """Match every label map with its image / instance / depth map by ``pair_key`` or, with
+        ``by_order`` (``--no_pairing_check``), by position in the sorted lists when a kind has
+        exactly one file per label map."""
         folder = {"label": f.label, "image": f.image, "instance": f.instance, "depth": f.depth}
         tables = {kind: index_by_key(paths or [], lambda p, k=kind: self.pair_key(k, p, folder[k]),
                                      kind, problems)
                   for kind, paths in files.items()}
+        if by_order:
+            for kind in ("image", "instance", "depth"):
+                paths = sorted(tables[kind].values())
+                if paths and len(paths) == len(tables["label"]):
+                    tables[kind] = dict(zip(tables["label"], paths))
+                elif paths:
+                    problems.hint("by_order", f"--no_pairing_check pairs by sorted order only when "
+                                              f"there are as many {kind} files as label maps "
+                                              f"({len(paths)} vs {len(tables['label'])})")
         for p in files["label"] or []:
             if p.lower().endswith((".jpg", ".jpeg")):
                 problems.add(f"{p}: label maps must be lossless (PNG); JPEG changes the ids")

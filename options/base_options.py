@@ -36,7 +36,8 @@ RUN_OPTIONS = {"name", "gpu_ids", "checkpoints_dir", "phase", "isTrain", "contin
                "eval_num", "fid_weights", "eval_segmenter", "eval_segmenter_path",
                "eval_segmenter_mapping", "sigma_min", "sigma_max", "test_sigmas", "noisy_clip",
                "keep_last", "loss_warn_threshold",
-               "gradient_checkpointing"}
+               "gradient_checkpointing", "tf_log", "debug", "cache_filelist_read",
+               "cache_filelist_write", "eval_ignore_id"}
 
 
 # --preset: published recipes as defaults (facts from the papers / their code). Flags a parser
@@ -108,6 +109,12 @@ class BaseOptions:
         parser.add_argument("--contain_dontcare_label", action="store_true",
                             help="label 255 (and, as in SPADE, the id label_nc) means 'unlabeled' "
                                  "and becomes an extra input channel; never scored by mIoU")
+        parser.add_argument("--cache_filelist_write", action="store_true",
+                            help="write the scanned file list of each data folder to "
+                                 "<folder>/files.list (SPADE's cache, for COCO/ADE20K-sized sets)")
+        parser.add_argument("--cache_filelist_read", action="store_true",
+                            help="read <folder>/files.list instead of scanning the folder, unless "
+                                 "a (sub-)folder changed after it was written")
         parser.add_argument("--eval_ignore_id", type=int, default=None,
                             help="a class id inside 0..label_nc-1 that is void (e.g. a custom "
                                  "set's 'unlabelled'): trained on as a class, not scored by mIoU")

@@ -7,8 +7,24 @@ from models.networks.loss import VGG_NORMALIZATIONS
 from options.base_options import BaseOptions
 
 
+DEBUG_SAMPLES = 10  # pix2pixHD's --debug: max_dataset_size 10
+
+
 class TrainOptions(BaseOptions):
     isTrain = True
+
+    def gather_options(self, args=None) -> argparse.Namespace:
+        opt = super().gather_options(args)
+        # SPADE: the betas' defaults follow --no_TTUR; given ones are used in both modes
+        if opt.beta1 is None:
+            opt.beta1 = 0.5 if opt.no_TTUR else 0.0
+        if opt.beta2 is None:
+            opt.beta2 = 0.999 if opt.no_TTUR else 0.9
+        if opt.debug:  # the recipe wins over other flags, as in pix2pixHD
+            opt.niter, opt.niter_decay = 1, 0
+            opt.max_dataset_size = min(opt.max_dataset_size, max(DEBUG_SAMPLES, opt.batchSize))
+            opt.display_freq = opt.print_freq = opt.batchSize  # every iteration
+        return opt
 
     def initialize(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser = super().initialize(parser)
@@ -22,6 +38,13 @@ class TrainOptions(BaseOptions):
         parser.add_argument("--save_epoch_freq", type=int, default=10,
                             help="save a per-epoch checkpoint every N epochs")
         parser.add_argument("--no_html", action="store_true", help="do not write the web page")
+        parser.add_argument("--tf_log", action="store_true",
+                            help="also write TensorBoard event files to checkpoints_dir/name/logs "
+                                 "(losses, lr, display images, validation metrics)")
+        parser.add_argument("--debug", action="store_true",
+                            help="a quick check of the whole pipeline, as pix2pixHD's --debug: one "
+                                 "epoch over at most 10 samples, printing and displaying every "
+                                 "iteration")
         parser.add_argument("--loss_warn_threshold", type=float, default=1e6,
                             help="warn once when a loss is finite but larger than this in magnitude "
                                  "(NaN/inf losses or state always stop the run); 0 = never")
@@ -37,11 +60,13 @@ class TrainOptions(BaseOptions):
         parser.add_argument("--niter_decay", type=int, default=0,
                             help="epochs of linear lr decay to zero after --niter")
         parser.add_argument("--optimizer", type=str, default="adam", choices=("adam",))
-        parser.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (with --no_TTUR)")
-        parser.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (with --no_TTUR)")
+        parser.add_argument("--beta1", type=float, default=None,
+                            help="Adam beta1; default 0.0 with TTUR, 0.5 with --no_TTUR (SPADE's)")
+        parser.add_argument("--beta2", type=float, default=None,
+                            help="Adam beta2; default 0.9 with TTUR, 0.999 with --no_TTUR (SPADE's)")
         parser.add_argument("--no_TTUR", action="store_true",
-                            help="same lr for G and D and --beta1/--beta2; default TTUR: "
-                                 "G lr/2, D lr*2, betas (0, 0.9)")
+                            help="same lr for G and D (betas default 0.5, 0.999); default TTUR: "
+                                 "G lr/2, D lr*2 (betas default 0, 0.9)")
         parser.add_argument("--lr", type=float, default=0.0002, help="initial learning rate")
         parser.add_argument("--accum_iter", type=int, default=1,
                             help="gradient accumulation: each optimizer step uses this many "

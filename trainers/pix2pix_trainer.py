@@ -49,10 +49,7 @@ class Pix2PixTrainer:
             setattr(model, "net" + short, performance.maybe_compile(net, opt))
         self.model = model
         self.amp_dtype = autocast_dtype(opt.amp)
-        if opt.no_TTUR:
-            betas = (opt.beta1, opt.beta2)
-        else:
-            betas = (0.0, 0.9)
+        betas = (opt.beta1, opt.beta2)  # their defaults follow --no_TTUR (options/train_options.py)
         lrs = learning_rates(opt, 1)
         # Discriminators (D, D_depth) form the D side; G, E, G_depth the G side.
         nets = model.networks()

@@ -154,7 +154,9 @@ class TrainingRun:
                 self.visualizer.plot_metrics(self.evaluator.history)
 
     def close(self) -> None:
-        """Release the run lock (the end of the run, or a failed start)."""
+        """Release the run lock and close the logs (the end of the run, or a failed start)."""
+        if getattr(self, "visualizer", None) is not None:
+            self.visualizer.close()
         if self.lock is not None:
             self.lock.release()
 
@@ -201,6 +203,7 @@ class TrainingRun:
                 # not SPADE's "(epoch: .., iters: ..)" shape, so loss-log parsers skip it
                 f.write(f"validation at epoch {epoch}, iteration {step}: {text}\n")
             self.visualizer.plot_metrics(self.evaluator.history)
+            self.visualizer.log_scalars(step, metrics, "val/")
 
     def _log(self, message: str) -> None:
         if self.ctx.is_main:
@@ -276,7 +279,8 @@ class TrainingRun:
                             self.visualizer.print_current_errors(
                                 epoch, counter.epoch_iter, counter.total_steps, values,
                                 counter.time_per_iter)
-                    if (self.visualizer is not None and not opt.no_html
+                            self.visualizer.log_scalars(counter.total_steps, trainer.current_lrs(), "lr/")
+                    if (self.visualizer is not None and (not opt.no_html or opt.tf_log)
                             and counter.needs_displaying(opt.display_freq)
                             and trainer.generated):
                         self.visualizer.display_current_results(

@@ -188,6 +188,21 @@ class Visualizer:
         if self.is_train:
             # A new header per start marks where a resumed run picks up.
             self._write_log_header()
+        self.tensorboard = None
+        if self.is_train and getattr(opt, "tf_log", False):
+            from util.tensorboard_log import TensorBoardLog
+            self.tensorboard = TensorBoardLog(os.path.join(self.expr_dir, "logs"))
+
+    def log_scalars(self, total_iters: int, values: Mapping[str, float], prefix: str) -> None:
+        """Scalars that are not losses (learning rates, validation metrics) for --tf_log."""
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(total_iters, values, prefix)
+
+    def close(self) -> None:
+        """Flush and close what stays open between calls (the --tf_log event file)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
     def _write_log_header(self) -> None:
         now = time.strftime("%c")
@@ -245,6 +260,8 @@ class Visualizer:
                                 total_iters: int) -> None:
         """Save ``visuals`` (key -> ``(H, W, 3) uint8``, in display order) for this step, redraw
         the loss curves and rebuild the pages with every step found in ``web/images``."""
+        if self.tensorboard is not None:
+            self.tensorboard.images(total_iters, visuals)
         if not self.use_html:
             return
         for key in visuals:
@@ -404,6 +421,8 @@ class Visualizer:
         the epoch on the curves' x axis; the line shows ``epoch_iter`` like SPADE. The curves
         and page header are redrawn here at most every ``REDRAW_SECONDS``."""
         line = format_losses(epoch, epoch_iter, losses, t_per_iter)
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(total_iters, {k: _as_float(v) for k, v in losses.items()}, "loss/")
         if not os.path.exists(self.log_name):
             self._write_log_header()
         with open(self.log_name, "a", encoding="utf-8") as f:
