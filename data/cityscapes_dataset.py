@@ -122,8 +122,8 @@ class CityscapesDataset(Pix2pixDataset):
                               f"DATAROOT/disparity/{split}/<city>/*_disparity.png)")
 
     def _pair(self, f: Folders, files: dict[str, list[str] | None], images_required: bool,
-              problems: Problems) -> list[PairedSample]:
-        samples = super()._pair(f, files, images_required, problems)
+              problems: Problems, by_order: bool = False) -> list[PairedSample]:
+        samples = super()._pair(f, files, images_required, problems, by_order)
         if "pair_depth" in problems.hints:  # name the Cityscapes way out, not just "remove it"
             problems.hint("pair_depth", f"give every label map its <city>_<seq>_<frame>_disparity.png "
                                         f"in {f.depth}, or pass --cityscapes_no_disparity to train "

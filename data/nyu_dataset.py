@@ -67,8 +67,8 @@ class NYUDataset(Pix2pixDataset):
         return files
 
     def _pair(self, f: Folders, files: Dict[str, Optional[List[str]]], images_required: bool,
-              problems: Problems) -> List[PairedSample]:
-        samples = super()._pair(f, files, images_required, problems)
+              problems: Problems, by_order: bool = False) -> List[PairedSample]:
+        samples = super()._pair(f, files, images_required, problems, by_order)
         if "pair_depth" in problems.hints:  # NYU samples always have depth: no "remove the folder"
             problems.hint("pair_depth", f"every label map needs its depth map in {f.depth}; re-run "
                                         "datasets/prepare_nyu.py to rewrite the missing files")

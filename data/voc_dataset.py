@@ -152,8 +152,8 @@ class VOCDataset(Pix2pixDataset):
         return super()._find_files(opt, f, problems)
 
     def _pair(self, f: Folders, files: Dict[str, Optional[List[str]]], images_required: bool,
-              problems: Problems) -> List[PairedSample]:
-        samples = super()._pair(f, files, images_required, problems)
+              problems: Problems, by_order: bool = False) -> List[PairedSample]:
+        samples = super()._pair(f, files, images_required, problems, by_order)
         # ids in the split file without a label map (reported with the pairing problems)
         have = {self.pair_key("label", s.label, f.label) for s in samples}
         for i in sorted(set(self.split_ids or ()) - have):

@@ -1,7 +1,7 @@
 """Side-by-side speed of this repository and NVlabs' official SPADE, as whole processes.
 
     python scripts/compare_official_spade.py --official /path/to/SPADE [--repeats 3] \
-        [--configs coco_train,coco_synth,camvid_train] [--official_pythonpath DIR] [--work DIR]
+        [--configs coco_train,coco_synth,camvid_train,camvid_synth] [--official_pythonpath DIR] [--work DIR]
 
 Each configuration runs ``train.py`` / ``test.py`` of both code bases with the same flags on the
 same data, one child process per run, alternating official / ours, ``--repeats`` times each.
@@ -16,6 +16,9 @@ Configurations (CPU, ``--gpu_ids -1``, VGG loss and VAE off, ``--nThreads 0``):
 * ``coco_synth``: the 8 COCO-Stuff val label maps at 256x256, ngf 64 (the published setting),
   one thread, both from one checkpoint that the official train.py writes (1 iteration); the
   synthesized PNGs of both are compared pixel by pixel;
+* ``camvid_synth``: fidelity, not speed: the CamVid-like set with its void stored as id 11 =
+  ``--label_nc 11`` (``--contain_dontcare_label``: SPADE's dontcare channel), ngf 16, one
+  checkpoint from the official train.py; both test.py outputs are compared pixel by pixel;
 * ``camvid_train``: a CamVid-like set made from the Cityscapes sample (see ``make_camvid_like``):
   11 classes + dontcare = 12 input channels, 128x96, ngf/ndf 32, batch 4, 10 iterations, two
   threads.
@@ -42,7 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from util.errors import OptionError, UserError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = ("coco_train", "coco_synth", "camvid_train")
+CONFIGS = ("coco_train", "coco_synth", "camvid_train", "camvid_synth")
 OFFICIAL_FILES = ("train.py", "test.py", "models/pix2pix_model.py", "options/base_options.py",
                   "models/networks/normalization.py")
 # Cityscapes label ids -> CamVid's 11 classes (sky, building, pole, road, sidewalk, tree,
@@ -80,17 +83,18 @@ def check_samples(samples: str) -> None:
                           "samples folder (COCO-Stuff and Cityscapes in their official layouts)")
 
 
-def make_camvid_like(samples: str, out: str) -> str:
+def make_camvid_like(samples: str, out: str, void: int = 255) -> str:
     """CamVid-like pairs from the Cityscapes sample: photos center-cropped to 4:3 and resized to
     CamVid's 480x360 (bicubic; labels nearest), label ids mapped to CamVid's 11 classes, the
-    rest void (255). Returns the folder with label/ and image/ (same file names)."""
+    rest void (``void``: 255, or 11 = the id after the last class, as CamVid's files store it).
+    Returns the folder with label/ and image/ (same file names)."""
     import numpy as np
     from PIL import Image
 
     label_dir, image_dir = os.path.join(out, "label"), os.path.join(out, "image")
     os.makedirs(label_dir, exist_ok=True)
     os.makedirs(image_dir, exist_ok=True)
-    lut = np.full(256, 255, dtype=np.uint8)
+    lut = np.full(256, void, dtype=np.uint8)
     for k, v in CITYSCAPES_TO_CAMVID.items():
         lut[k] = v
     photos = os.path.join(samples, "cityscapes", "leftImg8bit", "train")
@@ -118,6 +122,24 @@ def make_camvid_like(samples: str, out: str) -> str:
     return out
 
 
+def camvid_data(camvid_root: str) -> List[str]:
+    """The CamVid-like set's data flags: 11 classes + dontcare, 128x96."""
+    return ["--dataset_mode", "custom", "--label_dir", os.path.join(camvid_root, "label"),
+            "--image_dir", os.path.join(camvid_root, "image"), "--label_nc", "11",
+            "--contain_dontcare_label", "--no_instance", "--preprocess_mode", "fixed",
+            "--load_size", "128", "--crop_size", "128", "--aspect_ratio", "1.3333333333333333"]
+
+
+def shared_checkpoint_args(config: str, coco_root: str, camvid_root: str) -> List[str]:
+    """Flags of the official train.py run (1 iteration) that writes a synth config's checkpoint."""
+    common = ["--gpu_ids", "-1", "--nThreads", "0", "--no_vgg_loss", "--niter", "1",
+              "--niter_decay", "0", "--max_dataset_size", "1"]
+    if config == "coco_synth":
+        return common + ["--dataset_mode", "coco", "--dataroot", coco_root, "--load_size", "256",
+                         "--crop_size", "256", "--ngf", "64"]
+    return common + camvid_data(camvid_root) + ["--ngf", "16", "--ndf", "16", "--batchSize", "1"]
+
+
 def config_args(config: str, coco_root: str, camvid_root: str) -> Dict[str, object]:
     """Flags (the same for both code bases), thread count and what the run does."""
     common = ["--gpu_ids", "-1", "--nThreads", "0"]
@@ -127,17 +149,16 @@ def config_args(config: str, coco_root: str, camvid_root: str) -> Dict[str, obje
             "--crop_size", "128", "--ngf", "32", "--batchSize", "1", "--no_vgg_loss",
             "--niter", "2", "--niter_decay", "0"]}
     if config == "camvid_train":
-        return {"script": "train.py", "threads": 2, "args": common + [
-            "--dataset_mode", "custom", "--label_dir", os.path.join(camvid_root, "label"),
-            "--image_dir", os.path.join(camvid_root, "image"), "--label_nc", "11",
-            "--contain_dontcare_label", "--no_instance", "--preprocess_mode", "fixed",
-            "--load_size", "128", "--crop_size", "128", "--aspect_ratio", "1.3333333333333333",
+        return {"script": "train.py", "threads": 2, "args": common + camvid_data(camvid_root) + [
             "--ngf", "32", "--ndf", "32", "--batchSize", "4", "--no_vgg_loss",
             "--niter", "5", "--niter_decay", "0"]}
     if config == "coco_synth":
         return {"script": "test.py", "threads": 1, "args": common + [
             "--dataset_mode", "coco", "--dataroot", coco_root, "--load_size", "256",
             "--crop_size", "256", "--ngf", "64", "--how_many", "8", "--which_epoch", "latest"]}
+    if config == "camvid_synth":  # void stored as 11 = --label_nc: SPADE's dontcare channel
+        return {"script": "test.py", "threads": 1, "args": common + camvid_data(camvid_root) + [
+            "--ngf", "16", "--how_many", "8", "--which_epoch", "latest"]}
     raise OptionError(f"--configs: unknown configuration {config!r}; use {', '.join(CONFIGS)}")
 
 
@@ -169,14 +190,16 @@ def run_timed(cmd: Sequence[str], cwd: str, env: Dict[str, str], log: str) -> Di
 
 
 def compare_images(folder_a: str, folder_b: str) -> Dict[str, object]:
-    """Pixel comparison of same-named PNGs: how many are identical, the largest difference."""
+    """Pixel comparison of same-named PNGs: how many are identical, the largest difference, and
+    how many 8-bit values differ at all / by more than 1 (official SPADE truncates to 8 bits
+    where we round: a difference of 1 is that, not the network)."""
     import numpy as np
     from PIL import Image
 
     names = sorted(n for n in os.listdir(folder_a) if n.endswith(".png"))
     other = set(os.listdir(folder_b)) if os.path.isdir(folder_b) else set()
     missing = [n for n in names if n not in other]
-    identical, max_diff = 0, 0
+    identical, max_diff, values, differing, over_one = 0, 0, 0, 0, 0
     for n in names:
         if n in missing:
             continue
@@ -185,10 +208,15 @@ def compare_images(folder_a: str, folder_b: str) -> Dict[str, object]:
         if a.shape != b.shape:
             max_diff = 255
             continue
-        d = int(np.abs(a - b).max())
+        diff = np.abs(a - b)
+        d = int(diff.max())
         identical += d == 0
         max_diff = max(max_diff, d)
-    return {"images": len(names), "identical": identical, "missing": missing, "max_abs_diff": max_diff}
+        values += diff.size
+        differing += int((diff > 0).sum())
+        over_one += int((diff > 1).sum())
+    return {"images": len(names), "identical": identical, "missing": missing, "max_abs_diff": max_diff,
+            "values": values, "differing_values": differing, "values_off_by_more_than_1": over_one}
 
 
 def median_row(runs: List[Dict[str, float]]) -> Dict[str, float]:
@@ -245,18 +273,20 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     coco_root = os.path.join(samples, "coco_stuff")
     camvid_root = make_camvid_like(samples, os.path.join(work, "camvid_like")) \
         if "camvid_train" in configs else ""
+    camvid_void11 = make_camvid_like(samples, os.path.join(work, "camvid_like_void11"), void=11) \
+        if "camvid_synth" in configs else ""
     sides = {"official": (official, a.official_pythonpath), "ours": (REPO, None)}
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
     checks: Dict[str, object] = {}
     for config in configs:
-        spec = config_args(config, coco_root, camvid_root)
+        data_root = camvid_void11 if config == "camvid_synth" else camvid_root
+        spec = config_args(config, coco_root, data_root)
         base = os.path.join(work, config)
         ckpt_root = os.path.join(base, "checkpoints")
-        if config == "coco_synth":  # one checkpoint for both: the official layout, 1 iteration
+        synth = config.endswith("_synth")
+        if synth:  # one checkpoint for both: the official layout, 1 iteration
             make = [a.python, "train.py", "--name", "synth", "--checkpoints_dir", ckpt_root,
-                    "--dataset_mode", "coco", "--dataroot", coco_root, "--gpu_ids", "-1",
-                    "--nThreads", "0", "--load_size", "256", "--crop_size", "256", "--ngf", "64",
-                    "--no_vgg_loss", "--niter", "1", "--niter_decay", "0", "--max_dataset_size", "1"]
+                    *shared_checkpoint_args(config, coco_root, data_root)]
             if not os.path.isfile(os.path.join(ckpt_root, "synth", "latest_net_G.pth")):
                 print(f"[{config}] writing the shared checkpoint with the official train.py", file=sys.stderr)
                 os.makedirs(base, exist_ok=True)
@@ -268,7 +298,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
                 shutil.rmtree(out, ignore_errors=True)
                 os.makedirs(out)
                 cmd = [a.python, str(spec["script"])] + list(spec["args"])
-                if config == "coco_synth":
+                if synth:
                     cmd += ["--name", "synth", "--checkpoints_dir", ckpt_root,
                             "--results_dir", os.path.join(out, "results")]
                 else:
@@ -280,7 +310,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
                       f"({row['cpu_s']:.1f} s CPU), "
                       f"{row['peak_rss_mib']:.0f} MiB", file=sys.stderr)
         results[config] = {side: median_row(v) for side, v in runs.items()}
-        if config == "coco_synth":
+        if synth:
             last = a.repeats - 1
             images = ["results", "synth", "test_latest", "images", "synthesized_image"]
             checks[config] = compare_images(os.path.join(base, f"official_{last}", *images),
@@ -289,7 +319,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     print(table)
     for config, check in checks.items():
         print(f"\n{config}: {check['identical']} of {check['images']} synthesized images identical "
-              f"to the official ones (largest pixel difference {check['max_abs_diff']}"
+              f"to the official ones (largest pixel difference {check['max_abs_diff']}; "
+              f"{check['differing_values']} of {check['values']} 8-bit values differ, "
+              f"{check['values_off_by_more_than_1']} by more than 1"
               + (f"; missing in ours: {', '.join(check['missing'])}" if check["missing"] else "") + ")")
     summary = {"results": results, "image_checks": checks, "work": work}
     with open(os.path.join(work, "compare.json"), "w") as f:

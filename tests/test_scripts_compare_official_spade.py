@@ -87,6 +87,10 @@ def test_camvid_like_set_maps_classes_and_size(tmp_path):
     assert label.shape == (cmp.CAMVID_SIZE[1], cmp.CAMVID_SIZE[0])
     assert set(np.unique(label)) == {3, 8, 255}  # id 0 (unlabeled) is void
     assert sorted(p.name for p in (out / "label").iterdir()) == [f"s{i}.png" for i in range(4)]
+    void11 = Path(cmp.make_camvid_like(str(samples), str(tmp_path / "camvid11"), void=11))
+    assert set(np.unique(np.asarray(Image.open(void11 / "label" / "s0.png")))) == {3, 8, 11}
+    synth = cmp.config_args("camvid_synth", "", str(void11))["args"]
+    assert "--contain_dontcare_label" in synth and synth[synth.index("--label_nc") + 1] == "11"
     # fewer than one batch of pairs: refused
     for p in list(photos.iterdir())[1:]:
         p.unlink()
@@ -122,10 +126,12 @@ def test_compare_images_counts_identical_and_largest_difference(tmp_path):
     Image.fromarray(img).save(a / "diff.png")
     changed = img.copy()
     changed[0, 0, 1] = 5
+    changed[1, 1, 2] = 1  # a truncation-vs-rounding difference
     Image.fromarray(changed).save(b / "diff.png")
     Image.fromarray(img).save(a / "only_a.png")
     check = cmp.compare_images(str(a), str(b))
-    assert check == {"images": 3, "identical": 1, "missing": ["only_a.png"], "max_abs_diff": 5}
+    assert check == {"images": 3, "identical": 1, "missing": ["only_a.png"], "max_abs_diff": 5,
+                     "values": 2 * 8 * 8 * 3, "differing_values": 2, "values_off_by_more_than_1": 1}
 
 
 def test_table_has_medians_and_ratios():
