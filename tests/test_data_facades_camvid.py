@@ -251,7 +251,7 @@ def test_camvid_problems_are_listed_together(camvid):
         create_dataset(opt_of(CAMVID, camvid))
     msg = str(info.value)
     assert "2 problems" in msg and "0006R0_f00930.png: no image named '0006R0_f00930'" in msg
-    assert "Seq05VD_f00000.png: label id 12 is >= --label_nc 11" in msg
+    assert "Seq05VD_f00000.png: label id 12 is > --label_nc 11" in msg  # 11 is dontcare
     with pytest.raises(DatasetError, match="marks void pixels with id 11"):
         create_dataset(opt_of(CAMVID, camvid, contain_dontcare_label=False, phase="test",
                               isTrain=False))

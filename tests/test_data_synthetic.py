@@ -148,7 +148,9 @@ def test_sample_dict_keys_dtypes_shapes_ranges():
     ds = create_dataset(make_opt(crop_size=64, aspect_ratio=2.0))
     assert isinstance(ds, DATASETS.get("synthetic")) and len(ds) == 6
     s = ds[2]
-    assert set(s) == {"label", "instance", "image", "depth", "has_image", "has_depth", "path"}
+    assert set(s) == {"label", "instance", "image", "depth", "depth_valid", "has_image",
+                      "has_depth", "path"}
+    assert s["depth_valid"].shape == (1, 32, 64) and bool(s["depth_valid"].all())  # sky: measured far
     assert s["label"].shape == (1, 32, 64) and s["label"].dtype == torch.int64
     assert s["instance"].shape == (1, 32, 64) and s["instance"].dtype == torch.int64
     assert s["image"].shape == (3, 32, 64) and s["image"].dtype == torch.float32

@@ -32,7 +32,8 @@ def test_spade_option_names_exist(tmp_path):
 
 def test_spade_defaults_and_generator_hook(tmp_path):
     opt = TrainOptions().parse(["--checkpoints_dir", str(tmp_path)], save=False)
-    assert (opt.lr, opt.beta1, opt.beta2, opt.niter, opt.niter_decay) == (0.0002, 0.5, 0.999, 50, 0)
+    # SPADE's: with TTUR (its default) Adam's betas default to (0, 0.9)
+    assert (opt.lr, opt.beta1, opt.beta2, opt.niter, opt.niter_decay) == (0.0002, 0.0, 0.9, 50, 0)
     assert (opt.lambda_feat, opt.lambda_vgg, opt.lambda_kld, opt.gan_mode) == (10.0, 10.0, 0.05, "hinge")
     assert (opt.num_D, opt.n_layers_D, opt.ngf, opt.ndf, opt.z_dim) == (2, 4, 64, 64, 256)
     assert opt.norm_G == "spectralspadesyncbatch3x3"  # set by the spade generator's hook
