@@ -5,7 +5,7 @@ One place for:
 
 * :func:`check_official`: is ``--official`` a checkout of the expected project?
 * :func:`add_official_options`, :func:`parse_configs` and :func:`work_folder`: the options
-  every script has (``--official``, ``--official_pythonpath``, ``--work``, ``--configs``,
+  the scripts share (``--official``, ``--official_pythonpath``, ``--work``, ``--configs``,
   ``--python``);
 * :func:`replace_in_copy`: apply a script's text patches to its copy of the official code;
 * :func:`child_env` and :func:`run`: one child process with its own thread count and
@@ -13,8 +13,8 @@ One place for:
 * :func:`png_pairs`, :func:`compare_pngs`, :func:`add_difference`: the 8-bit image comparison,
   with one result format (:func:`empty_comparison`) for every script.
 
-What differs between the official code bases (patches of their copy, data layouts, flags,
-tables) stays in each script.
+What differs between the official code bases (what to patch in their copy, data layouts,
+flags, tables) stays in each script.
 """
 from __future__ import annotations
 
