@@ -31,14 +31,14 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from util.errors import OptionError, UserError  # noqa: E402
+from scripts import official_code as oc  # noqa: E402
+from util.errors import OptionError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL_FILES = ("test.py", "models/networks/generator.py", "models/networks/architecture.py",
@@ -97,16 +97,7 @@ TEST_PY_PATCHES = {
 
 def check_official(path: Optional[str]) -> str:
     """The absolute path of an official ASAPNet checkout, or an OptionError saying what is wrong."""
-    if not path:
-        raise OptionError("--official: give the folder of a checkout of the authors' ASAPNet "
-                          "(git clone of github.com/tamarott/ASAPNet)")
-    root = os.path.abspath(path)
-    if not os.path.isdir(root):
-        raise OptionError(f"--official {path}: no such folder; give a checkout of tamarott/ASAPNet")
-    missing = [f for f in OFFICIAL_FILES if not os.path.isfile(os.path.join(root, f))]
-    if missing:
-        raise OptionError(f"--official {path}: not an ASAPNet checkout (no {', '.join(missing)}); "
-                          "give the folder that holds its test.py")
+    root = oc.check_official(path, "ASAPNet", "github.com/tamarott/ASAPNet", OFFICIAL_FILES)
     with open(os.path.join(root, "models", "networks", "generator.py")) as f:
         if "ASAPNetsGenerator" not in f.read():
             raise OptionError(f"--official {path}: models/networks/generator.py has no "
@@ -151,53 +142,16 @@ def official_layout(samples: str, out: str) -> str:
     return out
 
 
-def run(cmd: Sequence[str], cwd: str, log: str, pythonpath: Optional[str] = None, threads: int = 2) -> None:
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    env["OMP_NUM_THREADS"] = str(threads)
-    with open(log, "w") as out:
-        code = subprocess.call(list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    if code != 0:
-        with open(log) as f:
-            tail = f.read()[-2000:]
-        raise UserError(f"{' '.join(cmd)} (in {cwd}) failed with exit code {code}; log {log}:\n{tail}")
-
-
 def frame_id(file_name: str) -> str:
     """``city_seq_frame`` of a Cityscapes file name: the official test.py names its PNGs after
     the photo (``*_leftImg8bit.png``), ours after the label map (``*_gtFine_labelIds.png``)."""
     return "_".join(os.path.basename(file_name).split("_")[:3])
 
 
-def compare_images(folder_a: str, folder_b: str) -> Dict[str, object]:
-    """PNGs of two folders paired by Cityscapes frame: the largest difference in grey levels,
-    the number of differing values (pixel x channel) out of all, the images compared and the
-    frames missing in ``folder_b``."""
-    import numpy as np
-    from PIL import Image
-
-    def by_frame(folder: str) -> Dict[str, str]:
-        return {frame_id(n): n for n in sorted(os.listdir(folder)) if n.endswith(".png")}
-
-    names_a, names_b = by_frame(folder_a), by_frame(folder_b)
-    names = sorted(names_a)
-    missing = [n for n in names if n not in names_b]
-    max_diff, differing, total = 0, 0, 0
-    for n in names:
-        if n in missing:
-            continue
-        a = np.asarray(Image.open(os.path.join(folder_a, names_a[n])).convert("RGB"), dtype=np.int16)
-        b = np.asarray(Image.open(os.path.join(folder_b, names_b[n])).convert("RGB"), dtype=np.int16)
-        if a.shape != b.shape:
-            raise UserError(f"{n}: official image {a.shape} vs ours {b.shape}")
-        d = np.abs(a - b)
-        max_diff = max(max_diff, int(d.max()))
-        differing += int((d > 0).sum())
-        total += d.size
-    return {"images": len(names) - len(missing), "missing": missing, "max_abs_diff": max_diff,
-            "differing_values": differing, "values": total}
+def compare_images(official_dir: str, our_dir: str) -> Dict[str, object]:
+    """The PNGs of the two folders paired by Cityscapes frame (see ``frame_id``), compared
+    pixel by pixel (official_code.empty_comparison has the keys)."""
+    return oc.compare_pngs(oc.png_pairs(official_dir, our_dir, key=frame_id))
 
 
 def image_spread(folder: str) -> float:
@@ -226,7 +180,6 @@ def truncated_check(args: Sequence[str], official_folder: str, how_many: int) ->
     compared with the official PNGs: isolates the network from the 8-bit conversion."""
     import numpy as np
     import torch
-    from PIL import Image
 
     from data import create_dataset
     from models import MODELS
@@ -240,20 +193,16 @@ def truncated_check(args: Sequence[str], official_folder: str, how_many: int) ->
     model.eval()
     dataset = create_dataset(opt)
     official = {frame_id(n): n for n in os.listdir(official_folder) if n.endswith(".png")}
-    max_diff, differing, total = 0, 0, 0
+    result = oc.empty_comparison()
     with torch.inference_mode():
         for i in range(min(how_many, len(dataset))):
             sample = dataset[i]
             batch = {k: (v.unsqueeze(0) if isinstance(v, torch.Tensor) else [v]) for k, v in sample.items()}
             out = model.inference(batch)[0].float().cpu().numpy().transpose(1, 2, 0)
-            ours = np.clip((out + 1) / 2.0 * 255.0, 0, 255).astype(np.uint8).astype(np.int16)
-            theirs = np.asarray(Image.open(os.path.join(official_folder, official[frame_id(sample["path"])]))
-                                .convert("RGB"), dtype=np.int16)
-            d = np.abs(ours - theirs)
-            max_diff = max(max_diff, int(d.max()))
-            differing += int((d > 0).sum())
-            total += d.size
-    return {"max_abs_diff": max_diff, "differing_values": differing, "values": total}
+            ours = np.clip((out + 1) / 2.0 * 255.0, 0, 255).astype(np.uint8)
+            frame = frame_id(sample["path"])
+            oc.add_difference(result, frame, oc.read_rgb(os.path.join(official_folder, official[frame])), ours)
+    return result
 
 
 def fixture_text(flags: Sequence[str], table: Dict[str, List[int]]) -> str:
@@ -266,41 +215,33 @@ def fixture_text(flags: Sequence[str], table: Dict[str, List[int]]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--official", help="folder of a checkout of github.com/tamarott/ASAPNet")
-    p.add_argument("--official_pythonpath", default=None,
-                   help="PYTHONPATH for the official runs only (where `dill` and `dominate` are installed)")
+    oc.add_official_options(p, "folder of a checkout of github.com/tamarott/ASAPNet",
+                            "PYTHONPATH for the official runs only (where `dill` and `dominate` are installed)",
+                            CONFIGS, default_configs="cs256,cs512")
     p.add_argument("--samples", default=os.path.join(os.path.dirname(REPO), "shared", "samples"),
                    help="samples folder with cityscapes/ in its official layout")
-    p.add_argument("--work", default=None, help="scratch folder (default: a new temporary one)")
-    p.add_argument("--configs", default="cs256,cs512", help="comma-separated, from " + ", ".join(CONFIGS))
     p.add_argument("--how_many", type=int, default=2, help="label maps synthesized per configuration")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--write_fixtures", default=None,
                    help="also write the official key/shape tables as DIR/asapnet_<config>.json")
-    p.add_argument("--python", default=sys.executable, help="interpreter for both code bases")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     a = build_parser().parse_args(argv)
     official_src = check_official(a.official)
-    configs = [c for c in a.configs.split(",") if c]
-    for c in configs:
-        if c not in CONFIGS:
-            raise OptionError(f"--configs: unknown configuration {c!r}; use {', '.join(CONFIGS)}")
+    configs = oc.parse_configs(a.configs, CONFIGS)
     if a.how_many < 1:
         raise OptionError(f"--how_many must be at least 1 (got {a.how_many})")
-    if a.work is None:
-        import tempfile
-        a.work = tempfile.mkdtemp(prefix="compare_official_asapnet_")
-    work = os.path.abspath(a.work)
-    os.makedirs(work, exist_ok=True)
+    work = oc.work_folder(a.work, "compare_official_asapnet_")
     samples = os.path.abspath(a.samples)
     official = patch_official(official_src, os.path.join(work, "official"))
     official_root = official_layout(samples, os.path.join(work, "cityscapes_official_folders"))
     maker = os.path.join(official, "make_random_checkpoint.py")  # beside its packages
     with open(maker, "w") as f:
         f.write(MAKER)
+    # two threads each; PYTHONPATH only for the official side (its dill, dominate)
+    official_env, our_env = oc.child_env(a.official_pythonpath, threads=2), oc.child_env(threads=2)
     summary: Dict[str, object] = {"work": work, "configs": {}}
     for config in configs:
         base = os.path.join(work, config)
@@ -313,16 +254,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         ckpt = os.path.join(base, "checkpoints", config, "latest_net_G.pth")
         table_path = os.path.join(base, "official_keys.json")
         print(f"[{config}] official random checkpoint", file=sys.stderr)
-        run([a.python, maker, json.dumps(common + ["--dataroot", official_root]), ckpt, table_path,
-             str(a.seed)], official, os.path.join(base, "make.log"), a.official_pythonpath)
+        oc.run([a.python, maker, json.dumps(common + ["--dataroot", official_root]), ckpt, table_path,
+                str(a.seed)], official, official_env, os.path.join(base, "make.log"))
         print(f"[{config}] official test.py", file=sys.stderr)
-        run([a.python, "test.py"] + common + ["--dataroot", official_root,
-                                              "--results_dir", os.path.join(base, "official")],
-            official, os.path.join(base, "official.log"), a.official_pythonpath)
+        oc.run([a.python, "test.py"] + common + ["--dataroot", official_root,
+                                                 "--results_dir", os.path.join(base, "official")],
+               official, official_env, os.path.join(base, "official.log"))
         ours_args = common + ["--dataroot", os.path.join(samples, "cityscapes"), "--netG", "asapnet"]
         print(f"[{config}] our test.py", file=sys.stderr)
-        run([a.python, "test.py"] + ours_args + ["--results_dir", os.path.join(base, "ours")],
-            REPO, os.path.join(base, "ours.log"))
+        oc.run([a.python, "test.py"] + ours_args + ["--results_dir", os.path.join(base, "ours")],
+               REPO, our_env, os.path.join(base, "ours.log"))
         with open(table_path) as f:
             theirs = json.load(f)
         mine = our_key_table(ours_args)
@@ -344,12 +285,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
                 f.write(fixture_text(CONFIGS[config] + ["--dataset_mode", "cityscapes"], theirs))
         print(f"{config}: {check['keys']} tensors, names {'equal' if same_keys else 'DIFFER'}, "
               f"shapes {'equal' if same_shapes else 'DIFFER'}; strict load ok; "
-              f"{check['images']} images: max |official - ours| = {check['max_abs_diff']} grey "
-              f"levels, {check['differing_values']} of {check['values']} values differ "
-              f"(official grey-level std {check['official_grey_std']:.1f}; ours rounds to 8 bits, "
-              f"the official code truncates); with the official truncation: max "
-              f"{check['truncated']['max_abs_diff']}, {check['truncated']['differing_values']} "
-              f"values differ")
+              f"{oc.comparison_line(check)} (official grey-level std "
+              f"{check['official_grey_std']:.1f}; ours rounds to 8 bits, the official code "
+              f"truncates); with the official truncation: max {check['truncated']['max_abs_diff']}, "
+              f"{check['truncated']['differing']} values differ")
     with open(os.path.join(work, "compare.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary

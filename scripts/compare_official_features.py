@@ -28,15 +28,19 @@ import glob
 import json
 import os
 import shutil
-import subprocess
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from scripts import official_code as oc  # noqa: E402
+
+OFFICIAL_FILES = ("encode_features.py", "models/pix2pixHD_model.py", "models/networks.py",
+                  "data/aligned_dataset.py", "options/train_options.py")
 
 # (file, text, replacement): the least that makes the official code run on a CPU with today's
 # torch / numpy / Pillow.
@@ -70,25 +74,17 @@ torch.save(out, sys.argv[3])
 """
 
 
-def run(cmd: List[str], cwd: str, pythonpath: List[str]) -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath))
-    done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode:
-        sys.exit(f"error: {' '.join(cmd[:3])} ... failed in {cwd}:\n{done.stdout[-3000:]}")
+def check_official(path: Optional[str]) -> str:
+    """The absolute path of an official pix2pixHD checkout, or an OptionError saying what is wrong."""
+    return oc.check_official(path, "pix2pixHD", "github.com/NVIDIA/pix2pixHD", OFFICIAL_FILES)
 
 
 def patched_copy(official: str, work: str) -> str:
+    """Copy the checkout to ``WORK/official`` and apply ``CPU_PATCHES`` to the copy."""
     target = os.path.join(work, "official")
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(official, target, ignore=shutil.ignore_patterns(".git", "imgs", "checkpoints"))
-    for name, old, new in CPU_PATCHES:
-        path = os.path.join(target, name)
-        with open(path) as f:
-            text = f.read()
-        if old not in text:
-            sys.exit(f"error: {name} of {official} has no {old!r}: not the checked commit?")
-        with open(path, "w") as f:
-            f.write(text.replace(old, new))
+    oc.replace_in_copy(official, target, CPU_PATCHES, "docs/pix2pixhd_features.md")
     return target
 
 
@@ -120,7 +116,7 @@ def inertia(points: np.ndarray, centres: np.ndarray) -> float:
     return float(((points[:, None] - centres[None]) ** 2).sum(2).min(1).sum())
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official", required=True, help="checkout of NVIDIA/pix2pixHD")
     parser.add_argument("--official_pythonpath", default="", help="folder with scikit-learn (for both sides)")
@@ -129,11 +125,16 @@ def main() -> None:
     parser.add_argument("--load_size", type=int, default=256)
     parser.add_argument("--n_clusters", type=int, default=3,
                         help="3: below the classes' record counts of the 8-image sample, so k-means has work")
-    args = parser.parse_args()
-    work = os.path.abspath(args.work)
-    os.makedirs(work, exist_ok=True)
+    args = parser.parse_args(argv)
+    source = check_official(args.official)
+    work = oc.work_folder(args.work, "compare_official_features_")
     extra = [args.official_pythonpath] if args.official_pythonpath else []
-    official = patched_copy(args.official, work)
+    official = patched_copy(source, work)
+
+    def run(cmd: List[str], cwd: str, pythonpath: List[str], log: str) -> None:
+        # scikit-learn (on --official_pythonpath) serves both sides here
+        oc.run(cmd, cwd, oc.child_env(pythonpath), os.path.join(work, log))
+
     data = official_layout(args.dataroot, work)
     ck = os.path.join(work, "official_checkpoints")
     shutil.rmtree(ck, ignore_errors=True)
@@ -141,8 +142,8 @@ def main() -> None:
              "--loadSize", str(args.load_size), "--resize_or_crop", "scale_width", "--gpu_ids", "-1",
              "--instance_feat", "--nef", "16", "--feat_num", "3", "--n_downsample_E", "4",
              "--n_clusters", str(args.n_clusters), "--no_vgg_loss", "--ngf", "8", "--ndf", "8"]
-    run([sys.executable, "-c", OFFICIAL_INIT] + flags, official, [official] + extra)
-    run([sys.executable, "encode_features.py"] + flags, official, [official] + extra)
+    run([sys.executable, "-c", OFFICIAL_INIT] + flags, official, [official] + extra, "official_init.log")
+    run([sys.executable, "encode_features.py"] + flags, official, [official] + extra, "official_encode.log")
     official_e = os.path.join(ck, "fid", "latest_net_E.pth")
 
     # ours, from the same E file, on the official Cityscapes layout
@@ -157,7 +158,8 @@ def main() -> None:
              "--dataroot", args.dataroot, "--preprocess_mode", "scale_width", "--load_size",
              str(args.load_size), "--crop_size", str(args.load_size), "--instance_feat", "--netG",
              "pix2pixhd", "--nef", "16", "--feat_num", "3", "--n_downsample_E", "4",
-             "--n_clusters", str(args.n_clusters), "--kmeans", kmeans], ROOT, [ROOT] + extra)
+             "--n_clusters", str(args.n_clusters), "--kmeans", kmeans], ROOT, [ROOT] + extra,
+            f"ours_{kmeans}.log")
         ours[kmeans] = os.path.join(folder, "fid")
 
     # network level: the same input tensors through both encoders
@@ -175,7 +177,7 @@ def main() -> None:
     inputs = {"image": [s["image"][None] for s in samples], "instance": [s["instance"][None] for s in samples]}
     torch.save(inputs, os.path.join(work, "inputs.pt"))
     run([sys.executable, "-c", OFFICIAL_POOL, official_e, os.path.join(work, "inputs.pt"),
-         os.path.join(work, "official_pooled.pt")], official, [official] + extra)
+         os.path.join(work, "official_pooled.pt")], official, [official] + extra, "official_pool.log")
     reference = torch.load(os.path.join(work, "official_pooled.pt"))
     net = FeatureEncoder(opt)
     net.load_state_dict(torch.load(official_e, weights_only=True), strict=True)
@@ -208,7 +210,9 @@ def main() -> None:
         "classes": len(ratios), "mean": float(np.mean(ratios)) if ratios else None,
         "max": float(np.max(ratios)) if ratios else None}
     print(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    from util.cli import run_reporting_errors
+    run_reporting_errors(lambda: main(sys.argv[1:]))

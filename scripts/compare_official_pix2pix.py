@@ -39,12 +39,13 @@ import json
 import os
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from util.errors import OptionError, UserError  # noqa: E402
+from scripts import official_code as oc  # noqa: E402
+from util.errors import OptionError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL_FILES = ("train.py", "test.py", "models/pix2pix_model.py", "models/networks.py",
@@ -66,18 +67,8 @@ IMAGE_PAIRS = (("fake_B", "synthesized_image"), ("real_A", "input_label"), ("rea
 
 def check_official(path: Optional[str]) -> str:
     """The absolute path of a pytorch-CycleGAN-and-pix2pix checkout, or an OptionError."""
-    if not path:
-        raise OptionError("--official: give the folder of a checkout of junyanz's "
-                          "pytorch-CycleGAN-and-pix2pix")
-    root = os.path.abspath(path)
-    if not os.path.isdir(root):
-        raise OptionError(f"--official {path}: no such folder; give a checkout of "
-                          "junyanz/pytorch-CycleGAN-and-pix2pix")
-    missing = [f for f in OFFICIAL_FILES if not os.path.isfile(os.path.join(root, f))]
-    if missing:
-        raise OptionError(f"--official {path}: not a pytorch-CycleGAN-and-pix2pix checkout (no "
-                          f"{', '.join(missing)}); give the folder holding its train.py and test.py")
-    return root
+    return oc.check_official(path, "pytorch-CycleGAN-and-pix2pix",
+                             "github.com/junyanz/pytorch-CycleGAN-and-pix2pix", OFFICIAL_FILES)
 
 
 def official_commit(root: str) -> str:
@@ -136,69 +127,27 @@ def our_command(python: str, config: str, data: str, checkpoints: str, results: 
             "--results_dir", results, "--eval", "--how_many", str(num_test)] + list(spec["ours"])
 
 
-def child_env(pythonpath: Optional[str]) -> Dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "2")
-    env.pop("PYTHONPATH", None)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    return env
-
-
-def run(cmd: Sequence[str], cwd: str, env: Dict[str, str], log: str) -> None:
-    """Run one child to the end; a failure is a UserError with the tail of its log."""
-    with open(log, "w") as out:
-        code = subprocess.run(list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
-    if code != 0:
-        with open(log) as f:
-            tail = f.read()[-1500:]
-        raise UserError(f"{' '.join(cmd)} (in {cwd}) failed with exit code {code}; log {log}:\n{tail}")
-
-
-def compare_pngs(official_images: str, our_images: str) -> Dict[str, object]:
+def compare_pngs(official_images: str, our_images: str) -> Dict[str, Dict[str, object]]:
     """Compare official ``<stem>_<kind>.png`` with our ``<our kind>/<stem>.png`` for every
-    pair of ``IMAGE_PAIRS``: per kind the images compared, the largest absolute difference
-    (grey levels; 255 for a missing image or another size), pixel values that differ at all
-    and by more than 1, out of all values (H * W * 3 per image)."""
-    import numpy as np
-    from PIL import Image
-
-    out: Dict[str, object] = {}
+    pair of ``IMAGE_PAIRS``: per our kind, official_code.compare_pngs's result (a missing
+    image or one of another size counts as a difference of 255)."""
+    out: Dict[str, Dict[str, object]] = {}
     for theirs, ours in IMAGE_PAIRS:
-        stems = sorted(n[:-len(f"_{theirs}.png")] for n in os.listdir(official_images)
-                       if n.endswith(f"_{theirs}.png"))
-        row = {"images": len(stems), "max_abs_diff": 0, "differing": 0, "differing_by_more_than_1": 0,
-               "values": 0, "missing": []}
-        for stem in stems:
-            mine = os.path.join(our_images, ours, stem + ".png")
-            if not os.path.isfile(mine):
-                row["missing"].append(stem)
-                row["max_abs_diff"] = 255
-                continue
-            a = np.asarray(Image.open(os.path.join(official_images, f"{stem}_{theirs}.png")).convert("RGB"), np.int16)
-            b = np.asarray(Image.open(mine).convert("RGB"), np.int16)
-            if a.shape != b.shape:
-                row["max_abs_diff"] = 255
-                row["missing"].append(f"{stem} (size {b.shape[1]}x{b.shape[0]}, official {a.shape[1]}x{a.shape[0]})")
-                continue
-            d = np.abs(a - b)
-            row["max_abs_diff"] = max(row["max_abs_diff"], int(d.max()))
-            row["differing"] += int((d > 0).sum())
-            row["differing_by_more_than_1"] += int((d > 1).sum())
-            row["values"] += int(d.size)
-        out[ours] = row
+        suffix = f"_{theirs}.png"
+        stems = sorted(n[:-len(suffix)] for n in os.listdir(official_images) if n.endswith(suffix))
+        out[ours] = oc.compare_pngs((stem, os.path.join(official_images, stem + suffix),
+                                     os.path.join(our_images, ours, stem + ".png")) for stem in stems)
     return out
 
 
 def truncated_differences(config: str, data: str, checkpoints: str, official_images: str,
-                          num_test: int) -> Dict[str, int]:
+                          num_test: int) -> Dict[str, object]:
     """Our generator in this process, on the same checkpoint and test images as our test.py,
     its float output converted as the official ``tensor2im`` does (truncation): how many 8-bit
     values differ from the official ``fake_B`` PNGs (0 means the same numbers up to float
     rounding), out of how many."""
     import numpy as np
     import torch
-    from PIL import Image
 
     from data import create_dataset
     from models import MODELS
@@ -211,48 +160,35 @@ def truncated_differences(config: str, data: str, checkpoints: str, official_ima
     model = MODELS.get(opt.model)(opt)
     checkpoint.load_networks(model.networks(), os.path.join(checkpoints, config), "latest", opt)
     model.eval()
-    differing = total = 0
+    result = oc.empty_comparison()
     for i in range(min(num_test, len(dataset))):
         sample = dataset[i]
         batch = {k: (v.unsqueeze(0) if torch.is_tensor(v) else [v]) for k, v in sample.items()}
         out = model.inference(batch)[0].float().numpy().transpose(1, 2, 0)
-        mine = ((out + 1) / 2.0 * 255.0).astype(np.uint8).astype(np.int16)
+        mine = ((out + 1) / 2.0 * 255.0).astype(np.uint8)
         stem = os.path.splitext(os.path.basename(sample["path"]))[0]
-        theirs = np.asarray(Image.open(os.path.join(official_images, f"{stem}_fake_B.png")).convert("RGB"), np.int16)
-        differing += int((mine != theirs).sum())
-        total += int(mine.size)
-    return {"differing": differing, "values": total}
+        oc.add_difference(result, stem, oc.read_rgb(os.path.join(official_images, f"{stem}_fake_B.png")), mine)
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--official", help="folder of a checkout of junyanz/pytorch-CycleGAN-and-pix2pix")
-    p.add_argument("--official_pythonpath", default=None,
-                   help="PYTHONPATH for the official code (packages only it needs)")
+    oc.add_official_options(p, "folder of a checkout of junyanz/pytorch-CycleGAN-and-pix2pix",
+                            "PYTHONPATH for the official code (packages only it needs)", CONFIGS)
     p.add_argument("--official_commit", default=None,
                    help="commit of the official code, when --official is an archive without .git")
-    p.add_argument("--work", default=None, help="scratch folder (default: a new temporary one)")
-    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, from " + ", ".join(CONFIGS))
     p.add_argument("--num_test", type=int, default=3, help="test images per configuration")
     p.add_argument("--tolerance", type=int, default=1, help="largest accepted difference (grey levels)")
-    p.add_argument("--python", default=sys.executable, help="interpreter for both code bases")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     a = build_parser().parse_args(argv)
     official = check_official(a.official)
-    configs = [c for c in a.configs.split(",") if c]
-    for c in configs:
-        if c not in CONFIGS:
-            raise OptionError(f"--configs: unknown configuration {c!r}; use {', '.join(CONFIGS)}")
+    configs = oc.parse_configs(a.configs, CONFIGS)
     if a.num_test < 1:
         raise OptionError(f"--num_test must be at least 1 (got {a.num_test})")
-    if a.work is None:
-        import tempfile
-        a.work = tempfile.mkdtemp(prefix="compare_official_pix2pix_")
-    work = os.path.abspath(a.work)
-    os.makedirs(work, exist_ok=True)
+    work = oc.work_folder(a.work, "compare_official_pix2pix_")
     summary: Dict[str, object] = {"official": official,
                                   "official_commit": a.official_commit or official_commit(official),
                                   "work": work, "configs": {}}
@@ -265,11 +201,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         theirs, ours = os.path.join(base, "official_results"), os.path.join(base, "our_results")
         train, test = official_commands(a.python, config, data, ckpt, theirs, a.num_test)
         print(f"[{config}] official train.py (1 iteration) and test.py --eval", file=sys.stderr)
-        run(train, official, child_env(a.official_pythonpath), os.path.join(base, "official_train.log"))
-        run(test, official, child_env(a.official_pythonpath), os.path.join(base, "official_test.log"))
+        oc.run(train, official, oc.child_env(a.official_pythonpath), os.path.join(base, "official_train.log"))
+        oc.run(test, official, oc.child_env(a.official_pythonpath), os.path.join(base, "official_test.log"))
         print(f"[{config}] our test.py --eval on the official latest_net_G.pth", file=sys.stderr)
-        run(our_command(a.python, config, data, ckpt, ours, a.num_test), REPO, child_env(None),
-            os.path.join(base, "our_test.log"))
+        oc.run(our_command(a.python, config, data, ckpt, ours, a.num_test), REPO, oc.child_env(),
+               os.path.join(base, "our_test.log"))
         check = compare_pngs(os.path.join(theirs, config, "test_latest", "images"),
                              os.path.join(ours, config, "test_latest", "images"))
         exact = truncated_differences(config, data, ckpt, os.path.join(theirs, config, "test_latest", "images"),

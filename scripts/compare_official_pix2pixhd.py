@@ -28,17 +28,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 from typing import Dict, List, Optional, Sequence
-
-import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from util.errors import OptionError, UserError  # noqa: E402
+from scripts import official_code as oc  # noqa: E402
+from util.errors import OptionError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL_FILES = ("test.py", "models/pix2pixHD_model.py", "models/networks.py",
@@ -85,17 +82,7 @@ SPADE_NORMS = ("spectralinstance", "spectralbatch")
 
 def check_official(path: Optional[str]) -> str:
     """The absolute path of an official pix2pixHD checkout, or an OptionError saying what is wrong."""
-    if not path:
-        raise OptionError("--official: give the folder of a checkout of NVIDIA's pix2pixHD "
-                          "(git clone of github.com/NVIDIA/pix2pixHD)")
-    root = os.path.abspath(path)
-    if not os.path.isdir(root):
-        raise OptionError(f"--official {path}: no such folder; give a checkout of NVIDIA's pix2pixHD")
-    missing = [f for f in OFFICIAL_FILES if not os.path.isfile(os.path.join(root, f))]
-    if missing:
-        raise OptionError(f"--official {path}: not a pix2pixHD checkout (no {', '.join(missing)}); "
-                          "give the folder that holds pix2pixHD's train.py and test.py")
-    return root
+    return oc.check_official(path, "pix2pixHD", "github.com/NVIDIA/pix2pixHD", OFFICIAL_FILES)
 
 
 def prepare_official(root: str, target: str) -> str:
@@ -106,15 +93,7 @@ def prepare_official(root: str, target: str) -> str:
     for entry in ("models", "options", "util", "data"):
         shutil.copytree(os.path.join(root, entry), os.path.join(target, entry))
     shutil.copy(os.path.join(root, "test.py"), target)
-    for rel, old, new in PATCHES:
-        path = os.path.join(target, rel)
-        with open(path) as f:
-            text = f.read()
-        if old not in text:
-            raise UserError(f"{os.path.join(root, rel)} has no {old!r}: this official version "
-                            "differs from the one the CPU patch was written for (see docs/pix2pixhd.md)")
-        with open(path, "w") as f:
-            f.write(text.replace(old, new))
+    oc.replace_in_copy(root, target, PATCHES, "docs/pix2pixhd.md")
     with open(os.path.join(target, "make_checkpoint.py"), "w") as f:
         f.write(MAKE_CHECKPOINT)
     return target
@@ -168,34 +147,11 @@ def config_flags(config: str, ngf: int, n_blocks: int) -> Dict[str, List[str]]:
     return {"official": official, "ours": ours}
 
 
-def run(cmd: Sequence[str], cwd: str, env: Dict[str, str], log: str) -> None:
-    with open(log, "w") as out:
-        code = subprocess.call(list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    if code != 0:
-        with open(log) as f:
-            tail = f.read()[-1500:]
-        raise UserError(f"{' '.join(cmd[:3])} ... failed (exit {code}) in {cwd}; log {log}:\n{tail}")
-
-
 def compare_folder(official_dir: str, ours_dir: str, names: Sequence[str]) -> Dict[str, object]:
-    """Pixel statistics of ours - official over the synthesized images ``names``."""
-    from PIL import Image
-    worst, differing, beyond_one, total = 0, 0, 0, 0
-    low, high = 0, 0
-    for name in names:
-        a = np.asarray(Image.open(os.path.join(ours_dir, name + ".png")).convert("RGB")).astype(np.int16)
-        b = np.asarray(Image.open(os.path.join(official_dir, name + "_synthesized_image.png"))
-                       .convert("RGB")).astype(np.int16)
-        if a.shape != b.shape:
-            raise UserError(f"{name}: ours is {a.shape[1]}x{a.shape[0]}, official {b.shape[1]}x{b.shape[0]}")
-        d = a - b
-        worst = max(worst, int(np.abs(d).max()))
-        low, high = min(low, int(d.min())), max(high, int(d.max()))
-        differing += int((d != 0).sum())
-        beyond_one += int((np.abs(d) > 1).sum())
-        total += d.size
-    return {"images": len(names), "values": total, "max_abs_diff": worst, "differing": differing,
-            "differing_by_more_than_1": beyond_one, "ours_minus_official": [low, high]}
+    """Pixel statistics of ours - official over the synthesized images ``names`` (the official
+    test.py writes ``<name>_synthesized_image.png``, ours ``<name>.png``)."""
+    return oc.compare_pngs((name, os.path.join(official_dir, name + "_synthesized_image.png"),
+                            os.path.join(ours_dir, name + ".png")) for name in names)
 
 
 def compare(official: str, samples: str, work: str, how_many: int, load_size: int, ngf: int,
@@ -204,21 +160,19 @@ def compare(official: str, samples: str, work: str, how_many: int, load_size: in
     pairs = cityscapes_val_pairs(samples, how_many)
     data = link_data(pairs, work)
     names = [os.path.basename(p["label"])[:-len(".png")] for p in pairs]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    env.pop("PYTHONPATH", None)
-    official_env = dict(env, **({"PYTHONPATH": official_pythonpath} if official_pythonpath else {}))
+    env, official_env = oc.child_env(), oc.child_env(official_pythonpath)
     checkpoints = os.path.join(work, "checkpoints")
     results: Dict[str, Dict] = {}
     for config in configs:
         flags = config_flags(config, ngf, n_blocks)
         common = ["--name", config, "--checkpoints_dir", checkpoints, "--gpu_ids", "-1"]
-        run([sys.executable, "make_checkpoint.py", *common, *flags["official"], "--no_vgg_loss",
+        oc.run([sys.executable, "make_checkpoint.py", *common, *flags["official"], "--no_vgg_loss",
              "--ndf", str(ngf)], code, official_env, os.path.join(work, f"{config}_official_save.log"))
-        run([sys.executable, "test.py", *common, *flags["official"], "--dataroot", data["official"],
+        oc.run([sys.executable, "test.py", *common, *flags["official"], "--dataroot", data["official"],
              "--results_dir", os.path.join(work, "official_results"), "--loadSize", str(load_size),
              "--resize_or_crop", "scale_width", "--how_many", str(how_many)],
             code, official_env, os.path.join(work, f"{config}_official_test.log"))
-        run([sys.executable, os.path.join(REPO, "test.py"), *common, *flags["ours"],
+        oc.run([sys.executable, os.path.join(REPO, "test.py"), *common, *flags["ours"],
              "--dataset_mode", "cityscapes", "--dataroot", data["ours"], "--results_dir",
              os.path.join(work, "our_results"), "--preprocess_mode", "scale_width", "--load_size",
              str(load_size), "--crop_size", str(load_size), "--aspect_ratio", "2",
@@ -248,12 +202,12 @@ def compare_spade(spade: str, work: str, ngf: int, n_blocks: int,
     driver = os.path.join(work, "spade_driver.py")
     with open(driver, "w") as f:
         f.write(SPADE_DRIVER)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([spade] + ([pythonpath] if pythonpath else [])))
+    env = oc.child_env([spade] + ([pythonpath] if pythonpath else []))
     results = {}
     for norm in SPADE_NORMS:
         out = os.path.join(work, "spade_" + norm)
         os.makedirs(out, exist_ok=True)
-        run([sys.executable, driver, norm, str(ngf), str(n_blocks), out], spade, env,
+        oc.run([sys.executable, driver, norm, str(ngf), str(n_blocks), out], spade, env,
             os.path.join(work, f"spade_{norm}.log"))
         opt = Namespace(netG="pix2pixhd", norm_G=norm, semantic_nc=36, output_nc=3, ngf=ngf,
                         resnet_n_downsample=4, resnet_n_blocks=n_blocks, resnet_kernel_size=3,
@@ -277,7 +231,8 @@ def table(results: Dict[str, Dict]) -> str:
     for config, r in results.items():
         rows.append(f"| {config} | {r['strict_load']} | {r['images']} | {r['max_abs_diff']} | "
                     f"{r['differing']} / {r['values']} | {r['differing_by_more_than_1']} | "
-                    f"{r['ours_minus_official'][0]}..{r['ours_minus_official'][1]} |")
+                    f"{r['ours_minus_official'][0]}..{r['ours_minus_official'][1]} |"
+                    + (f" missing in ours: {', '.join(r['missing'])}" if r["missing"] else ""))
     return "\n".join(rows)
 
 
@@ -300,19 +255,15 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict]:
                         "(with sync_batchnorm copied in; dill on --official_pythonpath)")
     args = p.parse_args(argv)
     official = check_official(args.official)
-    configs = [c for c in args.configs.split(",") if c]
-    unknown = [c for c in configs if c not in CONFIGS]
-    if unknown:
-        raise OptionError(f"--configs: unknown {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    configs = oc.parse_configs(args.configs, CONFIGS)
     if args.how_many < 1 or args.load_size % 32 or args.load_size < 64:
         raise OptionError("--how_many must be at least 1 and --load_size a multiple of 32 from 64 up "
                           "(the local enhancer halves a 2:1 image 5 times)")
-    work = args.work or tempfile.mkdtemp(prefix="compare_pix2pixhd_")
-    os.makedirs(work, exist_ok=True)
+    work = oc.work_folder(args.work, "compare_pix2pixhd_")
     try:
-        results = compare(official, os.path.abspath(args.samples), os.path.abspath(work), args.how_many,
+        results = compare(official, os.path.abspath(args.samples), work, args.how_many,
                           args.load_size, args.ngf, args.n_blocks, configs, args.official_pythonpath)
-        spade = (compare_spade(os.path.abspath(args.spade), os.path.abspath(work), args.ngf, args.n_blocks,
+        spade = (compare_spade(os.path.abspath(args.spade), work, args.ngf, args.n_blocks,
                                args.official_pythonpath) if args.spade else {})
     finally:
         if args.work is None:

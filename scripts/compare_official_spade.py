@@ -34,15 +34,14 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from util.errors import OptionError, UserError  # noqa: E402
+from scripts import official_code as oc  # noqa: E402
+from util.errors import OptionError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ("coco_train", "coco_synth", "camvid_train", "camvid_synth")
@@ -57,16 +56,7 @@ CAMVID_SIZE = (480, 360)  # CamVid's frames, width x height
 
 def check_official(path: Optional[str]) -> str:
     """The absolute path of an official SPADE checkout, or an OptionError saying what is wrong."""
-    if not path:
-        raise OptionError("--official: give the folder of a checkout of NVlabs' SPADE "
-                          "(git clone of github.com/NVlabs/SPADE)")
-    root = os.path.abspath(path)
-    if not os.path.isdir(root):
-        raise OptionError(f"--official {path}: no such folder; give a checkout of NVlabs' SPADE")
-    missing = [f for f in OFFICIAL_FILES if not os.path.isfile(os.path.join(root, f))]
-    if missing:
-        raise OptionError(f"--official {path}: not a SPADE checkout (no {', '.join(missing)}); "
-                          "give the folder that holds SPADE's train.py and test.py")
+    root = oc.check_official(path, "SPADE", "github.com/NVlabs/SPADE", OFFICIAL_FILES)
     if not os.path.isdir(os.path.join(root, "models", "networks", "sync_batchnorm")):
         raise OptionError(f"--official {path}: models/networks/sync_batchnorm is missing; copy "
                           "it in as the official README says (Synchronized-BatchNorm-PyTorch)")
@@ -162,63 +152,6 @@ def config_args(config: str, coco_root: str, camvid_root: str) -> Dict[str, obje
     raise OptionError(f"--configs: unknown configuration {config!r}; use {', '.join(CONFIGS)}")
 
 
-def child_env(threads: int, pythonpath: Optional[str]) -> Dict[str, str]:
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    env.pop("PYTHONPATH", None)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    return env
-
-
-def run_timed(cmd: Sequence[str], cwd: str, env: Dict[str, str], log: str) -> Dict[str, float]:
-    """Run one child to the end: wall seconds and its peak RSS (MiB). Fails with its log tail."""
-    with open(log, "w") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        with open(log) as f:
-            tail = f.read()[-1500:]
-        raise UserError(f"{' '.join(cmd)} (in {cwd}) failed with exit code {proc.returncode}; "
-                           f"log {log}:\n{tail}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "peak_rss_mib": usage.ru_maxrss / 1024.0}  # Linux: KiB
-
-
-def compare_images(folder_a: str, folder_b: str) -> Dict[str, object]:
-    """Pixel comparison of same-named PNGs: how many are identical, the largest difference, and
-    how many 8-bit values differ at all / by more than 1 (official SPADE truncates to 8 bits
-    where we round: a difference of 1 is that, not the network)."""
-    import numpy as np
-    from PIL import Image
-
-    names = sorted(n for n in os.listdir(folder_a) if n.endswith(".png"))
-    other = set(os.listdir(folder_b)) if os.path.isdir(folder_b) else set()
-    missing = [n for n in names if n not in other]
-    identical, max_diff, values, differing, over_one = 0, 0, 0, 0, 0
-    for n in names:
-        if n in missing:
-            continue
-        a = np.asarray(Image.open(os.path.join(folder_a, n)).convert("RGB"), dtype=np.int16)
-        b = np.asarray(Image.open(os.path.join(folder_b, n)).convert("RGB"), dtype=np.int16)
-        if a.shape != b.shape:
-            max_diff = 255
-            continue
-        diff = np.abs(a - b)
-        d = int(diff.max())
-        identical += d == 0
-        max_diff = max(max_diff, d)
-        values += diff.size
-        differing += int((diff > 0).sum())
-        over_one += int((diff > 1).sum())
-    return {"images": len(names), "identical": identical, "missing": missing, "max_abs_diff": max_diff,
-            "values": values, "differing_values": differing, "values_off_by_more_than_1": over_one}
-
-
 def median_row(runs: List[Dict[str, float]]) -> Dict[str, float]:
     return {"wall_s": statistics.median(r["wall_s"] for r in runs),
             "cpu_s": statistics.median(r["cpu_s"] for r in runs),
@@ -242,15 +175,12 @@ def markdown_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--official", help="folder of a checkout of NVlabs' SPADE (set up per its README)")
-    p.add_argument("--official_pythonpath", default=None,
-                   help="PYTHONPATH for the official runs only (e.g. a folder where `dill` is installed)")
+    oc.add_official_options(p, "folder of a checkout of NVlabs' SPADE (set up per its README)",
+                            "PYTHONPATH for the official runs only (e.g. a folder where `dill` is installed)",
+                            CONFIGS)
     p.add_argument("--samples", default=os.path.join(os.path.dirname(REPO), "shared", "samples"),
                    help="samples folder with coco_stuff/ and cityscapes/ (official layouts)")
-    p.add_argument("--work", default=None, help="scratch folder (default: a new temporary one)")
-    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, from " + ", ".join(CONFIGS))
     p.add_argument("--repeats", type=int, default=3, help="runs per code base and configuration")
-    p.add_argument("--python", default=sys.executable, help="interpreter for both code bases")
     return p
 
 
@@ -259,17 +189,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     official = check_official(a.official)
     if a.repeats < 1:
         raise OptionError(f"--repeats must be at least 1 (got {a.repeats})")
-    configs = [c for c in a.configs.split(",") if c]
-    for c in configs:
-        if c not in CONFIGS:
-            raise OptionError(f"--configs: unknown configuration {c!r}; use {', '.join(CONFIGS)}")
+    configs = oc.parse_configs(a.configs, CONFIGS)
     samples = os.path.abspath(a.samples)
     check_samples(samples)
-    if a.work is None:
-        import tempfile
-        a.work = tempfile.mkdtemp(prefix="compare_official_spade_")
-    work = os.path.abspath(a.work)
-    os.makedirs(work, exist_ok=True)
+    work = oc.work_folder(a.work, "compare_official_spade_")
     coco_root = os.path.join(samples, "coco_stuff")
     camvid_root = make_camvid_like(samples, os.path.join(work, "camvid_like")) \
         if "camvid_train" in configs else ""
@@ -290,7 +213,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
             if not os.path.isfile(os.path.join(ckpt_root, "synth", "latest_net_G.pth")):
                 print(f"[{config}] writing the shared checkpoint with the official train.py", file=sys.stderr)
                 os.makedirs(base, exist_ok=True)
-                run_timed(make, official, child_env(2, a.official_pythonpath), os.path.join(base, "make.log"))
+                oc.run(make, official, oc.child_env(a.official_pythonpath, threads=2),
+                       os.path.join(base, "make.log"))
         runs: Dict[str, List[Dict[str, float]]] = {"official": [], "ours": []}
         for r in range(a.repeats):
             for side, (cwd, pythonpath) in sides.items():
@@ -303,8 +227,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
                             "--results_dir", os.path.join(out, "results")]
                 else:
                     cmd += ["--name", "run", "--checkpoints_dir", os.path.join(out, "checkpoints")]
-                row = run_timed(cmd, cwd, child_env(int(spec["threads"]), pythonpath),
-                                os.path.join(out, "log.txt"))
+                row = oc.run(cmd, cwd, oc.child_env(pythonpath, threads=int(spec["threads"])),
+                             os.path.join(out, "log.txt"))
                 runs[side].append(row)
                 print(f"[{config}] {side} run {r + 1}/{a.repeats}: {row['wall_s']:.1f} s "
                       f"({row['cpu_s']:.1f} s CPU), "
@@ -313,16 +237,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         if synth:
             last = a.repeats - 1
             images = ["results", "synth", "test_latest", "images", "synthesized_image"]
-            checks[config] = compare_images(os.path.join(base, f"official_{last}", *images),
-                                            os.path.join(base, f"ours_{last}", *images))
+            checks[config] = oc.compare_pngs(oc.png_pairs(os.path.join(base, f"official_{last}", *images),
+                                                          os.path.join(base, f"ours_{last}", *images)))
     table = markdown_table(results)
     print(table)
     for config, check in checks.items():
-        print(f"\n{config}: {check['identical']} of {check['images']} synthesized images identical "
-              f"to the official ones (largest pixel difference {check['max_abs_diff']}; "
-              f"{check['differing_values']} of {check['values']} 8-bit values differ, "
-              f"{check['values_off_by_more_than_1']} by more than 1"
-              + (f"; missing in ours: {', '.join(check['missing'])}" if check["missing"] else "") + ")")
+        print(f"\n{config}, synthesized images against the official ones: {oc.comparison_line(check)}")
     summary = {"results": results, "image_checks": checks, "work": work}
     with open(os.path.join(work, "compare.json"), "w") as f:
         json.dump(summary, f, indent=1)

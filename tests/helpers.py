@@ -21,3 +21,12 @@ NETWORK_DEFAULTS = dict(
 
 def network_opt(**overrides) -> argparse.Namespace:
     return argparse.Namespace(**{**NETWORK_DEFAULTS, **overrides})
+
+
+def stand_in_checkout(root, files):
+    """A folder with a stand-in for each of ``files`` (relative paths): enough for the
+    compare_official_* scripts' checkout checks. Returns ``root`` (a pathlib.Path)."""
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("# stand-in\n")
+    return root

@@ -3,22 +3,18 @@ statistics, the flags of each configuration and the data layout it builds."""
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-import compare_official_pix2pixhd as cmp  # noqa: E402
-from util.errors import OptionError  # noqa: E402
+from scripts import compare_official_pix2pixhd as cmp
+from util.errors import OptionError
+
+from helpers import stand_in_checkout
 
 
 def test_official_checkout_is_checked(tmp_path):
-    with pytest.raises(OptionError, match="--official: give"):
-        cmp.check_official(None)
-    with pytest.raises(OptionError, match="no such folder"):
-        cmp.check_official(str(tmp_path / "nope"))
     with pytest.raises(OptionError, match="not a pix2pixHD checkout"):
         cmp.check_official(str(tmp_path))
     with pytest.raises(OptionError, match="--configs"):
@@ -26,11 +22,7 @@ def test_official_checkout_is_checked(tmp_path):
 
 
 def _fake_checkout(tmp_path) -> str:
-    root = tmp_path / "official"
-    for f in cmp.OFFICIAL_FILES:
-        (root / f).parent.mkdir(parents=True, exist_ok=True)
-        (root / f).write_text("")
-    return str(root)
+    return str(stand_in_checkout(tmp_path / "official", cmp.OFFICIAL_FILES))
 
 
 def test_compare_folder_counts_differences(tmp_path):
@@ -47,6 +39,10 @@ def test_compare_folder_counts_differences(tmp_path):
     assert (r["max_abs_diff"], r["differing"], r["differing_by_more_than_1"], r["values"]) == (3, 2, 1, 96)
     assert r["ours_minus_official"] == [-3, 1]
     assert "| x | ok | 1 | 3 | 2 / 96 | 1 | -3..1 |" in cmp.table({"x": {"strict_load": "ok", **r}})
+    Image.fromarray(a).save(official / "y_synthesized_image.png")  # and no y.png of ours
+    missing = cmp.compare_folder(str(official), str(ours), ["x", "y"])
+    assert missing["missing"] == ["y"] and missing["max_abs_diff"] == 255
+    assert cmp.table({"x": {"strict_load": "ok", **missing}}).endswith("| missing in ours: y")
 
 
 def test_configuration_flags_correspond():

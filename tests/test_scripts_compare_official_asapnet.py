@@ -2,7 +2,6 @@
 patch of a copy, the folder layout, frame pairing of the images and the fixture format."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,40 +9,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scripts import compare_official_asapnet as cmp
 from util.errors import OptionError
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "compare_official_asapnet.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("compare_official_asapnet_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cmp = _load_script()
+from helpers import stand_in_checkout
 
 
 def _fake_official(root: Path) -> Path:
-    for name in cmp.OFFICIAL_FILES:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text("# stand-in\n")
+    stand_in_checkout(root, cmp.OFFICIAL_FILES)
     (root / "models" / "networks" / "generator.py").write_text("class ASAPNetsGenerator: pass\n")
     (root / "test.py").write_text("torch.cuda.synchronize(device='cuda')\nx = time_total/(i)\n")
     return root
 
 
 def test_official_checkout_checks(tmp_path):
-    with pytest.raises(OptionError, match="--official"):
-        cmp.check_official(None)
-    with pytest.raises(OptionError, match="no such folder"):
-        cmp.check_official(str(tmp_path / "absent"))
     with pytest.raises(OptionError, match="not an ASAPNet checkout"):
         cmp.check_official(str(tmp_path))
     root = _fake_official(tmp_path / "asap")
     assert cmp.check_official(str(root)) == str(root)
+    (root / "models" / "networks" / "generator.py").write_text("class SPADEGenerator: pass\n")
+    with pytest.raises(OptionError, match="has no ASAPNetsGenerator"):
+        cmp.check_official(str(root))
 
 
 def test_patch_touches_only_a_copy(tmp_path):
@@ -75,8 +61,9 @@ def test_images_are_paired_by_frame_and_differences_counted(tmp_path):
     Image.fromarray(img).save(b / "aachen_000000_000019_gtFine_labelIds.png")
     Image.fromarray(img).save(a / "aachen_000001_000019_leftImg8bit.png")
     check = cmp.compare_images(str(a), str(b))
-    assert check == {"images": 1, "missing": ["aachen_000001_000019"], "max_abs_diff": 2,
-                     "differing_values": 1, "values": 72}
+    assert check == {"images": 2, "identical": 0, "missing": ["aachen_000001_000019"],
+                     "max_abs_diff": 255, "values": 72, "differing": 1, "differing_by_more_than_1": 1,
+                     "ours_minus_official": [0, 2]}
 
 
 def test_fixture_text_is_json_one_tensor_per_line():

@@ -1,8 +1,8 @@
 """scripts/compare_official_spade.py without the official code: checkout checks, the CamVid-like
-set, child measurement, image comparison and the table (no timings asserted)."""
+set and the table (no timings asserted). The shared helpers (children, PNG comparison) are
+tested in test_scripts_official_code.py."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,26 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from util.errors import OptionError, UserError
+from scripts import compare_official_spade as cmp
+from util.errors import OptionError
+
+from helpers import stand_in_checkout
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "compare_official_spade.py"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("compare_official_spade_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cmp = _load_script()
-
-
 def _fake_official(root: Path, sync_batchnorm: bool = True) -> Path:
-    for name in cmp.OFFICIAL_FILES:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text("# stand-in\n")
+    stand_in_checkout(root, cmp.OFFICIAL_FILES)
     if sync_batchnorm:
         (root / "models" / "networks" / "sync_batchnorm").mkdir()
     return root
@@ -96,42 +87,6 @@ def test_camvid_like_set_maps_classes_and_size(tmp_path):
         p.unlink()
     with pytest.raises(OptionError, match="at least 4"):
         cmp.make_camvid_like(str(samples), str(tmp_path / "camvid2"))
-
-
-def test_run_timed_measures_a_child_and_reports_failures(tmp_path):
-    row = cmp.run_timed([sys.executable, "-c", "x = bytearray(64 << 20)"], str(tmp_path),
-                        cmp.child_env(1, None), str(tmp_path / "ok.log"))
-    assert row["wall_s"] > 0 and row["cpu_s"] >= 0
-    assert row["peak_rss_mib"] >= 64  # the child's peak, not this process's
-    with pytest.raises(UserError, match=r"(?s)exit code 3; log .*bad.log:\nboom"):
-        cmp.run_timed([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], str(tmp_path),
-                      cmp.child_env(1, None), str(tmp_path / "bad.log"))
-
-
-def test_child_env_sets_threads_and_only_the_given_path(monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", "/somewhere")
-    env = cmp.child_env(2, None)
-    assert env["OMP_NUM_THREADS"] == "2" and env["MKL_NUM_THREADS"] == "2"
-    assert "PYTHONPATH" not in env
-    assert cmp.child_env(1, "/deps")["PYTHONPATH"] == "/deps"
-
-
-def test_compare_images_counts_identical_and_largest_difference(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    b.mkdir()
-    img = np.zeros((8, 8, 3), np.uint8)
-    Image.fromarray(img).save(a / "same.png")
-    Image.fromarray(img).save(b / "same.png")
-    Image.fromarray(img).save(a / "diff.png")
-    changed = img.copy()
-    changed[0, 0, 1] = 5
-    changed[1, 1, 2] = 1  # a truncation-vs-rounding difference
-    Image.fromarray(changed).save(b / "diff.png")
-    Image.fromarray(img).save(a / "only_a.png")
-    check = cmp.compare_images(str(a), str(b))
-    assert check == {"images": 3, "identical": 1, "missing": ["only_a.png"], "max_abs_diff": 5,
-                     "values": 2 * 8 * 8 * 3, "differing_values": 2, "values_off_by_more_than_1": 1}
 
 
 def test_table_has_medians_and_ratios():
