@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import List, Optional
 
 from models.networks.loss import VGG_NORMALIZATIONS
 from options.base_options import BaseOptions
-
 
 DEBUG_SAMPLES = 10  # pix2pixHD's --debug: max_dataset_size 10
 
@@ -13,7 +13,7 @@ DEBUG_SAMPLES = 10  # pix2pixHD's --debug: max_dataset_size 10
 class TrainOptions(BaseOptions):
     isTrain = True
 
-    def gather_options(self, args=None) -> argparse.Namespace:
+    def gather_options(self, args: Optional[List[str]] = None) -> argparse.Namespace:
         opt = super().gather_options(args)
         # SPADE: the betas' defaults follow --no_TTUR; given ones are used in both modes
         if opt.beta1 is None:
