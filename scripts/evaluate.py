@@ -31,15 +31,19 @@ from util.errors import OptionError  # noqa: E402
 from util.image_io import atomic_write_text  # noqa: E402
 
 SHOWN = ("fid", "kid_mean", "kid_std", "miou", "pixel_accuracy", "mean_class_accuracy", "psnr",
-         "ssim", "mse", "lpips", "diversity", "sec_per_image", "num_images")
+         "ssim", "mse", "lpips", "diversity", "diversity_l1", "sec_per_image", "num_images")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("results_dir", nargs="?", help="a folder written by test.py")
     p.add_argument("--fake_dir", help="synthesized images (instead of a results folder)")
-    p.add_argument("--real_dir", help="real images: paired by name with --fake_dir; with a results "
-                                      "folder, the FID/KID reference set (e.g. the whole val split)")
+    p.add_argument("--real_dir", help="real images: the FID/KID reference set (e.g. the whole val "
+                                      "split); with --fake_dir also paired by name when every "
+                                      "synthesized image has a real one")
+    p.add_argument("--recursive", action="store_true",
+                   help="read images in sub-folders too (default: each folder's top level, as "
+                        "torch-fidelity)")
     p.add_argument("--label_dir", help="label-id maps paired by name with --fake_dir")
     p.add_argument("--metrics", default="all",
                    help=f"'all' (what the inputs allow) or a comma list of {', '.join(METRIC_GROUPS)}")
@@ -101,10 +105,13 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if a.results_dir:
         eval_set = from_results_dir(a.results_dir)
         reference_dir = a.real_dir  # FID/KID reference set instead of the paired reals
+        if a.real_dir:  # listed here for its count; the evaluator reads it
+            eval_set.found += from_folders(a.real_dir, recursive=a.recursive).found
         out = a.out or os.path.join(a.results_dir, "metrics.json")
     else:
-        eval_set = from_folders(a.fake_dir, a.real_dir, a.label_dir)
-        reference_dir = None  # the paired --real_dir is the reference
+        eval_set = from_folders(a.fake_dir, a.real_dir, a.label_dir, recursive=a.recursive)
+        # None when --real_dir is exactly the paired reals: their features are computed once
+        reference_dir = eval_set.reference_dir
         out = a.out or os.path.join(os.path.dirname(os.path.abspath(a.fake_dir)), "metrics.json")
     cfg = EvalConfig(metrics=a.metrics, device=resolve_device(parse_gpu_ids(a.gpu_ids)),
                      batch_size=a.batch_size, num_workers=a.num_workers, eval_size=parse_size(a.eval_size),
@@ -114,7 +121,9 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                      segmenter_mapping=a.segmenter_mapping, dataset_mode=a.dataset_mode,
                      label_nc=a.label_nc, contain_dontcare_label=a.contain_dontcare_label,
                      eval_ignore_id=a.eval_ignore_id,
-                     lpips_backbone=a.lpips_backbone, seed=a.seed)
+                     lpips_backbone=a.lpips_backbone, recursive=a.recursive, seed=a.seed)
+    for line in eval_set.found:
+        print(f"found {line}", file=sys.stderr)
     result = evaluate(eval_set, cfg)
     if a.save_real_stats:
         _save_real_stats(result, a.save_real_stats)
@@ -136,7 +145,12 @@ def _save_real_stats(result: EvalResult, path: str) -> None:
     if stats is None:
         raise OptionError("--save_real_stats needs FID computed from real images (not --real_stats)")
     from evaluation.fid import save_statistics
-    save_statistics(path, stats["mu"], stats["sigma"], {"source": stats["source"], "images": stats["images"]})
+    if stats["eval_size"] is None:
+        raise OptionError("--save_real_stats: the synthesized images differ in size, so the real "
+                          "statistics have no one size to be reused at; give --eval_size WIDTHxHEIGHT")
+    # the size is recorded so that --real_stats refuses an evaluation at another size
+    save_statistics(path, stats["mu"], stats["sigma"], {"source": stats["source"], "images": stats["images"],
+                                                        "eval_size": stats["eval_size"]})
 
 
 def _add_to_page(results_dir: str, result: EvalResult) -> None:
