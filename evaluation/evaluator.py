@@ -208,9 +208,9 @@ class _Plan:
             return "the results have no paired real images (images/real_image/)"
         if not p["real"]:
             return "no real images to pair with"
-        return (f"{p['pairs']} of {p['synthesized']} synthesized images have a real image of the "
-                f"same name in --real_dir (matched by relative path without extension); "
-                f"paired metrics need every one paired")
+        return (f"{p['synthesized'] - p['pairs']} of {p['synthesized']} synthesized images have "
+                f"no real image of the same name in --real_dir (matched by relative path without "
+                f"extension), e.g. {p['unpaired_examples']}; paired metrics need every one paired")
 
     def _reference_size(self) -> Tuple[int, int]:
         """The evaluation size the unpaired reference is resized to: --eval_size, else the

@@ -148,16 +148,17 @@ def from_results_dir(results_dir: str) -> EvalSet:
 
 
 def from_folders(fake_dir: str, real_dir: Optional[str] = None, label_dir: Optional[str] = None,
-                 recursive: bool = False) -> EvalSet:
+                 recursive: bool = False, fake_what: str = "synthesized images") -> EvalSet:
     """Loose folders, matched by relative path without extension.
 
     ``real_dir`` pairs with ``fake_dir`` when every synthesized image has a real image of the
     same name (paired metrics then run on those pairs); otherwise the folders are compared
     unpaired. Either way, real images without a synthesized partner make ``real_dir`` the
     FID/KID reference as a whole (``reference_dir``), and ``pairing`` / ``notes`` say how many
-    paired. ``label_dir`` must cover every synthesized image."""
+    paired. ``label_dir`` must cover every synthesized image. ``fake_what`` names the first
+    folder in the count line (a reference folder read on its own is not synthesized)."""
     found: List[str] = []
-    fakes = _stems(fake_dir, recursive, "synthesized images", found)
+    fakes = _stems(fake_dir, recursive, fake_what, found)
     if not fakes:
         raise DatasetError(f"{fake_dir} holds no {'/'.join(FID_EXTENSIONS)} images"
                            + ("" if recursive else " at its top level (--recursive looks in sub-folders)"))
@@ -168,7 +169,8 @@ def from_folders(fake_dir: str, real_dir: Optional[str] = None, label_dir: Optio
     if real_dir:
         all_reals = _stems(real_dir, recursive, "real images", found)
         pairs = [n for n in names if n in all_reals]
-        pairing = {"synthesized": len(names), "real": len(all_reals), "pairs": len(pairs)}
+        pairing = {"synthesized": len(names), "real": len(all_reals), "pairs": len(pairs),
+                   "unpaired_examples": [n for n in names if n not in all_reals][:3]}
         if len(pairs) == len(names):
             reals = {n: all_reals[n] for n in names}
             if len(all_reals) > len(pairs):
@@ -177,9 +179,8 @@ def from_folders(fake_dir: str, real_dir: Optional[str] = None, label_dir: Optio
                              f"metrics use the {len(pairs)} pairs, FID/KID all {len(all_reals)} "
                              f"real images")
         else:
-            unpaired = [n for n in names if n not in all_reals]
             notes.append(f"{len(pairs)} of {len(names)} synthesized images have a real image of "
-                         f"the same name in {real_dir} (e.g. {unpaired[:3]} have none): the "
+                         f"the same name in {real_dir} (e.g. {pairing['unpaired_examples']} have none): the "
                          f"folders are compared unpaired (FID/KID), paired metrics need every "
                          f"synthesized image paired")
         if len(all_reals) != len(reals):
@@ -214,17 +215,20 @@ UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBom
 def _open_rgb(path: str) -> Image.Image:
     """Decoded 8-bit RGB image; ``DatasetError`` naming the file (also inside DataLoader
     workers). 16-bit grey images are scaled to 8 bits (PIL's convert would clip them to
-    white); other high-depth modes (32-bit integer, float) are refused."""
+    white); values beyond 16 bits and float pixels are refused."""
     try:
         with Image.open(path) as im:
-            if im.mode.startswith("I;16"):
+            # PIL opens a 16-bit grey PNG as "I;16" (older versions: "I", 32-bit integers)
+            if im.mode.startswith("I;16") or im.mode == "I":
+                wide = np.asarray(im).astype(np.int64)
+                if wide.min(initial=0) < 0 or wide.max(initial=0) > 65535:
+                    raise DatasetError(f"cannot read image {path}: mode {im.mode} pixels outside "
+                                       f"0..65535 have no 8-bit scale; save it as an 8- or 16-bit PNG")
                 # 0..65535 -> 0..255, rounded: v / 257 maps 257 * k exactly onto k
-                wide = np.asarray(im, dtype=np.uint32)
                 return Image.fromarray(((wide + 128) // 257).astype(np.uint8), "L").convert("RGB")
-            if im.mode in ("I", "F"):
-                raise DatasetError(f"cannot read image {path}: {im.mode!r} pixels (32-bit "
-                                   f"{'integer' if im.mode == 'I' else 'float'}) have no 8-bit "
-                                   f"scale; save it as an 8- or 16-bit PNG")
+            if im.mode == "F":
+                raise DatasetError(f"cannot read image {path}: float pixels (mode F) have no "
+                                   f"8-bit scale; save it as an 8- or 16-bit PNG")
             return im.convert("RGB")
     except UNREADABLE as e:
         raise DatasetError(f"cannot read image {path}: {e}; replace or remove the file") from e

@@ -106,7 +106,8 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         eval_set = from_results_dir(a.results_dir)
         reference_dir = a.real_dir  # FID/KID reference set instead of the paired reals
         if a.real_dir:  # listed here for its count; the evaluator reads it
-            eval_set.found += from_folders(a.real_dir, recursive=a.recursive).found
+            eval_set.found += from_folders(a.real_dir, recursive=a.recursive,
+                                           fake_what="--real_dir reference images").found
         out = a.out or os.path.join(a.results_dir, "metrics.json")
     else:
         eval_set = from_folders(a.fake_dir, a.real_dir, a.label_dir, recursive=a.recursive)
