@@ -124,8 +124,6 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                      label_nc=a.label_nc, contain_dontcare_label=a.contain_dontcare_label,
                      eval_ignore_id=a.eval_ignore_id,
                      lpips_backbone=a.lpips_backbone, recursive=a.recursive, seed=a.seed)
-    for line in eval_set.found:
-        print(f"found {line}", file=sys.stderr)
     result = evaluate(eval_set, cfg)
     if a.save_real_stats:
         _save_real_stats(result, a.save_real_stats)
@@ -134,6 +132,9 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
               "run": eval_set.options, "settings": {k: v for k, v in vars(a).items()}}
     atomic_write_text(out, json.dumps(_json_safe(report), indent=1))
     print(format_table(result.metrics))
+    # after the run, so that a refused input stays a one-line error
+    for line in eval_set.found:
+        print(f"found {line}", file=sys.stderr)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if a.results_dir and not a.no_page:
