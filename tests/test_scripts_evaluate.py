@@ -408,3 +408,17 @@ def test_two_folders_that_do_not_pair_are_compared_unpaired(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"found synthesized images: 3 in {fake} (top level)" in err
     assert f"found real images: 4 in {real} (top level)" in err
+
+
+def test_an_unpaired_reference_needs_one_evaluation_size(tmp_path):
+    """Synthesized images of two sizes have no one size to resize --real_dir to: a one-line
+    error naming --eval_size, before any network is loaded."""
+    fake, real = tmp_path / "A", tmp_path / "B"
+    _smooth_photos(fake, ["a"], size=(32, 24))
+    _smooth_photos(fake, ["b"], size=(64, 48))
+    _smooth_photos(real, ["x", "y"])
+    with pytest.raises(OptionError, match=r"the synthesized images differ in size \(.*a\.png is 32x24, "
+                                          r".*b\.png is 64x48\).*give --eval_size WIDTHxHEIGHT$"):
+        evaluate_script.run(["--fake_dir", str(fake), "--real_dir", str(real), "--gpu_ids", "-1",
+                             "--num_workers", "0", "--metrics", "fid", "--out", str(tmp_path / "m.json")])
+    assert not (tmp_path / "m.json").exists()
