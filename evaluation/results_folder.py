@@ -60,7 +60,7 @@ class EvalSet:
     # set of paired real images
     reference_dir: Optional[str] = None
     pairing: Optional[Dict[str, Any]] = None   # synthesized / real / pairs counts (folders)
-    notes: List[str] = field(default_factory=list)          # pairing, ignored files
+    notes: List[str] = field(default_factory=list)          # how the folders paired up
     found: List[str] = field(default_factory=list)          # one line per folder read: counts
 
     @property
