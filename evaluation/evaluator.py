@@ -8,7 +8,8 @@ Metrics (names as they appear in metrics.json):
 * ``miou``, ``pixel_accuracy``, ``mean_class_accuracy``: a segmenter on the synthesized images
   against the input label maps, in the dataset's evaluation label space;
 * ``psnr``, ``ssim``, ``mse``, ``lpips``: against the paired real images;
-* ``diversity``: mean pairwise distance between the samples of one label map;
+* ``diversity``: mean pairwise LPIPS between the samples of one label map; without LPIPS
+  weights (or below LPIPS's minimum size) ``diversity_l1`` instead, with a note saying why;
 * ``sec_per_image``: test.py's synchronized synthesis time (from results.json).
 
 ``metrics="all"`` computes what the inputs allow and records why the rest was skipped; a metric
@@ -33,7 +34,7 @@ from util.errors import OptionError, UserError
 METRIC_GROUPS = {
     "fid": ("fid",), "kid": ("kid_mean", "kid_std"),
     "seg": ("miou", "pixel_accuracy", "mean_class_accuracy"),
-    "paired": ("psnr", "ssim", "mse"), "lpips": ("lpips",), "diversity": ("diversity",),
+    "paired": ("psnr", "ssim", "mse"), "lpips": ("lpips",), "diversity": ("diversity", "diversity_l1"),
     "time": ("sec_per_image",),
 }
 
@@ -42,8 +43,9 @@ MIN_FID_IMAGES = 2  # a covariance (FID) and distinct pairs (KID) need two image
 
 # The protocol choices this module makes (the feature protocol is evaluation.inception.PROTOCOL).
 PROTOCOL = {
-    "resolution": "the synthesized images' own size unless --eval_size; real photos resized to it "
-                  "bicubic (PIL, antialiased), label maps nearest; differing aspect ratios are an error",
+    "resolution": "the synthesized images' own size unless --eval_size; real photos (paired, "
+                  "--real_dir reference, cached --real_stats) resized to it bicubic (PIL, "
+                  "antialiased), label maps nearest; differing aspect ratios are an error",
     "images": "every synthesized image in the folder (test.py's --how_many decides how many), "
               "8-bit PNG as saved; the first sample per label map for FID/KID/mIoU/PSNR",
     "segmentation": "segmenter on the synthesized image at evaluation resolution, scored against "
@@ -52,7 +54,8 @@ PROTOCOL = {
                     "present in prediction or label (confusion matrix over the whole set)",
     "paired": "PSNR (data range 1, mean of per-image values), SSIM (Gaussian 11x11, sigma 1.5, "
               "K1 0.01, K2 0.03, per RGB channel), MSE in [0,1] units; LPIPS v0.1 (AlexNet)",
-    "diversity": "mean pairwise LPIPS (else L1) between the K samples of each label map",
+    "diversity": "mean pairwise LPIPS between the K samples of each label map (diversity_l1: "
+                 "mean pairwise L1 in [0, 1] units, when LPIPS is unavailable)",
 }
 
 
@@ -88,6 +91,7 @@ class EvalConfig:
     contain_dontcare_label: Optional[bool] = None
     eval_ignore_id: Optional[int] = None    # a void class id not scored (else results.json's)
     lpips_backbone: Optional[str] = None
+    recursive: bool = False                 # --real_dir: sub-folders too
     seed: int = 0
     progress: bool = True
 
@@ -110,6 +114,9 @@ class _Plan:
         self.inception = self.segmenter = self.lpips = None
         self.label_space = None
         self.real_source: Optional[str] = None
+        self.lpips_missing: Optional[str] = None  # why LPIPS could not be loaded
+        # the one size every unpaired reference image (--real_dir, --real_stats) is brought to
+        self.reference_size: Optional[Tuple[int, int]] = None
 
     def skip(self, group: str, why: str) -> None:
         if self.explicit:
@@ -132,24 +139,29 @@ class _Plan:
                                  "(--real_dir or paired real images)")
         if "fid" in self.groups or "kid" in self.groups:
             self._check_fid_kid_counts()
+        if self.real_source in ("dir", "stats") and ("fid" in self.groups or "kid" in self.groups):
+            self.reference_size = self._reference_size()
+            if self.real_source == "stats":
+                self._check_stats_size()
         if "fid" in self.groups or "kid" in self.groups:
             from evaluation.inception import load_inception
             self.inception = load_inception(cfg.fid_weights, cfg.device)  # missing weights: error
         if "seg" in self.groups:
             self._plan_segmenter()
         if "paired" in self.groups and not s.has_real:
-            self.skip("paired", "the results have no paired real images (real_image/ or --real_dir "
-                                "with matching names)")
+            self.skip("paired", self._no_pairs())
         if "lpips" in self.groups:
             if not s.has_real:
-                self.skip("lpips", "no paired real images")
+                self.skip("lpips", self._no_pairs())
             else:
                 self._plan_lpips()
-        if "paired" in self.groups or self.lpips is not None:
-            self._check_sizes()
         if "diversity" in self.groups and s.num_samples < 2:
             self.skip("diversity", "one sample per label map; run test.py with --num_samples K "
                                    "(K >= 2, a --use_vae model)")
+        if "diversity" in self.groups and self.lpips is None and self.lpips_missing is None:
+            self._plan_lpips()  # diversity is measured with LPIPS even without paired reals
+        if "paired" in self.groups or self.lpips is not None:
+            self._check_sizes()
         if "time" in self.groups and not ((s.manifest or {}).get("timing") or {}).get("sec_per_image"):
             self.skip("time", "no timing in results.json (folders not written by test.py)")
 
@@ -159,7 +171,8 @@ class _Plan:
         counts = {"synthesized": len(self.set.items)}
         if self.real_source == "dir":
             from evaluation.results_folder import from_folders
-            counts[f"--real_dir {self.cfg.real_dir}"] = len(from_folders(self.cfg.real_dir).items)
+            reference = from_folders(self.cfg.real_dir, recursive=self.cfg.recursive)
+            counts[f"--real_dir {self.cfg.real_dir}"] = len(reference.items)
         few = [f"{n} {what} image{'' if n == 1 else 's'}" for what, n in counts.items()
                if n < MIN_FID_IMAGES]
         if few:
@@ -182,9 +195,53 @@ class _Plan:
             self.skip("paired", f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels; "
                                 f"{where} (give a larger --eval_size)")
         if self.lpips is not None and side < LPIPS_MIN_SIDE:
-            self.skip("lpips", f"LPIPS (AlexNet) needs images of at least {LPIPS_MIN_SIDE}x"
-                               f"{LPIPS_MIN_SIDE} pixels; {where} (give a larger --eval_size)")
-            self.lpips = None  # diversity then measures L1, and says so
+            why = (f"LPIPS (AlexNet) needs images of at least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE} "
+                   f"pixels; {where} (give a larger --eval_size)")
+            if "lpips" in self.groups:
+                self.skip("lpips", why)
+            self.lpips, self.lpips_missing = None, why  # diversity then reports diversity_l1
+
+    def _no_pairs(self) -> str:
+        """Why paired metrics cannot run: the pairing counts of --fake_dir/--real_dir."""
+        p = self.set.pairing
+        if p is None:
+            return "the results have no paired real images (images/real_image/)"
+        if not p["real"]:
+            return "no real images to pair with"
+        return (f"{p['synthesized'] - p['pairs']} of {p['synthesized']} synthesized images have "
+                f"no real image of the same name in --real_dir (matched by relative path without "
+                f"extension), e.g. {p['unpaired_examples']}; paired metrics need every one paired")
+
+    def _reference_size(self) -> Tuple[int, int]:
+        """The evaluation size the unpaired reference is resized to: --eval_size, else the
+        synthesized images' size, which must then be one size (file headers, no decoding)."""
+        if self.cfg.eval_size:
+            return tuple(self.cfg.eval_size)
+        from evaluation.results_folder import image_size
+        sizes: Dict[Tuple[int, int], str] = {}
+        for item in self.set.items:
+            sizes.setdefault(image_size(item.fake), item.fake)
+        if len(sizes) > 1:
+            shown = ", ".join(f"{p} is {w}x{h}" for (w, h), p in list(sizes.items())[:2])
+            raise OptionError(f"the synthesized images differ in size ({shown}); an unpaired "
+                              f"reference (--real_dir, --real_stats) needs one evaluation size: "
+                              f"give --eval_size WIDTHxHEIGHT")
+        return next(iter(sizes))
+
+    def _check_stats_size(self) -> None:
+        """Cached statistics are only comparable at the size they were computed at."""
+        from evaluation.fid import load_statistics
+        meta = load_statistics(self.cfg.real_stats)[2]
+        size = tuple(meta.get("eval_size") or ())
+        want = "x".join(map(str, self.reference_size))
+        if not size:
+            self.result.notes.append(f"--real_stats {self.cfg.real_stats} does not record the "
+                                     f"size it was computed at; this evaluation is at {want}")
+        elif size != self.reference_size:
+            raise OptionError(f"--real_stats {self.cfg.real_stats} was computed at "
+                              f"{'x'.join(map(str, size))} but this evaluation is at {want}; "
+                              f"give --eval_size {'x'.join(map(str, size))} or recompute the "
+                              f"statistics at {want} (--real_dir DIR --save_real_stats FILE)")
 
     def _plan_segmenter(self) -> None:
         cfg, s = self.cfg, self.set
@@ -214,7 +271,9 @@ class _Plan:
         try:
             self.lpips = load_lpips("alex", self.cfg.lpips_backbone, self.cfg.device)
         except WeightsError as e:
-            self.skip("lpips", str(e))
+            self.lpips_missing = str(e)
+            if "lpips" in self.groups:
+                self.skip("lpips", str(e))
 
 
 _SIGMA = re.compile(r"_sigma([0-9p]+)$")  # noisy mode's result names: <stem>_sigma25
@@ -247,8 +306,11 @@ def _real_features(plan: _Plan, loader_for: Callable[[EvalSet], DataLoader]) -> 
     """Inception features of --real_dir's images (all of them)."""
     from evaluation.fid import compute_features
     from evaluation.results_folder import from_folders
-    real_set = from_folders(plan.cfg.real_dir)
-    loader = loader_for(real_set)
+    real_set = from_folders(plan.cfg.real_dir, recursive=plan.cfg.recursive)
+    # every reference image goes through the same resize as the paired reals: to the one
+    # evaluation size (its own size would compare 240x180 photos with 120x90 synthesized ones)
+    size = plan.reference_size
+    loader = loader_for(real_set, size=size, size_source="the evaluation size")
 
     def batches():
         for items in loader:
@@ -262,17 +324,21 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
     """Compute the metrics of ``eval_set`` under ``cfg``; see the module docstring."""
     from evaluation.image_metrics import PairedMetrics, diversity
 
-    result = EvalResult()
+    result = EvalResult(notes=list(eval_set.notes))
+    if eval_set.pairing is not None:
+        result.details["pairing"] = dict(eval_set.pairing)
+    if eval_set.found:
+        result.details["images_found"] = list(eval_set.found)
     plan = _Plan(eval_set, cfg, result)
     plan.decide()
     groups = plan.groups
     need_real = ("paired" in groups or "lpips" in groups
                  or (plan.real_source == "paired" and ("fid" in groups or "kid" in groups)))
 
-    def loader_for(s: EvalSet, **use) -> DataLoader:
+    def loader_for(s: EvalSet, size: Optional[Tuple[int, int]] = None, **use) -> DataLoader:
         # workers ignore SIGTERM / Ctrl-C (the main process stops the run) and are shut down
         # before exit, as the training loader's are
-        return WorkerSafeLoader(EvalImages(s, cfg.eval_size, **use), batch_size=cfg.batch_size,
+        return WorkerSafeLoader(EvalImages(s, size or cfg.eval_size, **use), batch_size=cfg.batch_size,
                                 shuffle=False, num_workers=cfg.num_workers, collate_fn=_collate,
                                 worker_init_fn=ignore_stop_signals)
 
@@ -307,7 +373,7 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
                         for j, i in enumerate(idx):
                             if per_level:
                                 per_level[levels[items[i]["index"]]].update(_unit(fake[j:j + 1]), _unit(real[j:j + 1]))
-                    if plan.lpips is not None:
+                    if plan.lpips is not None and "lpips" in groups:  # else loaded for diversity
                         d = plan.lpips(_unit(fake), _unit(real))
                         lpips_sum += float(d.sum())
                         lpips_n += d.numel()
@@ -347,9 +413,14 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
     if plan.lpips is not None and lpips_n:
         m["lpips"] = lpips_sum / lpips_n
     if "diversity" in groups and div_maps:
-        m["diversity"] = div_sum / div_maps
-        result.details["diversity"] = {"distance": div_distance, "label_maps": div_maps,
+        # L1 is another quantity than LPIPS: never reported under the LPIPS key
+        key = "diversity" if plan.lpips is not None else "diversity_l1"
+        m[key] = div_sum / div_maps
+        result.details["diversity"] = {"distance": div_distance, "key": key, "label_maps": div_maps,
                                        "samples_per_map": eval_set.num_samples}
+        if key == "diversity_l1":
+            result.notes.append(f"diversity reported as diversity_l1 (mean pairwise L1, [0, 1] "
+                                f"units), not LPIPS: {plan.lpips_missing}")
     if "time" in groups:
         timing = eval_set.manifest["timing"]
         m["sec_per_image"] = timing["sec_per_image"]
@@ -384,7 +455,8 @@ def _fid_kid(plan: _Plan, result: EvalResult, fake: np.ndarray, feats_real: Sequ
         mu_r, sigma_r = feature_statistics(real)
         source = cfg.real_dir or "paired real images"
         result.details["fid_real"] = {"source": source, "images": len(real)}
-        result.real_statistics = {"mu": mu_r, "sigma": sigma_r, "source": source, "images": len(real)}
+        result.real_statistics = {"mu": mu_r, "sigma": sigma_r, "source": source, "images": len(real),
+                                  "eval_size": _statistics_size(plan)}
     if "fid" in plan.groups:
         mu_f, sigma_f = feature_statistics(fake)
         m["fid"] = frechet_distance(mu_f, sigma_f, mu_r, sigma_r)
@@ -399,3 +471,14 @@ def _fid_kid(plan: _Plan, result: EvalResult, fake: np.ndarray, feats_real: Sequ
     if min(len(fake), len(real) if real is not None else len(fake)) < 2048:
         result.notes.append(f"FID from {len(fake)} synthesized images: below 2048 the covariance is "
                             f"rank-deficient and FID is biased upward; compare only at equal counts")
+
+
+def _statistics_size(plan: _Plan) -> Optional[List[int]]:
+    """The one size the real statistics were computed at (recorded with --save_real_stats),
+    or None when paired reals were resized to synthesized images of several sizes."""
+    if plan.reference_size is not None:
+        return list(plan.reference_size)
+    try:
+        return list(plan._reference_size())
+    except OptionError:
+        return None

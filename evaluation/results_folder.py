@@ -5,8 +5,13 @@ Two sources give the same ``EvalSet`` (a list of ``EvalItem`` matched by name):
 * a test.py results folder: ``images/synthesized_image/<name>.png`` (and
   ``synthesized_image_<k>`` for extra samples), ``images/real_image/``, ``labels/<name>.png``
   (raw label ids) and ``results.json`` (the options: dataset mode, label_nc, ...);
-* ``--fake_dir`` (+ ``--real_dir`` paired by relative path, + ``--label_dir`` of label-id maps),
-  matched by relative path without extension.
+* ``--fake_dir`` (+ ``--real_dir``, + ``--label_dir`` of label-id maps), matched by relative
+  path without extension; the real images pair up only when every synthesized image has one,
+  else the two folders are compared unpaired (FID/KID against the whole ``--real_dir``).
+
+Images are the files with torch-fidelity's extensions (``FID_EXTENSIONS``) directly in each
+folder, sub-folders only with ``recursive`` (as torch-fidelity's ``samples_find_deep``), so a
+folder gives the same images here as in torch-fidelity.
 
 Loading follows the protocol (README, "Evaluation protocol"): everything is brought to the
 evaluation size, the synthesized image's own size unless ``eval_size`` is given; photos are
@@ -30,6 +35,9 @@ from util.errors import DatasetError
 from util.image_io import load_label_ids
 
 ASPECT_TOLERANCE = 0.02  # relative; rounding of odd sizes stays within this
+# torch-fidelity 0.4.0's defaults.samples_find_ext ("png,jpg,jpeg", compared lower-case): the
+# same files as its folder reader, so FID/KID of a folder agree with it
+FID_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 @dataclass
@@ -48,6 +56,12 @@ class EvalSet:
     source: str                      # what was read, for metrics.json
     options: Dict[str, Any] = field(default_factory=dict)  # test.py's options when known
     manifest: Optional[Dict[str, Any]] = None
+    # --real_dir as an unpaired FID/KID reference (all its images), when it is not exactly the
+    # set of paired real images
+    reference_dir: Optional[str] = None
+    pairing: Optional[Dict[str, Any]] = None   # synthesized / real / pairs counts (folders)
+    notes: List[str] = field(default_factory=list)          # how the folders paired up
+    found: List[str] = field(default_factory=list)          # one line per folder read: counts
 
     @property
     def has_real(self) -> bool:
@@ -62,18 +76,28 @@ class EvalSet:
         return 1 + min((len(i.samples) for i in self.items), default=0)
 
 
-def _stems(folder: str) -> Dict[str, str]:
-    """Relative path without extension -> file, for every image under ``folder``."""
+def _stems(folder: str, recursive: bool = False, what: str = "images",
+           found: Optional[List[str]] = None) -> Dict[str, str]:
+    """Relative path without extension -> file, for the images in ``folder`` (its top level
+    unless ``recursive``); appends a line with the count (and what was left out) to ``found``."""
     if not os.path.isdir(folder):
         raise DatasetError(f"{folder} is not a folder")
-    found: Dict[str, str] = {}
-    for path in list_files(folder):
+    stems: Dict[str, str] = {}
+    for path in list_files(folder, FID_EXTENSIONS, recursive=recursive):
         rel = os.path.splitext(os.path.relpath(path, folder))[0].replace(os.sep, "/")
-        if rel in found:
-            raise DatasetError(f"{found[rel]} and {path} have the same name apart from the "
+        if rel in stems:
+            raise DatasetError(f"{stems[rel]} and {path} have the same name apart from the "
                                f"extension; keep one of them")
-        found[rel] = path
-    return found
+        stems[rel] = path
+    if found is not None:
+        line = f"{what}: {len(stems)} in {folder}" + ("" if recursive else " (top level)")
+        if not recursive:
+            # images one level down or deeper are a common layout (class folders): say so
+            deeper = len(list_files(folder, FID_EXTENSIONS, recursive=True)) - len(stems)
+            if deeper:
+                line += f"; {deeper} more in sub-folders, left out (--recursive includes them)"
+        found.append(line)
+    return stems
 
 
 def _match(names: List[str], others: Dict[str, str], what: str, folder: str) -> Dict[str, str]:
@@ -100,7 +124,8 @@ def from_results_dir(results_dir: str) -> EvalSet:
                 manifest = json.load(f)
         except (OSError, ValueError) as e:
             raise DatasetError(f"cannot read {manifest_path}: {e}; rerun test.py to rewrite it") from e
-    fakes = _stems(fake_dir)
+    found: List[str] = []
+    fakes = _stems(fake_dir, what="synthesized images", found=found)
     if not fakes:
         raise DatasetError(f"{fake_dir} holds no images; run test.py (with --how_many > 0)")
     names = sorted(fakes)
@@ -108,7 +133,8 @@ def from_results_dir(results_dir: str) -> EvalSet:
         order = [row[0] for row in manifest["rows"] if row[0] in fakes]
         names = order + sorted(set(names) - set(order))
     images = os.path.join(results_dir, "images")
-    reals = _stems(os.path.join(images, "real_image")) if os.path.isdir(os.path.join(images, "real_image")) else {}
+    reals = (_stems(os.path.join(images, "real_image"), what="real images", found=found)
+             if os.path.isdir(os.path.join(images, "real_image")) else {})
     label_dir = os.path.join(results_dir, "labels")
     labels = _stems(label_dir) if os.path.isdir(label_dir) else {}
     sample_dirs = sorted((d for d in os.listdir(images) if d.startswith("synthesized_image_")
@@ -117,20 +143,53 @@ def from_results_dir(results_dir: str) -> EvalSet:
     items = [EvalItem(n, fakes[n], reals.get(n), labels.get(n),
                       [m[n] for m in sample_maps if n in m]) for n in names]
     options = (manifest or {}).get("options", {})
-    return EvalSet(items, f"test.py results {os.path.abspath(results_dir)}", options, manifest)
+    return EvalSet(items, f"test.py results {os.path.abspath(results_dir)}", options, manifest,
+                   found=found)
 
 
-def from_folders(fake_dir: str, real_dir: Optional[str] = None,
-                 label_dir: Optional[str] = None) -> EvalSet:
-    """Loose folders, matched by relative path without extension."""
-    fakes = _stems(fake_dir)
+def from_folders(fake_dir: str, real_dir: Optional[str] = None, label_dir: Optional[str] = None,
+                 recursive: bool = False, fake_what: str = "synthesized images") -> EvalSet:
+    """Loose folders, matched by relative path without extension.
+
+    ``real_dir`` pairs with ``fake_dir`` when every synthesized image has a real image of the
+    same name (paired metrics then run on those pairs); otherwise the folders are compared
+    unpaired. Either way, real images without a synthesized partner make ``real_dir`` the
+    FID/KID reference as a whole (``reference_dir``), and ``pairing`` / ``notes`` say how many
+    paired. ``label_dir`` must cover every synthesized image. ``fake_what`` names the first
+    folder in the count line (a reference folder read on its own is not synthesized)."""
+    found: List[str] = []
+    fakes = _stems(fake_dir, recursive, fake_what, found)
     if not fakes:
-        raise DatasetError(f"{fake_dir} holds no images (.png/.jpg/...)")
+        raise DatasetError(f"{fake_dir} holds no {'/'.join(FID_EXTENSIONS)} images"
+                           + ("" if recursive else " at its top level (--recursive looks in sub-folders)"))
     names = sorted(fakes)
-    reals = _match(names, _stems(real_dir), "real image", real_dir) if real_dir else {}
-    labels = _match(names, _stems(label_dir), "label map", label_dir) if label_dir else {}
+    reals: Dict[str, str] = {}
+    notes: List[str] = []
+    pairing = reference = None
+    if real_dir:
+        all_reals = _stems(real_dir, recursive, "real images", found)
+        pairs = [n for n in names if n in all_reals]
+        pairing = {"synthesized": len(names), "real": len(all_reals), "pairs": len(pairs),
+                   "unpaired_examples": [n for n in names if n not in all_reals][:3]}
+        if len(pairs) == len(names):
+            reals = {n: all_reals[n] for n in names}
+            if len(all_reals) > len(pairs):
+                notes.append(f"{len(all_reals) - len(pairs)} of {len(all_reals)} real images in "
+                             f"{real_dir} have no synthesized image of the same name: paired "
+                             f"metrics use the {len(pairs)} pairs, FID/KID all {len(all_reals)} "
+                             f"real images")
+        else:
+            notes.append(f"{len(pairs)} of {len(names)} synthesized images have a real image of "
+                         f"the same name in {real_dir} (e.g. {pairing['unpaired_examples']} have none): the "
+                         f"folders are compared unpaired (FID/KID), paired metrics need every "
+                         f"synthesized image paired")
+        if len(all_reals) != len(reals):
+            reference = real_dir  # the reference set is the whole folder, not the pairs
+    labels = _match(names, _stems(label_dir, recursive, "label maps", found), "label map",
+                    label_dir) if label_dir else {}
     items = [EvalItem(n, fakes[n], reals.get(n), labels.get(n)) for n in names]
-    return EvalSet(items, f"folders fake={fake_dir} real={real_dir} labels={label_dir}")
+    return EvalSet(items, f"folders fake={fake_dir} real={real_dir} labels={label_dir}",
+                   reference_dir=reference, pairing=pairing, notes=notes, found=found)
 
 
 def parse_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
@@ -154,9 +213,22 @@ UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBom
 
 
 def _open_rgb(path: str) -> Image.Image:
-    """Decoded RGB image; ``DatasetError`` naming the file (also inside DataLoader workers)."""
+    """Decoded 8-bit RGB image; ``DatasetError`` naming the file (also inside DataLoader
+    workers). 16-bit grey images are scaled to 8 bits (PIL's convert would clip them to
+    white); values beyond 16 bits and float pixels are refused."""
     try:
         with Image.open(path) as im:
+            # PIL opens a 16-bit grey PNG as "I;16" (older versions: "I", 32-bit integers)
+            if im.mode.startswith("I;16") or im.mode == "I":
+                wide = np.asarray(im).astype(np.int64)
+                if wide.min(initial=0) < 0 or wide.max(initial=0) > 65535:
+                    raise DatasetError(f"cannot read image {path}: mode {im.mode} pixels outside "
+                                       f"0..65535 have no 8-bit scale; save it as an 8- or 16-bit PNG")
+                # 0..65535 -> 0..255, rounded: v / 257 maps 257 * k exactly onto k
+                return Image.fromarray(((wide + 128) // 257).astype(np.uint8), "L").convert("RGB")
+            if im.mode == "F":
+                raise DatasetError(f"cannot read image {path}: float pixels (mode F) have no "
+                                   f"8-bit scale; save it as an 8- or 16-bit PNG")
             return im.convert("RGB")
     except UNREADABLE as e:
         raise DatasetError(f"cannot read image {path}: {e}; replace or remove the file") from e
@@ -183,9 +255,11 @@ class EvalImages(Dataset):
     images ``(3, H, W) uint8``, label ``(H, W) int64`` of raw ids, samples ``(K-1, 3, H, W)``."""
 
     def __init__(self, eval_set: EvalSet, size: Optional[Tuple[int, int]] = None,
-                 use_real: bool = True, use_labels: bool = True, use_samples: bool = True) -> None:
+                 use_real: bool = True, use_labels: bool = True, use_samples: bool = True,
+                 size_source: Optional[str] = None) -> None:
         self.items = eval_set.items
         self.size = size
+        self.size_source = size_source  # what ``size`` is, for aspect-ratio errors
         self.use_real = use_real and eval_set.has_real
         self.use_labels = use_labels and eval_set.has_labels
         self.use_samples = use_samples and eval_set.num_samples > 1
@@ -205,7 +279,8 @@ class EvalImages(Dataset):
         item = self.items[index]
         fake_im = _open_rgb(item.fake)
         size = self.size or fake_im.size
-        out: Dict[str, Any] = {"index": index, "fake": self._photo(item.fake, size, item.fake, fake_im)}
+        ref = self.size_source or item.fake
+        out: Dict[str, Any] = {"index": index, "fake": self._photo(item.fake, size, ref, fake_im)}
         if self.use_real:
             out["real"] = self._photo(item.real, size, item.fake)
         if self.use_labels:

