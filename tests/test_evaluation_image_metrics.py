@@ -111,6 +111,120 @@ def test_identical_pairs_are_left_out_of_the_psnr_mean():
     assert same.compute()["psnr"] == math.inf
 
 
+def _structured(seed: int, n: int, h: int, w: int) -> tuple:
+    """(fake, real) with edges, flat regions, gradients and texture: float64 in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h, dtype=torch.float64),
+                            torch.linspace(0, 1, w, dtype=torch.float64), indexing="ij")
+    real = torch.empty(n, 3, h, w, dtype=torch.float64)
+    for i in range(n):
+        real[i, 0] = xx  # horizontal ramp
+        real[i, 1] = ((xx * (4 + i)).floor() + (yy * 3).floor()) % 2  # checkerboard: hard edges
+        real[i, 2] = 0.5 + 0.5 * torch.sin(12 * xx + 7 * yy + i)
+    real[:, :, : h // 3, : w // 3] = 0.25  # a flat block in every channel
+    fake = real.clone()
+    fake[:, :, h // 2:] = (fake[:, :, h // 2:] + 0.2 * torch.randn(
+        fake[:, :, h // 2:].shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    fake[:, 1] = torch.roll(fake[:, 1], shifts=2, dims=-1)  # a misaligned channel
+    return fake, real
+
+
+@pytest.mark.parametrize("h, w", [(11, 11), (11, 37), (23, 12), (64, 48), (180, 240)])
+def test_ssim_and_psnr_match_scikit_image_on_random_and_structured_images(h, w):
+    g = torch.Generator().manual_seed(h * w)
+    noise = (torch.rand(2, 3, h, w, generator=g, dtype=torch.float64),
+             torch.rand(2, 3, h, w, generator=g, dtype=torch.float64))
+    for fake, real in (noise, _structured(h + w, 2, h, w), _pairs(seed=w, n=2, h=h, w=w)):
+        np.testing.assert_allclose(ssim(fake, real).numpy(), _skimage_ssim(fake, real),
+                                   rtol=0, atol=1e-9)
+        reference = [sk_psnr(r.numpy(), f.numpy(), data_range=1.0) for f, r in zip(fake, real)]
+        np.testing.assert_allclose(psnr(fake, real).numpy(), reference, rtol=1e-12)
+
+
+def test_ssim_equals_the_previous_torchmetrics_implementation():
+    # the values before the batched rewrite: torchmetrics' full map without its 5-px border
+    from torchmetrics.functional.image import structural_similarity_index_measure as tm
+    fake, real = _structured(5, 3, 40, 52)
+    _, full = tm(fake, real, gaussian_kernel=True, sigma=1.5, data_range=1.0, k1=0.01, k2=0.03,
+                 reduction="none", return_full_image=True)
+    before = full[..., 5:-5, 5:-5].flatten(1).mean(1)
+    assert torch.allclose(ssim(fake, real), before, rtol=0, atol=1e-12)
+
+
+def test_batched_equals_per_image_for_any_chunk_size(monkeypatch):
+    import evaluation.image_metrics as im
+    fake, real = _structured(7, 5, 30, 26)
+    per_image = torch.cat([ssim(fake[i:i + 1], real[i:i + 1]) for i in range(5)])
+    for chunk in (1, 30 * 26 * 2, 30 * 26 * 4, 1 << 30):  # one plane, 2 and 4 planes, all at once
+        monkeypatch.setattr(im, "SSIM_CPU_CHUNK", chunk)
+        assert torch.allclose(ssim(fake, real), per_image, rtol=0, atol=1e-14)
+    m_batched, m_single = PairedMetrics(), PairedMetrics()
+    m_batched.update(fake, real)
+    for i in range(5):
+        m_single.update(fake[i:i + 1], real[i:i + 1])
+    a, b = m_batched.per_image(), m_single.per_image()
+    for key in ("psnr", "ssim", "mse"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-13, atol=1e-15)
+
+
+def test_ssim_layouts_dtypes_and_thread_count():
+    fake, real = _structured(9, 2, 33, 35)
+    expected = _skimage_ssim(fake, real)
+    # non-contiguous input (channels-last memory, a cropped view) gives the same values
+    np.testing.assert_allclose(ssim(fake.contiguous(memory_format=torch.channels_last),
+                                    real.contiguous(memory_format=torch.channels_last)).numpy(),
+                               expected, atol=1e-12)
+    wide_f, wide_r = _structured(9, 2, 33, 45)
+    np.testing.assert_allclose(ssim(wide_f[..., 5:40], wide_r[..., 5:40]).numpy(),
+                               _skimage_ssim(wide_f[..., 5:40].contiguous(),
+                                             wide_r[..., 5:40].contiguous()), atol=1e-12)
+    # uint8 is value / 255
+    u_f, u_r = (fake * 255).round().to(torch.uint8), (real * 255).round().to(torch.uint8)
+    np.testing.assert_allclose(ssim(u_f, u_r).numpy(), _skimage_ssim(u_f.double() / 255, u_r.double() / 255),
+                               atol=1e-12)
+    assert ssim(fake[:0], real[:0]).shape == (0,)
+    # the metrics run on one CPU thread and give the caller's setting back, also after an error
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ssim(fake, real)
+        with pytest.raises(ValueError):
+            ssim(fake[..., :8], real[..., :8])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_constant_images():
+    flat = torch.full((2, 3, 20, 17), 0.3, dtype=torch.float64)
+    black, white = torch.zeros_like(flat), torch.ones_like(flat)
+    assert torch.equal(ssim(flat, flat), torch.ones(2, dtype=torch.float64))
+    assert torch.equal(ssim(black, black), torch.ones(2, dtype=torch.float64))
+    # black vs white: SSIM = C1 / (1 + C1) (means 0 and 1, no variance)
+    c1 = 0.01 ** 2
+    assert ssim(black, white).tolist() == pytest.approx([c1 / (1 + c1)] * 2, abs=1e-15)
+    _, textured = _structured(3, 2, 20, 17)
+    for fake, real in ((flat, textured), (textured, flat), (black, white)):
+        np.testing.assert_allclose(ssim(fake, real).numpy(), _skimage_ssim(fake, real),
+                                   atol=1e-12)
+    assert psnr(black, white).tolist() == [0.0, 0.0]  # MSE 1
+    assert math.isinf(float(psnr(flat, flat)[0]))
+
+
+def test_too_small_images_are_refused_and_leave_the_metrics_unchanged():
+    fake, real = _pairs(n=2, h=11, w=11)
+    m = PairedMetrics()
+    m.update(fake, real)  # 11x11: exactly one window position
+    for h, w in ((10, 11), (11, 10), (4, 4), (1, 11)):
+        with pytest.raises(ValueError, match=rf"at least 11x11 pixels, got \({h}, {w}\)"):
+            ssim(fake[..., :h, :w], real[..., :h, :w])
+        with pytest.raises(ValueError, match="at least 11x11"):
+            m.update(fake[..., :h, :w], real[..., :h, :w])
+    assert len(m) == 2 and len(m.per_image()["ssim"]) == len(m.per_image()["mse"]) == 2
+    # PSNR and MSE need no window
+    assert psnr(fake[..., :4, :4], real[..., :4, :4]).shape == (2,)
+
+
 def test_bad_inputs_say_what_is_wrong():
     fake, real = _pairs(n=1)
     with pytest.raises(ValueError, match=r"\(x \+ 1\) / 2"):
