@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,10 @@ def clean_fid_model(tmp_path_factory) -> InceptionV3W:
     its forward is clean-fid's own (x - 128) / 128 -> layers."""
     folder = tmp_path_factory.mktemp("cleanfid_weights")
     script = inc.load_torchscript(inc._package_weights())
-    torch.jit.save(script.net, str(folder / "inception-2015-12-05.pt"))  # the file name it loads
-    return InceptionV3W(str(folder), download=False, resize_inside=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.save / load are "deprecated"
+        torch.jit.save(script.net, str(folder / "inception-2015-12-05.pt"))  # the name it loads
+        return InceptionV3W(str(folder), download=False, resize_inside=False)
 
 
 @pytest.fixture(scope="module")
