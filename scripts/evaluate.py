@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from evaluation.evaluator import METRIC_GROUPS, EvalConfig, EvalResult, evaluate  # noqa: E402
+from evaluation.inception import check_fid_protocol  # noqa: E402
 from evaluation.results_folder import from_folders, from_results_dir, parse_size  # noqa: E402
 from options.base_options import parse_gpu_ids  # noqa: E402
 from util.cli import run_reporting_errors  # noqa: E402
@@ -59,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real_stats", help="cached real FID statistics (.npz from --save_real_stats)")
     p.add_argument("--save_real_stats", help="write the real images' FID statistics here (.npz)")
     p.add_argument("--kid_subsets", type=int, default=100)
-    p.add_argument("--kid_subset_size", type=int, default=1000)
+    p.add_argument("--kid_subset_size", type=int, default=None,
+                   help="images per KID subset (default 1000, torch-fidelity's; a smaller set is "
+                        "refused unless this is given)")
+    p.add_argument("--fid_protocol", default="tf",
+                   help="resize before the Inception network: tf (TF-FID bilinear, default) or "
+                        "clean (clean-fid's PIL bicubic); recorded in metrics.json")
     p.add_argument("--segmenter", help="segmenter name (see README); mIoU is skipped without one")
     p.add_argument("--segmenter_path", help="its weights / TorchScript file")
     p.add_argument("--segmenter_mapping", help="class mapping JSON (segmenter classes -> dataset)")
@@ -115,9 +121,14 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         # None when --real_dir is exactly the paired reals: their features are computed once
         reference_dir = eval_set.reference_dir
         out = a.out or os.path.join(os.path.dirname(os.path.abspath(a.fake_dir)), "metrics.json")
+    check_fid_protocol(a.fid_protocol)
+    if a.kid_subset_size is not None and a.kid_subset_size < 2:
+        raise OptionError(f"--kid_subset_size {a.kid_subset_size}: at least 2 images per subset")
+    if a.kid_subsets < 1:
+        raise OptionError(f"--kid_subsets {a.kid_subsets}: at least 1 subset")
     cfg = EvalConfig(metrics=a.metrics, device=resolve_device(parse_gpu_ids(a.gpu_ids)),
                      batch_size=a.batch_size, num_workers=a.num_workers, eval_size=parse_size(a.eval_size),
-                     fid_weights=a.fid_weights, real_stats=a.real_stats, real_dir=reference_dir,
+                     fid_weights=a.fid_weights, fid_protocol=a.fid_protocol, real_stats=a.real_stats, real_dir=reference_dir,
                      kid_subsets=a.kid_subsets, kid_subset_size=a.kid_subset_size,
                      segmenter=a.segmenter, segmenter_path=a.segmenter_path,
                      segmenter_mapping=a.segmenter_mapping, dataset_mode=a.dataset_mode,
@@ -135,6 +146,11 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     # after the run, so that a refused input stays a one-line error
     for line in eval_set.found:
         print(f"found {line}", file=sys.stderr)
+    features = result.protocol.get("features") or {}
+    if "fid_protocol" in features:  # which FID / KID these are, next to the numbers
+        kid = (f", KID over {features['kid_subsets']} subsets of {features['kid_subset_size']} images"
+               if "kid_subset_size" in features else "")
+        print(f"protocol: --fid_protocol {features['fid_protocol']}{kid}", file=sys.stderr)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if a.results_dir and not a.no_page:
@@ -151,9 +167,10 @@ def _save_real_stats(result: EvalResult, path: str) -> None:
     if stats["eval_size"] is None:
         raise OptionError("--save_real_stats: the synthesized images differ in size, so the real "
                           "statistics have no one size to be reused at; give --eval_size WIDTHxHEIGHT")
-    # the size is recorded so that --real_stats refuses an evaluation at another size
+    # size and protocol are recorded so that --real_stats refuses an evaluation made otherwise
     save_statistics(path, stats["mu"], stats["sigma"], {"source": stats["source"], "images": stats["images"],
-                                                        "eval_size": stats["eval_size"]})
+                                                        "eval_size": stats["eval_size"],
+                                                        "fid_protocol": stats["fid_protocol"]})
 
 
 def _add_to_page(results_dir: str, result: EvalResult) -> None:

@@ -111,22 +111,28 @@ def test_kid_matches_a_direct_computation_over_the_same_subsets():
     assert std > 0
 
 
-def test_kid_subset_size_shrinks_to_the_smaller_set():
+def test_kid_subset_size_larger_than_a_set_is_refused_not_shrunk():
     RNG = np.random.default_rng(5)
     x, y = RNG.normal(size=(9, 4)), RNG.normal(size=(7, 4)) * 1.5 + 1.0
-    # 1000 > 7: every subset of y is all of y, x's subsets have 7 of its 9 images
-    mean, _ = kid_from_features(x, y, subsets=3, subset_size=1000, seed=0)
+    # the default 1000 > 7: refused, naming the largest size that fits (KID depends on the size)
+    with pytest.raises(DatasetError, match="subsets of 1000 images need at least 1000 images per set, "
+                                           "got 9 and 7; choose a subset size of at most 7"):
+        kid_from_features(x, y, subsets=3, seed=0)
+    with pytest.raises(DatasetError, match="at most 7"):
+        kid_from_features(x, y, subsets=3, subset_size=8)
+    # an explicit size that fits: the direct computation over the same draws
     rng = np.random.RandomState(0)
     expected = []
     for _ in range(3):
         xi, yi = rng.choice(9, 7, replace=False), rng.choice(7, 7, replace=False)
         expected.append(_direct_mmd2(x[xi], y[yi], gamma=0.5, coef0=2.0, degree=2))
-    mean_custom, _ = kid_from_features(x, y, subsets=3, subset_size=1000, degree=2, gamma=0.5, coef0=2.0)
+    mean_custom, _ = kid_from_features(x, y, subsets=3, subset_size=7, degree=2, gamma=0.5, coef0=2.0)
     assert mean_custom == pytest.approx(np.mean(expected), rel=1e-9)
-    same, _ = kid_from_features(x, x[::-1].copy(), subsets=3, seed=0)
+    mean, _ = kid_from_features(x, y, subsets=3, subset_size=7, seed=0)
+    same, _ = kid_from_features(x, x[::-1].copy(), subsets=3, subset_size=7, seed=0)
     assert abs(same) < mean  # same distribution (here: same points) scores lower than a different one
     with pytest.raises(DatasetError, match="at least 2 images"):
-        kid_from_features(x[:1], y)
+        kid_from_features(x[:1], y, subset_size=1)
 
 
 # ---------------------------------------------------------------------- statistics files

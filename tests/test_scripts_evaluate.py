@@ -58,7 +58,9 @@ def _strict_json(path: Path) -> dict:
 
 def test_results_folder_gives_every_available_metric(results, tmp_path, capsys):
     folder = _copy(results, tmp_path)
-    report = evaluate_script.run([str(folder), "--gpu_ids", "-1", "--num_workers", "0"])
+    # 4 images: KID only with an explicit subset size (the default 1000 is refused)
+    report = evaluate_script.run([str(folder), "--gpu_ids", "-1", "--num_workers", "0",
+                                  "--kid_subset_size", "4"])
     m = report["metrics"]
     assert m["num_images"] == 4
     for key in ("fid", "kid_mean", "kid_std", "psnr", "ssim", "mse", "diversity_l1", "sec_per_image"):

@@ -59,7 +59,9 @@ class PeriodicEvaluator:
         self.count = count
         self.loader = DataLoader(Subset(dataset, self.indices), batch_size=opt.batchSize,
                                  shuffle=False, num_workers=0)
-        self.inception = load_inception(opt.fid_weights, device)  # missing weights: error now
+        # --fid_protocol as in scripts/evaluate.py; missing weights / clean-fid: an error now
+        self.fid_protocol = getattr(opt, "fid_protocol", "tf")  # option files from before it: tf
+        self.inception = load_inception(opt.fid_weights, device, protocol=self.fid_protocol)
         self.segmenter = self.label_space = None
         if opt.eval_segmenter:
             from evaluation.label_spaces import label_space_for
