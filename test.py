@@ -48,7 +48,7 @@ def unique_name(path: str, used: Set[str]) -> str:
 MANIFEST_OPTIONS = ("name", "model", "netG", "which_epoch", "phase", "dataset_mode", "dataroot",
                     "label_nc", "contain_dontcare_label", "no_instance", "preprocess_mode",
                     "load_size", "crop_size", "aspect_ratio", "use_vae", "num_samples", "seed",
-                    "batchSize", "gpu_ids", "amp", "eval")
+                    "batchSize", "gpu_ids", "amp", "eval", "eval_ignore_id")
 
 
 class SynthesisTimer:

@@ -57,6 +57,7 @@ def test_train_then_test_writes_everything(tmp_path, tiny_train_args):
     # what scripts/evaluate.py reads: raw label ids and the manifest with options and timing
     manifest = json.loads((out / "results.json").read_text())
     assert manifest["options"]["dataset_mode"] == "synthetic" and manifest["num_images"] == 5
+    assert manifest["options"]["eval_ignore_id"] is None  # evaluate.py's default void class
     assert [row[0] for row in manifest["rows"]] == sorted(p.stem for p in (out / "labels").glob("*.png"))
     assert manifest["timing"]["sec_per_image"] > 0 and manifest["timing"]["images_timed"] >= 1
     first = manifest["rows"][0][0]
