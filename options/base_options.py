@@ -217,7 +217,12 @@ class BaseOptions:
             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         parser = self.initialize(parser)
         self._hooks_applied: set = set()
-        opt = self._apply_hooks(parser, args)
+        if args is None:
+            args = sys.argv[1:]
+        # --help waits for the final parse: the hooks' flags (the chosen generator's,
+        # discriminator's, dataset mode's) must be registered before it prints
+        hook_args = [a for a in args if a not in ("-h", "--help")]
+        opt = self._apply_hooks(parser, hook_args)
         if opt.load_from_opt_file:
             saved = load_option_file(option_file_path(opt))
             restored: set = set()
@@ -229,7 +234,7 @@ class BaseOptions:
                     break
                 parser.set_defaults(**todo)
                 restored |= set(todo)
-                opt = self._apply_hooks(parser, args)
+                opt = self._apply_hooks(parser, hook_args)
             # Hooks that ran meanwhile (a restored dataset mode's) set their own defaults:
             # the saved values win over them.
             parser.set_defaults(**{k: saved[k] for k in restored})

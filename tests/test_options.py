@@ -100,3 +100,15 @@ def test_load_from_missing_opt_file(tmp_path):
     with pytest.raises(OptionError, match="opt.json does not exist"):
         TestOptions().parse(["--checkpoints_dir", str(tmp_path), "--name", "none",
                              "--load_from_opt_file"], save=False)
+
+
+def test_help_lists_the_flags_of_the_chosen_components(capsys):
+    """--help prints after the hooks ran: the default generator's, discriminator's and dataset
+    mode's flags, and those of components named on the command line."""
+    with pytest.raises(SystemExit):
+        TrainOptions().parse(["--help"], save=False)
+    text = capsys.readouterr().out
+    assert "--spade_impl" in text and "--num_D" in text and "--synthetic_num" in text
+    with pytest.raises(SystemExit):
+        TrainOptions().parse(["--netG", "pix2pixhd", "--help"], save=False)
+    assert "--n_local_enhancers" in capsys.readouterr().out
