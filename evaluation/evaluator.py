@@ -1,5 +1,8 @@
 """One pass over an ``EvalSet`` computing every requested metric (scripts/evaluate.py's engine).
 
+The metrics are the registered objects of ``evaluation.metrics`` (their names, keys and needed
+inputs); this module decides which can run, loads what they need and feeds them one data pass.
+
 Metrics (names as they appear in metrics.json):
 
 * ``fid``, ``kid_mean``, ``kid_std``: synthesized vs real images (TF-FID Inception, see
@@ -20,7 +23,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,15 +31,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.loader import WorkerSafeLoader, ignore_stop_signals
+from evaluation.metrics import FID, LPIPS, Diversity, Paired, Segmentation, fid_against, metric_groups
 from evaluation.results_folder import EvalImages, EvalSet
 from util.errors import OptionError, UserError
 
-METRIC_GROUPS = {
-    "fid": ("fid",), "kid": ("kid_mean", "kid_std"),
-    "seg": ("miou", "pixel_accuracy", "mean_class_accuracy"),
-    "paired": ("psnr", "ssim", "mse"), "lpips": ("lpips",), "diversity": ("diversity", "diversity_l1"),
-    "time": ("sec_per_image",),
-}
+
+# --metrics names -> metrics.json keys, from the metric registry (evaluation/metrics.py)
+METRIC_GROUPS = metric_groups()
 
 KID_SUBSET_SIZE = 1000  # torch-fidelity's default; KID depends on it, so smaller sets are refused
 LPIPS_MIN_SIDE = 31  # AlexNet's stride-4 conv and two 3x3/2 max-pools leave no pixel below this
@@ -331,10 +332,6 @@ def _stacks(items: List[Dict[str, Any]], key: str) -> Iterable[Tuple[List[int], 
         yield idx, torch.stack([items[i][key] for i in idx])
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x.float() / 255.0
-
-
 def _real_features(plan: _Plan, loader_for: Callable[[EvalSet], DataLoader]) -> Optional[np.ndarray]:
     """Inception features of --real_dir's images (all of them)."""
     from evaluation.fid import compute_features
@@ -355,8 +352,6 @@ def _real_features(plan: _Plan, loader_for: Callable[[EvalSet], DataLoader]) -> 
 
 def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
     """Compute the metrics of ``eval_set`` under ``cfg``; see the module docstring."""
-    from evaluation.image_metrics import PairedMetrics, diversity
-
     result = EvalResult(notes=list(eval_set.notes))
     if eval_set.pairing is not None:
         result.details["pairing"] = dict(eval_set.pairing)
@@ -375,18 +370,18 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
                                 shuffle=False, num_workers=cfg.num_workers, collate_fn=_collate,
                                 worker_init_fn=ignore_stop_signals)
 
-    feats_fake: List[np.ndarray] = []
-    feats_real: List[np.ndarray] = []
-    confusion = plan.label_space.confusion_matrix() if plan.segmenter is not None else None
-    paired = PairedMetrics() if "paired" in groups else None
+    # the registered metric objects (evaluation/metrics.py); FID's features also serve KID
+    features = FID(plan.inception) if plan.inception is not None else None
+    seg = Segmentation(plan.segmenter, plan.label_space) if plan.segmenter is not None else None
+    paired = Paired() if "paired" in groups else None
     # denoising results (noisy mode): PSNR/SSIM per noise level as well, as papers report them
     levels = {i: noise_level(item.name) for i, item in enumerate(eval_set.items)}
     per_level: Dict[str, Any] = {}
     if paired is not None and all(v is not None for v in levels.values()):
-        per_level = {lv: PairedMetrics() for lv in sorted(set(levels.values()), key=float)}
-    lpips_sum, lpips_n = 0.0, 0
-    div_sum, div_maps, div_distance = 0.0, 0, None
-    loader = loader_for(eval_set, use_real=need_real, use_labels=confusion is not None,
+        per_level = {lv: Paired() for lv in sorted(set(levels.values()), key=float)}
+    lpips = LPIPS(plan.lpips) if plan.lpips is not None and "lpips" in groups else None  # else for diversity
+    div = Diversity(plan.lpips, cfg.device) if "diversity" in groups else None
+    loader = loader_for(eval_set, use_real=need_real, use_labels=seg is not None,
                         use_samples="diversity" in groups)
     start = time.perf_counter()
     dev = cfg.device
@@ -395,45 +390,30 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
                           dynamic_ncols=True):
             for idx, fake in _stacks(items, "fake"):
                 fake = fake.to(dev)
-                if plan.inception is not None:
-                    feats_fake.append(plan.inception(fake).double().cpu().numpy())
-                if need_real:
-                    real = torch.stack([items[i]["real"] for i in idx]).to(dev)
-                    if plan.inception is not None and plan.real_source == "paired":
-                        feats_real.append(plan.inception(real).double().cpu().numpy())
-                    if paired is not None:
-                        paired.update(_unit(fake), _unit(real))
-                        for j, i in enumerate(idx):
-                            if per_level:
-                                per_level[levels[items[i]["index"]]].update(_unit(fake[j:j + 1]), _unit(real[j:j + 1]))
-                    if plan.lpips is not None and "lpips" in groups:  # else loaded for diversity
-                        d = plan.lpips(_unit(fake), _unit(real))
-                        lpips_sum += float(d.sum())
-                        lpips_n += d.numel()
-                if confusion is not None:
-                    label = torch.stack([items[i]["label"] for i in idx]).to(dev)
-                    pred = plan.segmenter.predict(fake.float() / 127.5 - 1.0)
-                    confusion.update(pred, plan.label_space.to_eval(label))
-                if "diversity" in groups:
-                    extra = torch.stack([items[i]["samples"] for i in idx]).to(dev)  # (N, K-1, 3, H, W)
-                    samples = [_unit(fake)] + [_unit(extra[:, k]) for k in range(extra.size(1))]
-                    score = diversity(samples, plan.lpips if plan.lpips is not None else "l1",
-                                      device=dev, progress=False)
-                    div_sum += float(score) * score.num_maps
-                    div_maps += score.num_maps
-                    div_distance = "lpips-alex" if plan.lpips is not None else score.distance
+                real = torch.stack([items[i]["real"] for i in idx]).to(dev) if need_real else None
+                if features is not None:
+                    features.update(fake, real if plan.real_source == "paired" else None)
+                if paired is not None:
+                    paired.update(fake, real)
+                    for j, i in enumerate(idx):
+                        if per_level:
+                            per_level[levels[items[i]["index"]]].update(fake[j:j + 1], real[j:j + 1])
+                if lpips is not None:
+                    lpips.update(fake, real)
+                if seg is not None:
+                    seg.update(fake, torch.stack([items[i]["label"] for i in idx]).to(dev))
+                if div is not None:  # samples: (N, K-1, 3, H, W)
+                    div.update(fake, torch.stack([items[i]["samples"] for i in idx]).to(dev))
     m = result.metrics
     m["num_images"] = len(eval_set.items)
-    if plan.inception is not None:
-        _fid_kid(plan, result, np.concatenate(feats_fake), feats_real, loader_for)
-    if confusion is not None:
+    if features is not None:
+        _fid_kid(plan, result, features, loader_for)
+    if seg is not None:
         names = list(plan.label_space.class_names)
-        m["miou"] = confusion.miou()
-        m["pixel_accuracy"] = confusion.pixel_accuracy()
-        m["mean_class_accuracy"] = confusion.mean_class_accuracy()
+        m.update(seg.compute())
         result.details["segmentation"] = {"segmenter": cfg.segmenter, "segmenter_path": cfg.segmenter_path,
                                           "label_space": plan.label_space.describe(),
-                                          **confusion.as_dict(names)}
+                                          **seg.confusion.as_dict(names)}
     if paired is not None:
         values = paired.compute()
         m.update(psnr=values["psnr"], ssim=values["ssim"], mse=values["mse"])
@@ -443,13 +423,13 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
             m[f"psnr_sigma{level}"], m[f"ssim_sigma{level}"] = v["psnr"], v["ssim"]
         if per_level:
             result.details["paired_per_sigma"] = {lv: acc.compute() for lv, acc in per_level.items()}
-    if plan.lpips is not None and lpips_n:
-        m["lpips"] = lpips_sum / lpips_n
-    if "diversity" in groups and div_maps:
+    if lpips is not None:
+        m.update(lpips.compute())
+    if div is not None and div.maps:
         # L1 is another quantity than LPIPS: never reported under the LPIPS key
-        key = "diversity" if plan.lpips is not None else "diversity_l1"
-        m[key] = div_sum / div_maps
-        result.details["diversity"] = {"distance": div_distance, "key": key, "label_maps": div_maps,
+        key = div.key
+        m.update(div.compute())
+        result.details["diversity"] = {"distance": div.distance, "key": key, "label_maps": div.maps,
                                        "samples_per_map": eval_set.num_samples}
         if key == "diversity_l1":
             result.notes.append(f"diversity reported as diversity_l1 (mean pairwise L1, [0, 1] "
@@ -477,17 +457,18 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
     return result
 
 
-def _fid_kid(plan: _Plan, result: EvalResult, fake: np.ndarray, feats_real: Sequence[np.ndarray],
+def _fid_kid(plan: _Plan, result: EvalResult, features: FID,
              loader_for: Callable[..., DataLoader]) -> None:
-    from evaluation.fid import feature_statistics, frechet_distance, kid_from_features
+    from evaluation.fid import feature_statistics, kid_from_features
     cfg, m = plan.cfg, result.metrics
+    fake = features.synthesized_features()
     if plan.real_source == "stats":
         mu_r, sigma_r, meta = plan.real_stats
         real = None
         result.details["fid_real"] = {"stats": cfg.real_stats, **{k: v for k, v in meta.items()
                                                                  if isinstance(v, (str, int, float))}}
     else:
-        real = (np.concatenate(feats_real) if plan.real_source == "paired"
+        real = (features.reference_features() if plan.real_source == "paired"
                 else _real_features(plan, loader_for))
         mu_r, sigma_r = feature_statistics(real)
         source = cfg.real_dir or "paired real images"
@@ -495,8 +476,7 @@ def _fid_kid(plan: _Plan, result: EvalResult, fake: np.ndarray, feats_real: Sequ
         result.real_statistics = {"mu": mu_r, "sigma": sigma_r, "source": source, "images": len(real),
                                   "eval_size": _statistics_size(plan), "fid_protocol": cfg.fid_protocol}
     if "fid" in plan.groups:
-        mu_f, sigma_f = feature_statistics(fake)
-        m["fid"] = frechet_distance(mu_f, sigma_f, mu_r, sigma_r)
+        m["fid"] = fid_against(fake, mu_r, sigma_r)
     if "kid" in plan.groups and real is not None:
         size = cfg.kid_subset_size or KID_SUBSET_SIZE  # fits both sets: checked before the pass
         # (real, fake): the argument order torch-fidelity uses (input1 = real), so subset draws match

@@ -13,9 +13,10 @@ against the ground-truth depth and photos:
 * depth_l1: mean |judge(synthesized) - true inverse depth| (does the image show the
   right 3-D layout?) and depth_delta1: share of pixels within a factor 1.25;
 * gen_depth_l1: the depth generator's own error (depthspade only);
-* image_l1 / psnr against the real test image, FID against the real test photos (the
-  evaluation suite's TF-FID protocol, images quantized to 8 bits as saved PNGs), and seconds
-  per image.
+* image_l1 against the real test image; psnr (mean of per-image values) against it and FID
+  against the real test photos, computed by the evaluation suite's registered metrics
+  (``evaluation.metrics``: the same code as scripts/evaluate.py, on images quantized to 8 bits
+  exactly as saved PNGs), and seconds per image.
 
 Prints a markdown table and writes ``<out>/ablation.json``.
 """
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -32,7 +32,6 @@ from typing import Dict, List, Optional
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -95,8 +94,8 @@ def evaluate(a: argparse.Namespace, name: str, estimator_path: str) -> Dict[str,
     from data.loader import create_dataloader
     from models import MODELS
     from models.networks.depth_estimators import build_depth_estimator
-    from evaluation.fid import fid_from_features
     from evaluation.inception import load_inception, to_uint8
+    from evaluation.metrics import FID, Paired
     from options.test_options import TestOptions
     from util import checkpoint, distributed
 
@@ -111,11 +110,11 @@ def evaluate(a: argparse.Namespace, name: str, estimator_path: str) -> Dict[str,
     est_opt = argparse.Namespace(depth_estimator="unet", depth_estimator_path=estimator_path,
                                  i2d_max_depth=10.0)
     estimator = build_depth_estimator(est_opt).to(ctx.device)
-    inception = load_inception(a.fid_weights, ctx.device)
-    fake_feats, real_feats = [], []
+    # PSNR and FID from the shared metric objects, so they equal scripts/evaluate.py's numbers
+    fid, paired = FID(load_inception(a.fid_weights, ctx.device)), Paired()
     loader = create_dataloader(create_dataset(opt), opt.batchSize, shuffle=False, drop_last=False)
     sums = {"depth_l1": 0.0, "depth_delta1": 0.0, "gen_depth_l1": 0.0, "image_l1": 0.0,
-            "mse": 0.0, "real_depth_l1": 0.0, "real_depth_delta1": 0.0}
+            "real_depth_l1": 0.0, "real_depth_delta1": 0.0}
     pixels = valid_pixels = images = 0
     seconds = 0.0
     for batch in tqdm(loader, desc=f"evaluating {name}", dynamic_ncols=True):
@@ -139,17 +138,16 @@ def evaluate(a: argparse.Namespace, name: str, estimator_path: str) -> Dict[str,
         if "depth" in out:
             sums["gen_depth_l1"] += float((out["depth"].float() - true).abs().sum())
         sums["image_l1"] += float((fake - real).abs().mean(dim=(1, 2, 3)).sum())
-        fake_feats.append(inception(to_uint8(fake)).numpy())
-        real_feats.append(inception(to_uint8(real)).numpy())
-        sums["mse"] += float(((fake - real) / 2).pow(2).mean(dim=(1, 2, 3)).sum())  # in [0,1] units
+        fake8, real8 = to_uint8(fake), to_uint8(real)
+        fid.update(fake8, real8)
+        paired.update(fake8, real8)
     distributed.cleanup()
-    mse = sums["mse"] / images
     return {"depth_l1": sums["depth_l1"] / pixels,
             "depth_delta1": sums["depth_delta1"] / max(1, valid_pixels),
             "gen_depth_l1": sums["gen_depth_l1"] / pixels if "depth" in out else None,
             "image_l1": sums["image_l1"] / images,
-            "fid": fid_from_features(np.concatenate(fake_feats), np.concatenate(real_feats)),
-            "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
+            "fid": fid.compute()["fid"],
+            "psnr": paired.compute()["psnr"],
             "sec_per_image": seconds / images, "images": images,
             "real_depth_l1": sums["real_depth_l1"] / pixels,
             "real_depth_delta1": sums["real_depth_delta1"] / max(1, valid_pixels)}

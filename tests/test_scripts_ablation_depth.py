@@ -5,7 +5,24 @@ import math
 from scripts import ablation_depth
 
 
-def test_ablation_trains_both_models_and_reports_depth_and_image_metrics(tmp_path, capsys):
+def test_ablation_trains_both_models_and_reports_depth_and_image_metrics(tmp_path, capsys, monkeypatch):
+    # PSNR and FID come from the shared metric objects (evaluation/metrics.py), not own code
+    import evaluation.metrics
+    used = {"fid": 0, "psnr": 0}
+
+    class SpyFID(evaluation.metrics.FID):
+        def compute(self, *args, **kwargs):
+            used["fid"] += 1
+            return super().compute(*args, **kwargs)
+
+    class SpyPaired(evaluation.metrics.Paired):
+        def compute(self):
+            used["psnr"] += 1
+            values = super().compute()
+            used["last_psnr"] = values["psnr"]
+            return values
+    monkeypatch.setattr(evaluation.metrics, "FID", SpyFID)
+    monkeypatch.setattr(evaluation.metrics, "Paired", SpyPaired)
     out = tmp_path / "abl"
     results = ablation_depth.main([
         "--out", str(out), "--crop_size", "32", "--ngf", "8", "--ndf", "8", "--ngf_depth", "8",
@@ -17,6 +34,8 @@ def test_ablation_trains_both_models_and_reports_depth_and_image_metrics(tmp_pat
         for key in ("depth_l1", "depth_delta1", "image_l1", "psnr", "fid", "real_depth_l1"):
             assert math.isfinite(r[key]), (netG, key)
         assert 0.0 <= r["depth_delta1"] <= 1.0
+    assert used["fid"] == used["psnr"] == 2  # once per model
+    assert results["depthspade"]["psnr"] == used["last_psnr"]  # the per-image mean, as evaluate's
     assert results["spade"]["gen_depth_l1"] is None  # spade has no depth generator
     assert results["depthspade"]["gen_depth_l1"] >= 0.0
     # Both are judged on the same real photos, so the floor row is the same for both.

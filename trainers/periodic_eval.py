@@ -90,14 +90,16 @@ class PeriodicEvaluator:
     @torch.no_grad()
     def evaluate(self, model, epoch: int, step: int) -> Dict[str, float]:
         """Synthesize the subset with ``model`` and return {"fid": ..., ("miou", "pixel_accuracy")}."""
-        from evaluation.fid import feature_statistics, frechet_distance
+        from evaluation.fid import feature_statistics
         from evaluation.inception import to_uint8
+        from evaluation.metrics import FID, Segmentation, fid_against
         nets = model.networks()
         was_training = {k: n.training for k, n in nets.items()}
         for n in nets.values():
             n.eval()
-        fake_feats, real_feats = [], []
-        confusion = self.label_space.confusion_matrix() if self.segmenter is not None else None
+        # the registered metrics of evaluation/metrics.py, as scripts/evaluate.py uses them
+        fid = FID(self.inception)
+        seg = Segmentation(self.segmenter, self.label_space) if self.segmenter is not None else None
         try:
             for b, batch in enumerate(self.loader):
                 fake = to_uint8(model.synthesize(batch)["image"].float())
@@ -106,29 +108,29 @@ class PeriodicEvaluator:
                 if not keep:
                     continue
                 fake = fake[keep]
-                fake_feats.append(self.inception(fake).double().cpu().numpy())
+                real = None
                 if self.real_stats is None:
                     if not bool(batch["has_image"][keep].all()):
                         raise DatasetError("--eval_freq computes FID against the validation split's "
                                            "real images, and some are missing")
                     real = to_uint8(batch["image"][keep].to(self.device))
-                    real_feats.append(self.inception(real).double().cpu().numpy())
-                if confusion is not None:
-                    pred = self.segmenter.predict(fake.float() / 127.5 - 1.0)
-                    label = self.label_space.to_eval(batch["label"][keep].to(self.device)[:, 0])
-                    confusion.update(pred, label)
+                fid.update(fake, real)
+                if seg is not None:
+                    seg.update(fake, batch["label"][keep].to(self.device)[:, 0])
         finally:
             for k, n in nets.items():
                 n.train(was_training[k])
-        fake_all = np.concatenate(self._gather([np.concatenate(fake_feats)] if fake_feats else []))
-        if self.real_stats is None:
-            real_all = np.concatenate(self._gather([np.concatenate(real_feats)] if real_feats else []))
+        local_fake, local_real = fid.synthesized_features(), fid.reference_features()
+        fake_all = np.concatenate(self._gather([local_fake] if len(local_fake) else []))
+        if self.real_stats is None:  # once per start: the validation reals do not change
+            real_all = np.concatenate(self._gather([local_real] if len(local_real) else []))
             self.real_stats = feature_statistics(real_all)
-        metrics: Dict[str, float] = {"fid": frechet_distance(*feature_statistics(fake_all), *self.real_stats)}
-        if confusion is not None:
+        metrics: Dict[str, float] = {"fid": fid_against(fake_all, *self.real_stats)}
+        if seg is not None:
             if self.ctx.is_distributed:
-                confusion.all_reduce()
-            metrics.update(miou=confusion.miou(), pixel_accuracy=confusion.pixel_accuracy())
+                seg.confusion.all_reduce()
+            values = seg.compute()  # --eval_freq has always logged these two
+            metrics.update(miou=values["miou"], pixel_accuracy=values["pixel_accuracy"])
         if self.ctx.is_main:
             self.history.append({"epoch": epoch, "step": step, **metrics})
             atomic_write_text(self.log_path, json.dumps(self.history, indent=1))
