@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.loader import WorkerSafeLoader, ignore_stop_signals
-from evaluation.metrics import FID, LPIPS, Diversity, Paired, Segmentation, fid_against, metric_groups
+from evaluation.metrics import FID, KID, LPIPS, Diversity, Paired, Segmentation, fid_against, metric_groups
 from evaluation.results_folder import EvalImages, EvalSet
 from util.errors import OptionError, UserError
 
@@ -459,7 +459,7 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
 
 def _fid_kid(plan: _Plan, result: EvalResult, features: FID,
              loader_for: Callable[..., DataLoader]) -> None:
-    from evaluation.fid import feature_statistics, kid_from_features
+    from evaluation.fid import feature_statistics
     cfg, m = plan.cfg, result.metrics
     fake = features.synthesized_features()
     if plan.real_source == "stats":
@@ -479,8 +479,7 @@ def _fid_kid(plan: _Plan, result: EvalResult, features: FID,
         m["fid"] = fid_against(fake, mu_r, sigma_r)
     if "kid" in plan.groups and real is not None:
         size = cfg.kid_subset_size or KID_SUBSET_SIZE  # fits both sets: checked before the pass
-        # (real, fake): the argument order torch-fidelity uses (input1 = real), so subset draws match
-        m["kid_mean"], m["kid_std"] = kid_from_features(real, fake, cfg.kid_subsets, size, seed=cfg.seed)
+        m.update(KID.from_features(real, fake, cfg.kid_subsets, size, seed=cfg.seed))
         result.details["kid"] = {"subsets": cfg.kid_subsets, "subset_size": size}
     if min(len(fake), len(real) if real is not None else len(fake)) < 2048:
         result.notes.append(f"FID from {len(fake)} synthesized images: below 2048 the covariance is "

@@ -108,10 +108,16 @@ class KID(_InceptionFeatures):
         self.subsets, self.subset_size, self.seed = subsets, subset_size, seed
 
     def compute(self) -> Dict[str, float]:
+        return self.from_features(self.reference_features(), self.synthesized_features(),
+                                  self.subsets, self.subset_size, self.seed)
+
+    @staticmethod
+    def from_features(real: np.ndarray, fake: np.ndarray, subsets: int, subset_size: int,
+                      seed: int = 0) -> Dict[str, float]:
+        """KID of features computed elsewhere (the evaluator shares FID's features)."""
         from evaluation.fid import kid_from_features
         # (real, fake): torch-fidelity's argument order, so the subset draws match it
-        mean, std = kid_from_features(self.reference_features(), self.synthesized_features(),
-                                      self.subsets, self.subset_size, seed=self.seed)
+        mean, std = kid_from_features(real, fake, subsets, subset_size, seed=seed)
         return {"kid_mean": mean, "kid_std": std}
 
 
