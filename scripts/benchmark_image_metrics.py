@@ -172,6 +172,9 @@ def bench_evaluate(args: argparse.Namespace) -> None:
     cmd = [sys.executable, os.path.join(REPO, "scripts", "evaluate.py"), "--fake_dir", fake_dir,
            "--real_dir", real_dir, "--metrics", args.metrics, "--gpu_ids", "-1", "--no_page",
            "--out", out, *args.evaluate_args]
+    if "kid" in args.metrics.split(",") and "--kid_subset_size" not in args.evaluate_args:
+        # KID refuses sets below its 1000-image subsets unless the size is given explicitly
+        cmd += ["--kid_subset_size", str(min(args.evaluate, 1000))]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
