@@ -20,7 +20,6 @@ asked for by name that cannot be computed is an error saying what is missing.
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -31,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.loader import WorkerSafeLoader, ignore_stop_signals
-from evaluation.metrics import FID, KID, LPIPS, Diversity, Paired, Segmentation, fid_against, metric_groups
+from evaluation.metrics import FID, KID, METRICS, SET_INPUTS, Metric, fid_against, metric_groups
 from evaluation.results_folder import EvalImages, EvalSet
 from util.errors import OptionError, UserError
 
@@ -63,13 +62,14 @@ PROTOCOL = {
 
 def parse_metrics(text: str) -> Tuple[List[str], bool]:
     """``"all"`` or a comma list of METRIC_GROUPS keys -> (groups, explicit)."""
+    known = metric_groups()  # read now: a metric registered after import counts too
     if text.strip() == "all":
-        return list(METRIC_GROUPS), False
+        return list(known), False
     groups = [g.strip() for g in text.split(",") if g.strip()]
-    unknown = [g for g in groups if g not in METRIC_GROUPS]
+    unknown = [g for g in groups if g not in known]
     if unknown or not groups:
         raise OptionError(f"--metrics {text!r}: unknown {unknown}; choose 'all' or a comma list of "
-                          f"{', '.join(METRIC_GROUPS)}")
+                          f"{', '.join(known)}")
     return groups, True
 
 
@@ -128,19 +128,55 @@ class _Plan:
         self.groups.remove(group)
         self.result.notes.append(f"{group} skipped: {why}")
 
+    def _missing_input(self, needs: frozenset) -> Optional[str]:
+        """Why the results lack an input of ``needs`` (``evaluation.metrics.INPUTS``), or None."""
+        s = self.set
+        if "paired_real" in needs and not s.has_real:
+            return self._no_pairs()
+        if "labels" in needs and not s.has_labels:
+            return "no label-id maps (labels/ from test.py, or --label_dir)"
+        if "samples" in needs and s.num_samples < 2:
+            return "one sample per label map; run test.py with --num_samples K (K >= 2, a --use_vae model)"
+        if "timing" in needs and not ((s.manifest or {}).get("timing") or {}).get("sec_per_image"):
+            return "no timing in results.json (folders not written by test.py)"
+        return None
+
     def decide(self) -> None:
+        """From the chosen metrics' declared ``needs`` and ``uses``: skip what the inputs do not
+        allow, then load each network once (before the data pass, so errors come first)."""
+        cfg = self.cfg
+        for group in list(self.groups):
+            why = self._missing_input(METRICS.get(group).needs)
+            if why:
+                self.skip(group, why)
+        if any("reference" in METRICS.get(g).needs for g in self.groups):
+            self._plan_reference()
+        uses = set().union(*(METRICS.get(g).uses for g in self.groups))
+        if "inception" in uses:
+            from evaluation.inception import load_inception
+            # missing weights (or clean-fid for --fid_protocol clean): an error before the data pass
+            self.inception = load_inception(cfg.fid_weights, cfg.device, protocol=cfg.fid_protocol)
+        if "segmenter" in uses:
+            self._plan_segmenter()
+        if "lpips" in uses:
+            self._plan_lpips()
+        if "paired" in self.groups or self.lpips is not None:
+            self._check_sizes()
+
+    def _plan_reference(self) -> None:
+        """FID / KID: where the real side comes from, its counts and its evaluation size."""
         cfg, s = self.cfg, self.set
-        if "fid" in self.groups or "kid" in self.groups:
-            self.real_source = ("stats" if cfg.real_stats else "dir" if cfg.real_dir
-                                else "paired" if s.has_real else None)
-            if self.real_source is None:
-                for g in ("fid", "kid"):
-                    if g in self.groups:
-                        self.skip(g, "no real images: the results have no real_image/ and neither "
-                                     "--real_dir nor --real_stats was given")
-            elif self.real_source == "stats" and "kid" in self.groups:
-                self.skip("kid", "--real_stats holds FID statistics only; KID needs real images "
-                                 "(--real_dir or paired real images)")
+        self.real_source = ("stats" if cfg.real_stats else "dir" if cfg.real_dir
+                            else "paired" if s.has_real else None)
+        if self.real_source is None:
+            for g in ("fid", "kid"):
+                if g in self.groups:
+                    self.skip(g, "no real images: the results have no real_image/ and neither "
+                                 "--real_dir nor --real_stats was given")
+            return
+        if self.real_source == "stats" and "kid" in self.groups:
+            self.skip("kid", "--real_stats holds FID statistics only; KID needs real images "
+                             "(--real_dir or paired real images)")
         if "fid" in self.groups or "kid" in self.groups:
             self._check_fid_kid_counts()
         if self.real_source in ("dir", "stats") and ("fid" in self.groups or "kid" in self.groups):
@@ -148,28 +184,6 @@ class _Plan:
         if "fid" in self.groups and self.real_source == "stats":
             self._load_real_stats()  # its protocol first, then the size it was computed at
             self._check_stats_size()
-        if "fid" in self.groups or "kid" in self.groups:
-            from evaluation.inception import load_inception
-            # missing weights (or clean-fid for --fid_protocol clean): an error before the data pass
-            self.inception = load_inception(cfg.fid_weights, cfg.device, protocol=cfg.fid_protocol)
-        if "seg" in self.groups:
-            self._plan_segmenter()
-        if "paired" in self.groups and not s.has_real:
-            self.skip("paired", self._no_pairs())
-        if "lpips" in self.groups:
-            if not s.has_real:
-                self.skip("lpips", self._no_pairs())
-            else:
-                self._plan_lpips()
-        if "diversity" in self.groups and s.num_samples < 2:
-            self.skip("diversity", "one sample per label map; run test.py with --num_samples K "
-                                   "(K >= 2, a --use_vae model)")
-        if "diversity" in self.groups and self.lpips is None and self.lpips_missing is None:
-            self._plan_lpips()  # diversity is measured with LPIPS even without paired reals
-        if "paired" in self.groups or self.lpips is not None:
-            self._check_sizes()
-        if "time" in self.groups and not ((s.manifest or {}).get("timing") or {}).get("sec_per_image"):
-            self.skip("time", "no timing in results.json (folders not written by test.py)")
 
     def _check_fid_kid_counts(self) -> None:
         """Both need at least 2 images per set (a covariance, pairs of images); known before the
@@ -279,8 +293,6 @@ class _Plan:
 
     def _plan_segmenter(self) -> None:
         cfg, s = self.cfg, self.set
-        if not s.has_labels:
-            return self.skip("seg", "no label-id maps (labels/ from test.py, or --label_dir)")
         if not cfg.segmenter:
             return self.skip("seg", "no --segmenter given (e.g. --segmenter unet --segmenter_path "
                                     "checkpoints/seg/segmenter.pth from scripts/train_segmenter.py)")
@@ -306,17 +318,25 @@ class _Plan:
             self.lpips = load_lpips("alex", self.cfg.lpips_backbone, self.cfg.device)
         except WeightsError as e:
             self.lpips_missing = str(e)
-            if "lpips" in self.groups:
-                self.skip("lpips", str(e))
+            for group in list(self.groups):  # metrics for which LPIPS is not optional
+                cls = METRICS.get(group)
+                if "lpips" in cls.uses and "lpips" not in getattr(cls, "optional_networks", ()):
+                    self.skip(group, str(e))
+
+    def networks(self) -> Dict[str, Any]:
+        """What ``Metric.create`` receives: the loaded networks by ``NETWORKS`` name."""
+        return {"inception": self.inception, "segmenter": self.segmenter,
+                "label_space": self.label_space, "lpips": self.lpips,
+                "lpips_missing": self.lpips_missing,
+                "segmenter_source": {"segmenter": self.cfg.segmenter,
+                                     "segmenter_path": self.cfg.segmenter_path}}
 
 
-_SIGMA = re.compile(r"_sigma([0-9p]+)$")  # noisy mode's result names: <stem>_sigma25
-
-
-def noise_level(name: str) -> Optional[str]:
-    """The noise sigma (0-255 scale) a denoising result name carries, e.g. '25', or None."""
-    m = _SIGMA.search(name)
-    return m.group(1).replace("p", ".") if m else None
+def _set_input(eval_set: EvalSet, name: str) -> Any:
+    """An input that comes once per evaluation (``evaluation.metrics.SET_INPUTS``)."""
+    if name == "timing":
+        return eval_set.manifest["timing"]
+    raise KeyError(f"no set-level input {name!r}")
 
 
 def _collate(items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -360,8 +380,14 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
     plan = _Plan(eval_set, cfg, result)
     plan.decide()
     groups = plan.groups
-    need_real = ("paired" in groups or "lpips" in groups
-                 or (plan.real_source == "paired" and ("fid" in groups or "kid" in groups)))
+    # FID / KID (needs "reference") share one Inception pass, with the reference handled below;
+    # every other chosen metric is built from the registry and fed the inputs it declared
+    features = FID(plan.inception) if plan.inception is not None else None
+    batch_metrics: List[Tuple[str, Metric]] = [
+        (g, METRICS.get(g).create(plan.networks(), cfg.device)) for g in groups
+        if "reference" not in METRICS.get(g).needs]
+    needs = set().union(set(), *(m.needs for _, m in batch_metrics)) - SET_INPUTS
+    need_real = "paired_real" in needs or (plan.real_source == "paired" and features is not None)
 
     def loader_for(s: EvalSet, size: Optional[Tuple[int, int]] = None, **use) -> DataLoader:
         # workers ignore SIGTERM / Ctrl-C (the main process stops the run) and are shut down
@@ -370,19 +396,12 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
                                 shuffle=False, num_workers=cfg.num_workers, collate_fn=_collate,
                                 worker_init_fn=ignore_stop_signals)
 
-    # the registered metric objects (evaluation/metrics.py); FID's features also serve KID
-    features = FID(plan.inception) if plan.inception is not None else None
-    seg = Segmentation(plan.segmenter, plan.label_space) if plan.segmenter is not None else None
-    paired = Paired() if "paired" in groups else None
-    # denoising results (noisy mode): PSNR/SSIM per noise level as well, as papers report them
-    levels = {i: noise_level(item.name) for i, item in enumerate(eval_set.items)}
-    per_level: Dict[str, Any] = {}
-    if paired is not None and all(v is not None for v in levels.values()):
-        per_level = {lv: Paired() for lv in sorted(set(levels.values()), key=float)}
-    lpips = LPIPS(plan.lpips) if plan.lpips is not None and "lpips" in groups else None  # else for diversity
-    div = Diversity(plan.lpips, cfg.device) if "diversity" in groups else None
-    loader = loader_for(eval_set, use_real=need_real, use_labels=seg is not None,
-                        use_samples="diversity" in groups)
+    for _, metric in batch_metrics:  # the set-level inputs, once
+        if metric.needs & SET_INPUTS:
+            metric.update(**{k: _set_input(eval_set, k) for k in metric.needs & SET_INPUTS})
+    per_batch = [(g, m) for g, m in batch_metrics if m.needs - SET_INPUTS]
+    loader = loader_for(eval_set, use_real=need_real, use_labels="labels" in needs,
+                        use_samples="samples" in needs)
     start = time.perf_counter()
     dev = cfg.device
     with torch.inference_mode():
@@ -393,51 +412,20 @@ def evaluate(eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
                 real = torch.stack([items[i]["real"] for i in idx]).to(dev) if need_real else None
                 if features is not None:
                     features.update(fake, real if plan.real_source == "paired" else None)
-                if paired is not None:
-                    paired.update(fake, real)
-                    for j, i in enumerate(idx):
-                        if per_level:
-                            per_level[levels[items[i]["index"]]].update(fake[j:j + 1], real[j:j + 1])
-                if lpips is not None:
-                    lpips.update(fake, real)
-                if seg is not None:
-                    seg.update(fake, torch.stack([items[i]["label"] for i in idx]).to(dev))
-                if div is not None:  # samples: (N, K-1, 3, H, W)
-                    div.update(fake, torch.stack([items[i]["samples"] for i in idx]).to(dev))
+                inputs = {"synthesized": lambda: fake, "paired_real": lambda: real,
+                          "names": lambda: [eval_set.items[items[i]["index"]].name for i in idx],
+                          "labels": lambda: torch.stack([items[i]["label"] for i in idx]).to(dev),
+                          "samples": lambda: torch.stack([items[i]["samples"] for i in idx]).to(dev)}
+                for _, metric in per_batch:
+                    metric.update(**{k: inputs[k]() for k in metric.needs})
     m = result.metrics
     m["num_images"] = len(eval_set.items)
     if features is not None:
         _fid_kid(plan, result, features, loader_for)
-    if seg is not None:
-        names = list(plan.label_space.class_names)
-        m.update(seg.compute())
-        result.details["segmentation"] = {"segmenter": cfg.segmenter, "segmenter_path": cfg.segmenter_path,
-                                          "label_space": plan.label_space.describe(),
-                                          **seg.confusion.as_dict(names)}
-    if paired is not None:
-        values = paired.compute()
-        m.update(psnr=values["psnr"], ssim=values["ssim"], mse=values["mse"])
-        result.details["paired"] = values
-        for level, acc in per_level.items():
-            v = acc.compute()
-            m[f"psnr_sigma{level}"], m[f"ssim_sigma{level}"] = v["psnr"], v["ssim"]
-        if per_level:
-            result.details["paired_per_sigma"] = {lv: acc.compute() for lv, acc in per_level.items()}
-    if lpips is not None:
-        m.update(lpips.compute())
-    if div is not None and div.maps:
-        # L1 is another quantity than LPIPS: never reported under the LPIPS key
-        key = div.key
-        m.update(div.compute())
-        result.details["diversity"] = {"distance": div.distance, "key": key, "label_maps": div.maps,
-                                       "samples_per_map": eval_set.num_samples}
-        if key == "diversity_l1":
-            result.notes.append(f"diversity reported as diversity_l1 (mean pairwise L1, [0, 1] "
-                                f"units), not LPIPS: {plan.lpips_missing}")
-    if "time" in groups:
-        timing = eval_set.manifest["timing"]
-        m["sec_per_image"] = timing["sec_per_image"]
-        result.details["time"] = timing
+    for _, metric in batch_metrics:
+        m.update(metric.compute())
+        result.details.update(metric.details())
+        result.notes.extend(metric.notes())
     result.details["evaluation_seconds"] = time.perf_counter() - start
     result.protocol = dict(PROTOCOL)
     if plan.inception is not None:

@@ -16,17 +16,76 @@ from util.errors import OptionError
 def test_registry_lists_every_metric_with_its_keys_and_needs():
     table = metrics.describe()
     assert set(table) == {"fid", "kid", "seg", "paired", "lpips", "diversity", "time"}
-    assert table["fid"] == {"keys": ["fid"], "needs": ["reference", "synthesized"]}
-    assert table["paired"]["needs"] == ["paired_real", "synthesized"]
+    assert table["fid"] == {"keys": ["fid"], "needs": ["reference", "synthesized"], "uses": ["inception"]}
+    assert table["paired"]["needs"] == ["names", "paired_real", "synthesized"]
+    assert table["seg"]["uses"] == ["segmenter"] and table["diversity"]["uses"] == ["lpips"]
+    assert table["paired"]["uses"] == [] and table["kid"]["uses"] == ["inception"]
     assert table["seg"]["needs"] == ["labels", "synthesized"]
     assert table["diversity"]["needs"] == ["samples", "synthesized"]
     assert table["time"]["needs"] == ["timing"]
     for name in metrics.METRICS:  # every need is a known input, every metric has update/compute
         cls = metrics.METRICS.get(name)
         assert cls.needs and cls.needs <= set(metrics.INPUTS), name
+        assert cls.uses <= set(metrics.NETWORKS), name
         assert cls.update is not metrics.Metric.update and cls.compute is not metrics.Metric.compute
     with pytest.raises(OptionError, match="--metrics 'psnr2' is not a known metric"):
         metrics.METRICS.get("psnr2")
+
+
+class _Brightness(metrics.Metric):
+    """A toy metric as a user would add one: a class and its registry line, nothing else."""
+
+    keys = ("mean_brightness",)
+    needs = frozenset({"synthesized", "names"})
+
+    def __init__(self):
+        self.total, self.count, self.names = 0.0, 0, []
+
+    def update(self, synthesized, names):
+        self.total += float(synthesized.double().mean(dim=(1, 2, 3)).sum())
+        self.count += synthesized.size(0)
+        self.names += names
+
+    def compute(self):
+        return {"mean_brightness": self.total / self.count}
+
+    def details(self):
+        return {"brightness": {"names": sorted(self.names)}}
+
+
+class _PairedToy(_Brightness):
+    keys = ("paired_toy",)
+    needs = frozenset({"synthesized", "paired_real"})
+
+
+@pytest.fixture
+def toy_metrics(monkeypatch):
+    entries = dict(metrics.METRICS._entries)
+    monkeypatch.setattr(metrics.METRICS, "_entries", entries)  # the registry as it was afterwards
+    metrics.METRICS.register("brightness")(_Brightness)
+    metrics.METRICS.register("paired_toy")(_PairedToy)
+
+
+def test_a_metric_added_by_one_registry_line_runs_through_evaluate(toy_metrics, tmp_path):
+    """The evaluator plans from the declared needs: the toy metric gets its inputs by name, and
+    one needing paired reals is skipped with the reason under 'all' (refused when named)."""
+    from scripts import evaluate as evaluate_script
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (3, 20, 24, 3), dtype=np.uint8)
+    (tmp_path / "fake").mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / "fake" / f"img{i}.png")
+    args = ["--fake_dir", str(tmp_path / "fake"), "--gpu_ids", "-1", "--num_workers", "0",
+            "--out", str(tmp_path / "metrics.json")]
+    report = evaluate_script.run(args + ["--metrics", "brightness"])
+    assert report["metrics"]["mean_brightness"] == pytest.approx(images.astype(float).mean(), abs=1e-9)
+    assert report["details"]["brightness"] == {"names": ["img0", "img1", "img2"]}
+    report = evaluate_script.run(args + ["--metrics", "all"])
+    assert "mean_brightness" in report["metrics"] and "paired_toy" not in report["metrics"]
+    assert any(n.startswith("paired_toy skipped") for n in report["notes"])
+    from util.errors import UserError
+    with pytest.raises(UserError, match="cannot compute paired_toy"):
+        evaluate_script.run(args + ["--metrics", "brightness,paired_toy"])
 
 
 def test_evaluator_groups_come_from_the_registry_with_unchanged_keys():
