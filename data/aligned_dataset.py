@@ -30,9 +30,10 @@ import torch
 from PIL import Image
 
 from data import DATASETS
-from data.base_dataset import BaseDataset, add_flag, get_params, transform_array
+from data.base_dataset import BaseDataset, get_params, transform_array
 from data.image_folder import IMG_EXTENSIONS, list_files
 from util.errors import DatasetError, OptionError
+from util.options import add_option_once
 
 DIRECTIONS = ("AtoB", "BtoA")
 CHANNELS = (1, 3)
@@ -61,11 +62,11 @@ class AlignedDataset(BaseDataset):
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
-        add_flag(parser, "--direction", type=str, default="AtoB", choices=DIRECTIONS,
-                 help="aligned mode: AtoB translates the left half of each file into the right "
-                      "half, BtoA the right into the left")
-        add_flag(parser, "--input_nc", type=int, default=3, choices=CHANNELS,
-                 help="channels of the input image with --label_nc 0 (aligned mode: 3 RGB, 1 grey)")
+        add_option_once(parser, "--direction", type=str, default="AtoB", choices=DIRECTIONS,
+                        help="aligned mode: AtoB translates the left half of each file into the right "
+                             "half, BtoA the right into the left")
+        add_option_once(parser, "--input_nc", type=int, default=3, choices=CHANNELS,
+                        help="channels of the input image with --label_nc 0 (aligned mode: 3 RGB, 1 grey)")
         parser.set_defaults(label_nc=0, no_instance=True, contain_dontcare_label=False,
                             preprocess_mode="resize_and_crop", load_size=286 if is_train else 256,
                             crop_size=256, aspect_ratio=1.0, display_winsize=256)

@@ -43,6 +43,11 @@ DONTCARE_COLOR = (255, 255, 255)
 _AUGMENT_STREAM = 0x61756720  # keeps augmentation seeds apart from other seeded draws
 
 
+# Continuous per-pixel maps a dataset sample may carry, usable with --cond_inputs: name ->
+# (sample key, channels, flag saying the sample has it).
+COND_INPUTS = {"depth": ("depth", 1, "has_depth")}
+
+
 @dataclass
 class TransformParams:
     """Where one sample is resized to, cropped and whether it is flipped.
@@ -295,9 +300,3 @@ def with_dontcare(colors: np.ndarray) -> np.ndarray:
     """Append the dontcare colour row to a ``(n, 3)`` palette."""
     return np.concatenate([np.asarray(colors, np.uint8),
                            np.array([DONTCARE_COLOR], np.uint8)], axis=0)
-
-
-def add_flag(parser: argparse.ArgumentParser, flag: str, **kw: Any) -> None:
-    """Add a flag unless an earlier hook already did (hooks may run more than once)."""
-    if not any(flag in a.option_strings for a in parser._actions):
-        parser.add_argument(flag, **kw)

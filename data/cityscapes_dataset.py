@@ -32,10 +32,11 @@ import os
 import numpy as np
 
 from data import DATASETS
-from data.base_dataset import add_flag, with_dontcare
+from data.base_dataset import with_dontcare
 from data.pix2pix_dataset import Folders, PairedSample, Pix2pixDataset
 from data.validation import Problems
 from util.errors import DatasetError
+from util.options import add_option_once
 
 # Official Cityscapes labels by label id (0..33), then "license plate" (id -1 in the
 # official table; SPADE's label_nc 35 leaves room for it).
@@ -86,9 +87,9 @@ class CityscapesDataset(Pix2pixDataset):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         parser = Pix2pixDataset.modify_commandline_options(parser, is_train)
-        add_flag(parser, "--cityscapes_no_disparity", action="store_true",
-                 help="ignore DATAROOT/disparity/<split> even when it exists (samples then "
-                      "have no depth)")
+        add_option_once(parser, "--cityscapes_no_disparity", action="store_true",
+                        help="ignore DATAROOT/disparity/<split> even when it exists (samples then "
+                             "have no depth)")
         parser.set_defaults(preprocess_mode="fixed", load_size=512, crop_size=512,
                             display_winsize=512, label_nc=35, aspect_ratio=2.0,
                             contain_dontcare_label=False)

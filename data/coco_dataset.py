@@ -13,9 +13,9 @@ import os
 from typing import List
 
 from data import DATASETS
-from data.base_dataset import add_flag
 from data.pix2pix_dataset import Folders, PairedSample, Pix2pixDataset
 from data.validation import FileInfo
+from util.options import add_option_once
 
 # COCO-Stuff's 182 ids (things 0..90 incl. 11 unused COCO ids, then stuff 91..181).
 COCO_STUFF_CLASSES = [
@@ -52,8 +52,8 @@ class CocoDataset(Pix2pixDataset):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         parser = Pix2pixDataset.modify_commandline_options(parser, is_train)
-        add_flag(parser, "--coco_no_portraits", action="store_true",
-                  help="train only on landscape images (height <= width), as in SPADE")
+        add_option_once(parser, "--coco_no_portraits", action="store_true",
+                         help="train only on landscape images (height <= width), as in SPADE")
         parser.set_defaults(preprocess_mode="resize_and_crop", load_size=286 if is_train else 256,
                             crop_size=256, display_winsize=256, label_nc=182,
                             contain_dontcare_label=True)

@@ -12,9 +12,9 @@ import argparse
 import os
 
 from data import DATASETS
-from data.base_dataset import add_flag
 from data.pix2pix_dataset import Folders, Pix2pixDataset
 from util.errors import DatasetError
+from util.options import add_option_once
 
 LAYOUT = ("DATAROOT/label/NAME.png (ids), DATAROOT/image/NAME.jpg|png, optional "
           "DATAROOT/instance/NAME.png and DATAROOT/depth/NAME.png|npy; or --label_dir/--image_dir")
@@ -27,14 +27,14 @@ class CustomDataset(Pix2pixDataset):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         parser = Pix2pixDataset.modify_commandline_options(parser, is_train)
-        add_flag(parser, "--label_dir", type=str, default=None,
-                  help="folder of label maps (default: DATAROOT/label)")
-        add_flag(parser, "--image_dir", type=str, default=None,
-                  help="folder of real images (default: DATAROOT/image)")
-        add_flag(parser, "--instance_dir", type=str, default=None,
-                  help="folder of instance maps (default: DATAROOT/instance when it exists)")
-        add_flag(parser, "--depth_dir", type=str, default=None,
-                  help="folder of depth maps (default: DATAROOT/depth when it exists)")
+        add_option_once(parser, "--label_dir", type=str, default=None,
+                         help="folder of label maps (default: DATAROOT/label)")
+        add_option_once(parser, "--image_dir", type=str, default=None,
+                         help="folder of real images (default: DATAROOT/image)")
+        add_option_once(parser, "--instance_dir", type=str, default=None,
+                         help="folder of instance maps (default: DATAROOT/instance when it exists)")
+        add_option_once(parser, "--depth_dir", type=str, default=None,
+                         help="folder of depth maps (default: DATAROOT/depth when it exists)")
         parser.set_defaults(preprocess_mode="resize_and_crop", load_size=286 if is_train else 256,
                             crop_size=256, display_winsize=256, label_nc=13,
                             contain_dontcare_label=False)

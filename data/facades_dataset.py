@@ -38,10 +38,11 @@ import numpy as np
 from PIL import Image
 
 from data import DATASETS
-from data.base_dataset import add_flag, with_dontcare
+from data.base_dataset import with_dontcare
 from data.image_folder import list_files
 from data.pix2pix_dataset import Folders, PairedSample, Pix2pixDataset
 from data.validation import FileInfo, Problems
+from util.options import add_option_once
 
 FACADES_CLASSES = ["background", "facade", "window", "door", "cornice", "sill", "balcony",
                    "blind", "deco", "molding", "pillar", "shop"]
@@ -64,9 +65,9 @@ class FacadesDataset(Pix2pixDataset):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         parser = Pix2pixDataset.modify_commandline_options(parser, is_train)
-        add_flag(parser, "--facades_val_fraction", type=float, default=0.1,
-                 help="fraction of the samples held out for the test / val phases, chosen by a "
-                      "hash of the file name (0: no split, every phase reads all samples)")
+        add_option_once(parser, "--facades_val_fraction", type=float, default=0.1,
+                        help="fraction of the samples held out for the test / val phases, chosen by a "
+                             "hash of the file name (0: no split, every phase reads all samples)")
         parser.set_defaults(preprocess_mode="resize_and_crop", load_size=286 if is_train else 256,
                             crop_size=256, display_winsize=256, aspect_ratio=1.0,
                             label_nc=len(FACADES_CLASSES), contain_dontcare_label=False,

@@ -36,11 +36,12 @@ import torch
 from PIL import Image
 
 from data import DATASETS
-from data.base_dataset import BaseDataset, add_flag, get_params, image_tensor, transform_array
+from data.base_dataset import BaseDataset, get_params, image_tensor, transform_array
 from data.image_folder import IMG_EXTENSIONS, list_files
 from data.validation import Problems, check_decoded, run_threaded, scan_header
 from datasets.synthetic_scenes import TEST_INDEX_OFFSET, render_scene, split_index
 from util.errors import DatasetError, OptionError
+from util.options import add_option_once
 
 _TRAIN_STREAM, _TEST_STREAM = 0, 1  # keep train and test noise streams apart
 
@@ -89,18 +90,18 @@ class NoisyDataset(BaseDataset):
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
-        add_flag(parser, "--sigma_min", type=float, default=10.0,
-                 help="noisy mode, training: smallest noise std (0-255 scale)")
-        add_flag(parser, "--sigma_max", type=float, default=55.0,
-                 help="noisy mode, training: largest noise std (0-255 scale)")
-        add_flag(parser, "--test_sigmas", type=str, default="15,25,50",
-                 help="noisy mode, test phase: every image at each of these noise stds (0-255 scale)")
-        add_flag(parser, "--noisy_clip", action="store_true",
-                 help="noisy mode: clip the noisy image to the valid range (default: unclipped)")
-        add_flag(parser, "--synthetic_num", type=int, default=2000 if is_train else 200,
-                 help="number of synthetic scenes in the split (without --dataroot)")
-        add_flag(parser, "--synthetic_seed", type=int, default=0,
-                 help="world seed of the synthetic scenes (without --dataroot)")
+        add_option_once(parser, "--sigma_min", type=float, default=10.0,
+                        help="noisy mode, training: smallest noise std (0-255 scale)")
+        add_option_once(parser, "--sigma_max", type=float, default=55.0,
+                        help="noisy mode, training: largest noise std (0-255 scale)")
+        add_option_once(parser, "--test_sigmas", type=str, default="15,25,50",
+                        help="noisy mode, test phase: every image at each of these noise stds (0-255 scale)")
+        add_option_once(parser, "--noisy_clip", action="store_true",
+                        help="noisy mode: clip the noisy image to the valid range (default: unclipped)")
+        add_option_once(parser, "--synthetic_num", type=int, default=2000 if is_train else 200,
+                        help="number of synthetic scenes in the split (without --dataroot)")
+        add_option_once(parser, "--synthetic_seed", type=int, default=0,
+                        help="world seed of the synthetic scenes (without --dataroot)")
         parser.set_defaults(label_nc=0, no_instance=True, contain_dontcare_label=False,
                             preprocess_mode="resize_and_crop", load_size=286 if is_train else 256,
                             crop_size=256, display_winsize=256)

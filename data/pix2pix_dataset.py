@@ -15,13 +15,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from data.base_dataset import (DONTCARE, BaseDataset, add_flag, get_params, make_sample,
+from data.base_dataset import (DONTCARE, BaseDataset, get_params, make_sample,
                                measured_depth, transform_array)
 from data.image_folder import IMG_EXTENSIONS, list_files_cached
 from data.validation import (LABEL_MODES, FileInfo, Problems, check_decoded, check_label_ids,
                              check_same_size, index_by_key, read_label_array, run_threaded,
                              scan_header, scan_label)
 from util.errors import DatasetError
+from util.options import add_option_once
 
 LABEL_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".ppm")
 DEPTH_EXTENSIONS = (".png", ".npy", ".tif", ".tiff")
@@ -51,12 +52,12 @@ class Pix2pixDataset(BaseDataset):
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
-        add_flag(parser, "--no_pairing_check", action="store_true",
-                  help="pair label maps with images / instance / depth maps by their sorted "
-                       "order, as SPADE does without its name check (default: by name)")
-        add_flag(parser, "--no_label_scan", action="store_true",
-                  help="do not decode every label map before training (faster start on huge "
-                       "datasets; bad ids are then reported when a sample is loaded)")
+        add_option_once(parser, "--no_pairing_check", action="store_true",
+                         help="pair label maps with images / instance / depth maps by their sorted "
+                              "order, as SPADE does without its name check (default: by name)")
+        add_option_once(parser, "--no_label_scan", action="store_true",
+                         help="do not decode every label map before training (faster start on huge "
+                              "datasets; bad ids are then reported when a sample is loaded)")
         return parser
 
     # ---------------------------------------------------------------- per-mode hooks

@@ -16,11 +16,12 @@ import numpy as np
 from PIL import Image
 
 from data import DATASETS
-from data.base_dataset import (BaseDataset, add_flag, get_params, inverse_depth, make_sample,
+from data.base_dataset import (BaseDataset, get_params, inverse_depth, make_sample,
                                transform_array, with_dontcare)
 from datasets.synthetic_scenes import (CLASS_NAMES, NUM_CLASSES, PALETTE, TEST_INDEX_OFFSET,
                                        render_scene, split_index)
 from util.errors import OptionError
+from util.options import add_option_once
 
 
 def sample_name(phase: str, i: int) -> str:
@@ -34,10 +35,10 @@ class SyntheticDataset(BaseDataset):
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
-        add_flag(parser, "--synthetic_num", type=int, default=2000 if is_train else 200,
-                  help="number of synthetic scenes in the split")
-        add_flag(parser, "--synthetic_seed", type=int, default=0,
-                  help="world seed of the synthetic scenes (the test split uses other scenes)")
+        add_option_once(parser, "--synthetic_num", type=int, default=2000 if is_train else 200,
+                         help="number of synthetic scenes in the split")
+        add_option_once(parser, "--synthetic_seed", type=int, default=0,
+                         help="world seed of the synthetic scenes (the test split uses other scenes)")
         parser.set_defaults(label_nc=NUM_CLASSES, contain_dontcare_label=False, no_instance=False,
                             preprocess_mode="fixed", crop_size=128, load_size=128,
                             aspect_ratio=1.0, display_winsize=128)

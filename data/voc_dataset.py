@@ -32,9 +32,10 @@ from typing import Dict, List, Optional, Set
 import numpy as np
 
 from data import DATASETS
-from data.base_dataset import DONTCARE, add_flag
+from data.base_dataset import DONTCARE
 from data.pix2pix_dataset import Folders, PairedSample, Pix2pixDataset
 from data.validation import FileInfo, Problems
+from util.options import add_option_once
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -84,12 +85,12 @@ class VOCDataset(Pix2pixDataset):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         parser = Pix2pixDataset.modify_commandline_options(parser, is_train)
-        add_flag(parser, "--voc_split", type=str, default=None,
-                 help="ImageSets/Segmentation/<split>.txt to read (default: train in the train "
-                      "phase, val in test / val)")
-        add_flag(parser, "--voc_void", type=str, default="dontcare", choices=VOID_CHOICES,
-                 help="void pixels (255): 'dontcare' = the extra dontcare class, "
-                      "'background' = class 0")
+        add_option_once(parser, "--voc_split", type=str, default=None,
+                        help="ImageSets/Segmentation/<split>.txt to read (default: train in the train "
+                             "phase, val in test / val)")
+        add_option_once(parser, "--voc_void", type=str, default="dontcare", choices=VOID_CHOICES,
+                        help="void pixels (255): 'dontcare' = the extra dontcare class, "
+                             "'background' = class 0")
         parser.set_defaults(preprocess_mode="resize_and_crop", load_size=286 if is_train else 256,
                             crop_size=256, display_winsize=256, label_nc=len(VOC_CLASSES),
                             contain_dontcare_label=True, no_instance=False)

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from data.base_dataset import COND_INPUTS
 from models import MODELS
 from models.networks import GENERATORS, define_D, define_E, define_G
 from models.networks.discriminators import takes_label_and_image
@@ -21,7 +22,6 @@ from models.networks.feature_encoder import (FeatureEncoder, check_feature_optio
                                              cluster_file_path, encode_command, feature_channels,
                                              load_cluster_file, uses_clusters, uses_features)
 from models.networks.loss import GANLoss, KLDLoss, VGGLoss, feature_matching_loss
-from options.base_options import COND_INPUTS
 from util.distributed import unwrap
 from util.errors import DatasetError
 

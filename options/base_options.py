@@ -14,14 +14,9 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from data.base_dataset import COND_INPUTS, PREPROCESS_MODES  # what the data pipeline offers
 from util.errors import OptionError
 
-PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop",
-                    "scale_shortside", "scale_shortside_and_crop", "fixed", "none")
-
-# Continuous per-pixel maps a dataset sample may carry, usable with --cond_inputs: name ->
-# (sample key, channels, flag saying the sample has it).
-COND_INPUTS = {"depth": ("depth", 1, "has_depth")}
 
 # Options that describe the run rather than the networks: never restored by
 # --load_from_opt_file and never reported as checkpoint mismatches.

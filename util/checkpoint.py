@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import torch
 import torch.nn as nn
 
+from util.files import fsync_dir
 from util.errors import CheckpointError
 
 FORMAT = "udgan-checkpoint-1"
@@ -137,24 +138,32 @@ def option_differences(saved: Mapping[str, Any], opt: Any, keys: Iterable[str]) 
 
 
 # ---------------------------------------------------------------------- writing
+def extract_state_dict(obj: Any, path: str) -> Dict[str, torch.Tensor]:
+    """The state dict inside a released checkpoint: ``{'model': sd, ...}``, ``{'state_dict': sd}``
+    or a bare ``sd``; a DataParallel ``module.`` prefix is removed. ``CheckpointError`` naming
+    ``path`` when there is none (callers refuse their own file formats before calling this)."""
+    for key in ("model", "state_dict"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path} holds no state dict (found {type(obj).__name__}); expected "
+                              "a state_dict, or {'model': state_dict, ...} / {'state_dict': ...}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        more = f" (+{len(bad) - 4} more)" if len(bad) > 4 else ""
+        raise CheckpointError(f"{path} is not a state dict: entries {', '.join(bad[:4])}{more} "
+                              "are not tensors")
+    if all(str(k).startswith("module.") for k in obj):
+        obj = {str(k)[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
 def _fsync_write(obj: Any, path: str) -> None:
     with open(path, "wb") as f:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -220,7 +229,7 @@ def save_files(folder: str, label: str, objects: Mapping[str, Any],
     except BaseException:
         _remove_quietly(written)
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
     _finish(folder, journal, list(objects) + list(aliases), rolling_forward=False)
 
 
@@ -234,7 +243,7 @@ def _finish(folder: str, journal: str, names: Iterable[str], rolling_forward: bo
             # that did not happen
             raise CheckpointError(f"{tmp} disappeared while the checkpoint was being saved (is "
                                   f"another process using {folder}?); {final} was not written")
-    _fsync_dir(folder)
+    fsync_dir(folder)
     os.remove(journal)
 
 

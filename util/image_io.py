@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from util.colorize import colorize_label
+from util.files import fsync_dir
 
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
@@ -111,20 +112,6 @@ def depth_to_image(depth: Any) -> np.ndarray:
     return np.ascontiguousarray(DEPTH_COLORMAP[index])
 
 
-def _fsync_dir(folder: str) -> None:
-    """Make the rename itself durable; not possible everywhere, so best effort."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (tmp file + fsync + ``os.replace``); creates
     parent folders. On any failure the temporary file is removed and ``path`` is untouched."""
@@ -144,7 +131,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def atomic_write_text(path: str, text: str) -> None:

@@ -53,7 +53,7 @@ def build_segmenter(name: str, path: Optional[str], label_space: LabelSpace,
 
 def add_segmenter_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``--segmenter``, ``--segmenter_path`` and ``--segmenter_mapping`` (once)."""
-    from models.networks.base_network import add_option_once
+    from util.options import add_option_once
 
     add_option_once(parser, "--segmenter", type=str, default="unet",
                     help=f"segmenter for mIoU / pixel accuracy: {', '.join(SEGMENTERS.names())}")

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from evaluation.label_spaces import LabelSpace
+from util import checkpoint
 from util.errors import CheckpointError, OptionError, WeightsError
 
 SEGMENTER_FORMAT = "udgan-segmenter-1"
@@ -56,24 +57,12 @@ def read_torch_file(path: str, what: str) -> Any:
 
 
 def extract_state_dict(obj: Any, path: str) -> Dict[str, torch.Tensor]:
-    """A state dict from ``{'model': sd}``, ``{'state_dict': sd}`` or a bare ``sd``; a
-    DataParallel ``module.`` prefix is removed."""
+    """``util.checkpoint.extract_state_dict``, after refusing a UDGAN segmenter file (which
+    loads through its own --segmenter)."""
     if isinstance(obj, Mapping) and obj.get("format") == SEGMENTER_FORMAT:
         raise CheckpointError(f"{path} is a UDGAN segmenter file (arch {obj.get('arch')!r}): load it "
                               f"with --segmenter {'unet' if obj.get('arch') == 'unet' else 'torchvision'}")
-    for key in ("model", "state_dict"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{path} holds no state dict (found {type(obj).__name__}); expected "
-                              "a state_dict, or {'model': state_dict} / {'state_dict': ...}")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{path} is not a state dict: entries {first(bad)} are not tensors")
-    if all(str(k).startswith("module.") for k in obj):
-        obj = {str(k)[len("module."):]: v for k, v in obj.items()}
-    return dict(obj)
+    return checkpoint.extract_state_dict(obj, path)
 
 
 def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: str, arch: str,

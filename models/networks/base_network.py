@@ -16,6 +16,7 @@ from torch.nn import init
 from torch.nn.utils.spectral_norm import SpectralNorm
 
 from util.errors import OptionError
+from util.options import add_option_once  # noqa: F401  (re-exported for the hooks)
 from util.registry import Registry
 
 GENERATORS = Registry("generator", "--netG")
@@ -24,12 +25,6 @@ ENCODERS = Registry("encoder", "--netE")
 DEPTH_GENERATORS = Registry("depth generator", "--netG_depth")
 
 INIT_TYPES = ("normal", "xavier", "xavier_uniform", "kaiming", "orthogonal", "none")
-
-
-def add_option_once(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
-    """``parser.add_argument`` unless ``flag`` exists already (hooks may run more than once)."""
-    if flag not in parser._option_string_actions:
-        parser.add_argument(flag, **kwargs)
 
 
 def _trainable_weight(m: nn.Module) -> Optional[torch.Tensor]:

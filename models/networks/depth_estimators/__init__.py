@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.networks.base_network import add_option_once
+from util import checkpoint
 from util.errors import CheckpointError, OptionError, WeightsError
+from util.options import add_option_once
 from util.registry import Registry
 
 DEPTH_ESTIMATORS = Registry("depth estimator", "--depth_estimator")
@@ -151,25 +152,12 @@ def read_weights_file(path: str) -> Any:
 
 
 def extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
-    """A state dict from a released checkpoint: ``{'model': sd, ...}``, ``{'state_dict':
-    sd}`` or a bare ``sd``; a DataParallel ``module.`` prefix is removed."""
+    """``util.checkpoint.extract_state_dict``, after refusing a UDGAN depth estimator file (which
+    loads through its own --depth_estimator)."""
     if isinstance(obj, Mapping) and obj.get("format") == ESTIMATOR_FORMAT:
         raise CheckpointError(f"{path} is a UDGAN depth estimator file of arch "
                               f"{obj.get('arch')!r}: load it with --depth_estimator {obj.get('arch')}")
-    for key in ("model", "state_dict"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{path} holds no state dict (found {type(obj).__name__}); "
-                              "expected {'model': state_dict, ...} or a bare state_dict")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{path} is not a state dict: entries {_first(bad)} are not "
-                              "tensors")
-    if all(str(k).startswith("module.") for k in obj):
-        obj = {str(k)[len("module."):]: v for k, v in obj.items()}
-    return dict(obj)
+    return checkpoint.extract_state_dict(obj, path)
 
 
 def _first(keys: Iterable[str], n: int = 4) -> str:
