@@ -25,7 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from data import create_dataset
 from data.loader import create_dataloader
@@ -34,11 +33,10 @@ from models.networks.depth_estimators import save_estimator
 from models.networks.depth_unet import DepthUNet
 from models.networks.loss import DEPTH_LOSSES, depth_loss
 from options.base_options import BaseOptions
-from util.aux_training import autocast_context, eval_preprocessing, json_safe
-from util.aux_training import split_indices as shared_split_indices
+from util.aux_training import StepLoss, epoch_batches, eval_preprocessing, fit, json_safe, split_indices
 from util.cli import run_reporting_errors
 from util.distributed import resolve_device
-from util.errors import DatasetError, OptionError, TrainingDiverged
+from util.errors import DatasetError, OptionError
 
 DELTA_MIN_TARGET = 1e-3  # delta accuracy ignores sky / no-measurement pixels (inverse depth 0)
 
@@ -102,11 +100,6 @@ def no_depth_message(opt: argparse.Namespace) -> str:
     return (f"--dataset_mode {mode}{root}: no sample has a depth map, so there is nothing to "
             f"train the depth estimator on: {fix}. The synthetic dataset (--dataset_mode "
             "synthetic, no --dataroot) has depth for every sample")
-
-
-def split_indices(indices: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, held-out) by a seeded shuffle (see util.aux_training.split_indices)."""
-    return shared_split_indices(indices, val_fraction, seed, "sample(s) have depth")
 
 
 def depth_indices(dataset: Dataset, opt: argparse.Namespace) -> list[int]:
@@ -174,7 +167,8 @@ def train(opt: argparse.Namespace) -> dict:
     random.seed(opt.seed)
     torch.manual_seed(opt.seed)
     dataset = create_dataset(opt)
-    train_idx, val_idx = split_indices(depth_indices(dataset, opt), opt.val_fraction, opt.seed)
+    train_idx, val_idx = split_indices(depth_indices(dataset, opt), opt.val_fraction, opt.seed,
+                                       "sample(s) have depth")
     if len(train_idx) < opt.batchSize:
         raise DatasetError(f"{len(train_idx)} training samples with depth, fewer than "
                            f"--batchSize {opt.batchSize}: lower --batchSize or add data")
@@ -190,7 +184,6 @@ def train(opt: argparse.Namespace) -> dict:
     config = {"ngf": opt.estimator_ngf, "num_down": opt.estimator_num_down}
     net = DepthUNet(3, **config).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=opt.lr, betas=(0.9, 0.999))
-    scaler = torch.amp.GradScaler(device.type, enabled=opt.amp == "fp16" and device.type == "cuda")
 
     def held_out() -> dict[str, float] | None:
         if val_loader is None:
@@ -201,46 +194,27 @@ def train(opt: argparse.Namespace) -> dict:
     untrained = held_out()
     log_path = os.path.join(os.path.dirname(os.path.abspath(opt.out)), "depth_estimator_log.txt")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    epoch_losses: list[float] = []
-    step = 0
+
+    def step_loss(batch: dict) -> StepLoss:
+        pair = batch_to(batch, device)
+        if pair is None:
+            return None
+        image, target, measured = pair
+        return depth_loss(net(image).float(), target, opt.depth_loss, measured), image.size(0)
+
     with open(log_path, "a") as log:
+        def write(line: str) -> None:
+            log.write(line + "\n")
+            log.flush()
+
         log.write(f"# {opt.dataset_mode}: {len(train_idx)} training / {len(val_idx)} held-out "
                   f"samples, {opt.niter} epochs, loss {opt.depth_loss}\n")
-        for epoch in range(1, opt.niter + 1):
-            loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-            dataset.set_epoch(epoch)  # crops / flips follow (seed, epoch, index)
-            net.train()
-            total, count = 0.0, 0
-            bar = tqdm(loader, desc=f"epoch {epoch}/{opt.niter}", dynamic_ncols=True, leave=False)
-            for batch in bar:
-                pair = batch_to(batch, device)
-                if pair is None:
-                    continue
-                image, target, measured = pair
-                with autocast_context(opt, device):
-                    pred = net(image)
-                loss = depth_loss(pred.float(), target, opt.depth_loss, measured)
-                if not torch.isfinite(loss.detach()):
-                    raise TrainingDiverged(f"the depth loss became {float(loss.detach())} at epoch {epoch}, "
-                                           f"iteration {step}; lower --lr (now {opt.lr}) or try "
-                                           "--amp none. Nothing was saved")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                value = float(loss.detach())
-                total += value * image.size(0)
-                count += image.size(0)
-                if step % opt.print_freq == 0:
-                    bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-                    log.write(f"epoch {epoch} iter {step} loss {value:.6f}\n")
-                    log.flush()
-            epoch_losses.append(total / max(count, 1))
-            message = f"epoch {epoch}/{opt.niter}: mean {opt.depth_loss} loss {epoch_losses[-1]:.5f}"
-            tqdm.write(message, file=sys.stderr)
-            log.write(message + "\n")
-            log.flush()
+        epoch_losses = fit(net, optimizer, epoch_batches(loader, dataset), step_loss, opt.niter,
+                           device=device, amp=opt.amp, loss_name="depth loss",
+                           fix=f"lower --lr (now {opt.lr}) or try --amp none", log=write,
+                           log_every=opt.print_freq,
+                           epoch_message=lambda e, mean: (f"epoch {e}/{opt.niter}: mean "
+                                                          f"{opt.depth_loss} loss {mean:.5f}")).epoch_losses
 
         metrics = held_out()
         if metrics is not None:

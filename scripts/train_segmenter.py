@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from data import create_dataset
 from data.loader import create_dataloader
@@ -42,11 +41,10 @@ from evaluation.segmenters.torchvision_models import build_torchvision_net, torc
 from evaluation.segmenters.unet import SegUNet
 from models.networks.base_network import add_option_once
 from options.base_options import BaseOptions
-from util.aux_training import autocast_context, eval_preprocessing, json_safe
-from util.aux_training import split_indices as shared_split_indices
+from util.aux_training import StepLoss, epoch_batches, eval_preprocessing, fit, json_safe, split_indices
 from util.cli import run_reporting_errors
 from util.distributed import resolve_device
-from util.errors import DatasetError, OptionError, TrainingDiverged
+from util.errors import DatasetError, OptionError
 
 
 class SegmenterOptions(BaseOptions):
@@ -118,11 +116,6 @@ def image_indices(dataset: Dataset, opt: argparse.Namespace) -> list[int]:
     return indices
 
 
-def split_indices(indices: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, held-out) by a seeded shuffle (see util.aux_training.split_indices)."""
-    return shared_split_indices(indices, val_fraction, seed, "sample(s) with images")
-
-
 def batch_to(batch: dict, space: LabelSpace, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(image (n, 3, H, W) in [-1, 1], target (n, H, W) evaluation ids)`` of the samples
     with a photo, on ``device``; None when the batch has none."""
@@ -181,7 +174,8 @@ def train(opt: argparse.Namespace) -> dict:
     torch.manual_seed(opt.seed)
     space = label_space_for(opt.dataset_mode, opt.label_nc, opt.contain_dontcare_label)
     dataset = create_dataset(opt)
-    train_idx, val_idx = split_indices(image_indices(dataset, opt), opt.val_fraction, opt.seed)
+    train_idx, val_idx = split_indices(image_indices(dataset, opt), opt.val_fraction, opt.seed,
+                                       "sample(s) with images")
     if len(train_idx) < opt.batchSize:
         raise DatasetError(f"{len(train_idx)} training samples with images, fewer than "
                            f"--batchSize {opt.batchSize}: lower --batchSize or add data")
@@ -202,57 +196,44 @@ def train(opt: argparse.Namespace) -> dict:
     total_steps = opt.niter * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-    scaler = torch.amp.GradScaler(device.type, enabled=opt.amp == "fp16" and device.type == "cuda")
     train_counts = torch.zeros(space.num_classes, dtype=torch.int64)
 
     log_path = os.path.join(os.path.dirname(os.path.abspath(opt.out)), "segmenter_log.txt")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    epoch_losses: list[float] = []
-    step = 0
+    epoch_loader = epoch_batches(loader, dataset)
+    first_epoch = True  # the majority baseline counts the classes of one pass over the data
+
+    def step_loss(batch: dict) -> StepLoss:
+        pair = batch_to(batch, space, device)
+        if pair is None:
+            return None
+        image, target = pair
+        scored = target != space.ignore_index
+        if not bool(scored.any()):
+            return None  # nothing to learn from (all dontcare)
+        if first_epoch:
+            train_counts.add_(torch.bincount(target[scored], minlength=space.num_classes).cpu())
+        logits = wrapper.logits(wrapper.preprocess(image))
+        return F.cross_entropy(logits.float(), target, ignore_index=space.ignore_index), image.size(0)
+
+    def batches(epoch: int):
+        nonlocal first_epoch
+        first_epoch = epoch == 1
+        return epoch_loader(epoch)
+
     with open(log_path, "a") as log:
+        def write(line: str) -> None:
+            log.write(line + "\n")
+            log.flush()
+
         log.write(f"# {opt.dataset_mode} ({space.describe()}): {len(train_idx)} training / "
                   f"{len(val_idx)} held-out samples, {opt.niter} epochs, {opt.segmenter_arch}\n")
-        for epoch in range(1, opt.niter + 1):
-            loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-            dataset.set_epoch(epoch)  # crops / flips follow (seed, epoch, index)
-            net.train()
-            total, count = 0.0, 0
-            bar = tqdm(loader, desc=f"epoch {epoch}/{opt.niter}", dynamic_ncols=True, leave=False)
-            for batch in bar:
-                pair = batch_to(batch, space, device)
-                if pair is None:
-                    continue
-                image, target = pair
-                scored = target != space.ignore_index
-                if not bool(scored.any()):
-                    continue  # nothing to learn from (all dontcare)
-                if epoch == 1:
-                    train_counts += torch.bincount(target[scored], minlength=space.num_classes).cpu()
-                with autocast_context(opt, device):
-                    logits = wrapper.logits(wrapper.preprocess(image))
-                loss = F.cross_entropy(logits.float(), target, ignore_index=space.ignore_index)
-                if not torch.isfinite(loss.detach()):
-                    raise TrainingDiverged(f"the segmentation loss became {float(loss.detach())} at "
-                                           f"epoch {epoch}, iteration {step}; lower --lr (now "
-                                           f"{opt.lr}) or try --amp none. Nothing was saved")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                step += 1
-                value = float(loss.detach())
-                total += value * image.size(0)
-                count += image.size(0)
-                if step % opt.print_freq == 0:
-                    bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-                    log.write(f"epoch {epoch} iter {step} loss {value:.6f}\n")
-                    log.flush()
-            epoch_losses.append(total / max(count, 1))
-            message = f"epoch {epoch}/{opt.niter}: mean cross-entropy {epoch_losses[-1]:.4f}"
-            tqdm.write(message, file=sys.stderr)
-            log.write(message + "\n")
-            log.flush()
+        epoch_losses = fit(net, optimizer, batches, step_loss, opt.niter, device=device, amp=opt.amp,
+                           scheduler=scheduler, loss_name="segmentation loss",
+                           fix=f"lower --lr (now {opt.lr}) or try --amp none", log=write,
+                           log_every=opt.print_freq,
+                           epoch_message=lambda e, mean: (f"epoch {e}/{opt.niter}: mean "
+                                                          f"cross-entropy {mean:.4f}")).epoch_losses
 
         metrics, baseline, per_class = None, None, None
         if val_loader is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -267,10 +267,11 @@ def train_stn(bank: Any, steps: int = 1000, batch_size: int = 64, lr: float = 1e
     warps the perturbed mask; loss = L1 to the original. Returns (stn in eval mode, stats
     {"loss_first", "loss_last", "identity_loss", "seconds"}), losses averaged over the first /
     last tenth of the steps; identity_loss is the box fit's loss on the same kind of pairs.
+    A NaN / inf loss raises TrainingDiverged (the loop of util.aux_training.fit).
     """
     import time
 
-    from tqdm import tqdm
+    from util.aux_training import fit
 
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be at least 1 (got {steps}, {batch_size})")
@@ -298,25 +299,29 @@ def train_stn(bank: Any, steps: int = 1000, batch_size: int = 64, lr: float = 1e
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(stn.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.05)
-    losses, identity = [], []
-    start = time.time()
-    bar = tqdm(range(steps), desc="train STN", disable=not progress, leave=False)
-    for step in bar:
-        pick = torch.randint(0, len(data), (batch_size,), generator=gen)
-        inputs, target = training_pairs(data[pick], gen, refit_prob=refit_prob, crop_prob=crop_prob, **affine)
-        inputs, target = inputs.to(device), target.to(device)
-        theta = stn(inputs)
-        loss = (warp_mask(inputs[:, :1], theta) - target).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
+    identity: list[float] = []  # the box fit's loss on each step's pairs
+
+    def draws(_epoch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        for _ in range(steps):
+            pick = torch.randint(0, len(data), (batch_size,), generator=gen)
+            inputs, target = training_pairs(data[pick], gen, refit_prob=refit_prob, crop_prob=crop_prob,
+                                            **affine)
+            yield inputs.to(device), target.to(device)
+
+    def step_loss(pair: Tuple[torch.Tensor, torch.Tensor]) -> Tuple[torch.Tensor, int]:
+        inputs, target = pair
+        loss = (warp_mask(inputs[:, :1], stn(inputs)) - target).abs().mean()
         identity.append(float((inputs[:, :1] - target).abs().mean()))
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if log is not None:
-                log(f"step {step}: loss {losses[-1]:.4f} (box fit {identity[-1]:.4f})")
+        step = len(identity) - 1
+        if log is not None and step % 50 == 0:
+            log(f"step {step}: loss {float(loss.detach()):.4f} (box fit {identity[-1]:.4f})")
+        return loss, batch_size
+
+    start = time.time()
+    # step-based: one "epoch" of ``steps`` freshly drawn batches
+    losses = fit(stn, opt, draws, step_loss, 1, device=device, scheduler=sched, loss_name="alignment loss",
+                 fix=f"lower --lr (now {lr})", desc="train STN", steps_per_epoch=steps,
+                 progress=progress).step_losses
     tenth = max(1, steps // 10)
     stats = {"loss_first": float(np.mean(losses[:tenth])), "loss_last": float(np.mean(losses[-tenth:])),
              "identity_loss": float(np.mean(identity)), "seconds": time.time() - start}
