@@ -4,9 +4,10 @@
 Works from label maps alone (no real images): the real_image column is then left out.
 Also writes labels/<name>.png (raw label ids) and results.json (options, timing) for
 scripts/evaluate.py.
-UDGAN models also write synthesized_depth/ (and real_depth/ when the dataset has depth maps);
-``--depth_from dataset`` steers the image with the dataset's depth maps (input_depth/).
-SIMS models (``--model sims``) also write canvas/ (the pasted segments the image was made from).
+The model's ``visuals`` names the columns (images/<column>/): UDGAN models also write
+synthesized_depth/ (and real_depth/ when the dataset has depth maps); ``--depth_from dataset``
+steers the image with the dataset's depth maps (input_depth/). SIMS models (``--model sims``)
+also write canvas/ (the pasted segments the image was made from).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from options.test_options import TestOptions
 from util import checkpoint, distributed, performance
 from util.cli import run_reporting_errors
 from util.errors import OptionError
-from util.image_io import depth_to_image, input_to_image, save_label_ids, tensor_to_image
+from util.image_io import save_label_ids, visuals_to_images
 from util.results_page import ResultsPage
 
 
@@ -176,20 +177,8 @@ def synthesize(opt) -> str:
             for i in range(samples[0]["image"].size(0)):
                 if done >= limit:
                     break
-                visuals: Dict[str, object] = {"input_label": input_to_image(batch["label"][i], palette)}
-                if "canvas" in samples[0]:  # SIMS: the retrieved segments the image was made from
-                    visuals["canvas"] = tensor_to_image(samples[0]["canvas"][i])
-                if "input_depth" in samples[0]:
-                    visuals["input_depth"] = depth_to_image(samples[0]["input_depth"][i])
-                for k, out in enumerate(samples):
-                    suffix = "" if k == 0 else f"_{k + 1}"
-                    visuals["synthesized_image" + suffix] = tensor_to_image(out["image"][i])
-                if "depth" in samples[0]:  # UDGAN: the depth generator's map
-                    visuals["synthesized_depth"] = depth_to_image(samples[0]["depth"][i])
-                if bool(batch["has_image"][i]):
-                    visuals["real_image"] = tensor_to_image(batch["image"][i])
-                if "depth" in samples[0] and bool(batch["has_depth"][i]):
-                    visuals["real_depth"] = depth_to_image(batch["depth"][i])
+                # the model decides the columns (SIMS: canvas/, UDGAN: depth/, ...)
+                visuals = visuals_to_images(model.visuals(batch, samples, i), palette)
                 name = unique_name(batch["path"][i], used)
                 page.add(name, visuals)
                 if opt.label_nc > 0:  # label ids for evaluation; an input image needs none

@@ -8,7 +8,7 @@ so each network can be wrapped in DDP on its own by the trainer.
 from __future__ import annotations
 
 import argparse
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -24,8 +24,17 @@ from models.networks.feature_encoder import (FeatureEncoder, check_feature_optio
 from models.networks.loss import GANLoss, KLDLoss, VGGLoss, feature_matching_loss
 from util.distributed import unwrap
 from util.errors import DatasetError
+from util.image_io import Visual
 
 Batch = Mapping[str, torch.Tensor]
+Columns = Dict[str, Visual]
+
+
+def batch_flag(batch: Batch, key: str, index: int, default: bool) -> bool:
+    """``batch[key][index]`` as a bool (``has_image``, ``has_depth``); ``default`` if absent."""
+    if key not in batch:
+        return default
+    return bool(torch.as_tensor(batch[key]).reshape(-1)[index])
 
 
 def one_hot_labels(label: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -278,3 +287,34 @@ class Pix2PixModel(nn.Module):
                   use_style_image: bool = True) -> torch.Tensor:
         """Synthesize ``(N, 3, H, W)`` in [-1, 1] (see ``synthesize``)."""
         return self.synthesize(batch, z, use_style_image)["image"]
+
+    # ------------------------------------------------------------------ page columns
+    def visuals(self, batch: Batch, samples: Sequence[Mapping[str, torch.Tensor]], index: int,
+                training: bool = False) -> Columns:
+        """The page columns of sample ``index`` of ``batch``, in display order: column name ->
+        ``Visual`` (drawn by ``util.image_io.visuals_to_images``). test.py saves each column
+        as ``images/<name>/``; the training page shows each as a strip of the first samples.
+
+        ``samples``: the outputs of ``synthesize``, one per sample drawn (test.py's
+        ``--num_samples``: ``synthesized_image``, ``synthesized_image_2``, ...), or, with
+        ``training``, the one ``generator_loss`` returned. Order: the input label and other
+        inputs, then on the test page the outputs before the real references; on the training
+        page the image pair (synthesized, real) before the other outputs and references.
+        Models with more outputs add columns in ``extra_visuals``.
+        """
+        inputs, outputs, references = self.extra_visuals(batch, samples[0], index, training)
+        columns: Columns = {"input_label": Visual("label", batch["label"][index]), **inputs}
+        for k, out in enumerate(samples):
+            columns["synthesized_image" + ("" if k == 0 else f"_{k + 1}")] = Visual("image", out["image"][index])
+        real: Columns = {}
+        if training or batch_flag(batch, "has_image", index, default=True):
+            real["real_image"] = Visual("image", batch["image"][index])
+        if training:
+            return {**columns, **real, **outputs, **references}
+        return {**columns, **outputs, **real, **references}
+
+    def extra_visuals(self, batch: Batch, out: Mapping[str, torch.Tensor], index: int,
+                      training: bool) -> Tuple[Columns, Columns, Columns]:
+        """Columns for outputs beyond ``image`` (from the first sample's ``out``):
+        ``(inputs, outputs, references)``, placed as ``visuals`` says. None here."""
+        return {}, {}, {}

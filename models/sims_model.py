@@ -37,7 +37,7 @@ import argparse
 import copy
 import os
 import zlib
-from typing import Dict, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -45,10 +45,12 @@ import torch
 from models import MODELS
 from models.networks.base_network import add_option_once
 from models.networks.generators import sims as _sims_generator  # noqa: F401  (registers netG "sims")
-from models.pix2pix_model import Batch, Pix2PixModel
+from models.pix2pix_model import Batch, Columns, Pix2PixModel
 from models.sims.simulate import SimulationConfig, simulate_canvas
+from models.udgan_model import depth_visuals
 from util import checkpoint
 from util.errors import CheckpointError, DatasetError, OptionError
+from util.image_io import Visual
 
 BANK_SCRIPT = "scripts/build_segment_bank.py"
 STN_SCRIPT = "scripts/train_sims_stn.py"
@@ -320,6 +322,13 @@ class SIMSModel(Pix2PixModel):
         depths, shown = self.ordering_depth(batch, semantics)
         canvas, filled = self.retrieval_canvas(batch, depths)
         return {"image": self.netG(semantics, canvas, filled), "canvas": canvas, **shown}
+
+    def extra_visuals(self, batch: Batch, out: Mapping[str, torch.Tensor], index: int,
+                      training: bool) -> Tuple[Columns, Columns, Columns]:
+        """The canvas the image was made from (simulated in training, retrieved at test time)
+        after the label, then the depth that ordered it (see ``depth_visuals``)."""
+        inputs, outputs, references = depth_visuals(batch, out, index, training)
+        return {"canvas": Visual("image", out["canvas"][index]), **inputs}, outputs, references
 
     # ------------------------------------------------------------------ losses
     def discriminator_loss(self, batch: Batch) -> Dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-from typing import Dict, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -26,8 +26,9 @@ from models import MODELS
 from models.networks import DISCRIMINATORS, GENERATORS, define_G_depth
 from models.networks.base_network import add_option_once
 from models.networks.loss import DEPTH_LOSSES, depth_loss, feature_matching_loss
-from models.pix2pix_model import Batch, Pix2PixModel
+from models.pix2pix_model import Batch, Columns, Pix2PixModel, batch_flag
 from util.errors import DatasetError, OptionError
+from util.image_io import Visual
 
 DEPTH_SOURCES = ("dataset", "estimator")
 
@@ -40,6 +41,24 @@ def depth_discriminator_options(opt: argparse.Namespace) -> argparse.Namespace:
     dopt.num_D = opt.num_D_depth
     dopt.output_nc = 1
     return dopt
+
+
+def depth_visuals(batch: Batch, out: Mapping[str, torch.Tensor], index: int,
+                  training: bool) -> Tuple[Columns, Columns, Columns]:
+    """Depth columns (UDGAN, SIMS), as ``extra_visuals`` returns them: ``input_depth`` (the
+    dataset's map the image followed), ``synthesized_depth`` (the depth generator's) and its
+    reference: in training the loss's ``target_depth``, at test time the dataset's
+    ``real_depth`` where the sample has one."""
+    inputs = {"input_depth": Visual("depth", out["input_depth"][index])} if "input_depth" in out else {}
+    outputs: Columns = {}
+    references: Columns = {}
+    if "depth" in out:
+        outputs["synthesized_depth"] = Visual("depth", out["depth"][index])
+        if not training and batch_flag(batch, "has_depth", index, default=False):
+            references["real_depth"] = Visual("depth", batch["depth"][index])
+    if training and "target_depth" in out:
+        references["target_depth"] = Visual("depth", out["target_depth"][index])
+    return inputs, outputs, references
 
 
 @MODELS.register("udgan")
@@ -103,6 +122,10 @@ class UDGANModel(Pix2PixModel):
         if self.netD_depth is not None:
             nets["D_depth"] = self.netD_depth
         return nets
+
+    def extra_visuals(self, batch: Batch, out: Mapping[str, torch.Tensor], index: int,
+                      training: bool) -> Tuple[Columns, Columns, Columns]:
+        return depth_visuals(batch, out, index, training)
 
     # ------------------------------------------------------------------ depth maps
     def dataset_depth(self, batch: Batch, why: str) -> torch.Tensor:

@@ -61,27 +61,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _visuals(batch, generated: Dict[str, torch.Tensor], palette: np.ndarray,
+def _visuals(model, batch, generated: Dict[str, torch.Tensor], palette: np.ndarray,
              max_items: int = 4) -> Dict[str, np.ndarray]:
-    """Page columns for the first ``max_items`` samples of a batch: label, (SIMS) canvas,
-    synthesized image, real image, and (UDGAN) synthesized and target depth."""
-    from util.image_io import depth_to_image, input_to_image, tensor_to_image
+    """The training page's columns, as the model names them (``model.visuals``), each a strip
+    of the first ``max_items`` samples of the batch side by side."""
+    from util.image_io import visuals_to_images
 
     n = min(max_items, generated["image"].size(0))
-
-    def row(images):
-        return np.concatenate(images, axis=1)  # batch side by side
-    visuals = {"input_label": row([input_to_image(batch["label"][i], palette) for i in range(n)])}
-    if "canvas" in generated:  # SIMS: the (simulated) canvas the image was made from
-        visuals["canvas"] = row([tensor_to_image(generated["canvas"][i].float().cpu()) for i in range(n)])
-    visuals = {**visuals,
-               "synthesized_image": row([tensor_to_image(generated["image"][i].float().cpu())
-                                         for i in range(n)]),
-               "real_image": row([tensor_to_image(batch["image"][i]) for i in range(n)])}
-    for key, column in (("depth", "synthesized_depth"), ("target_depth", "target_depth")):
-        if key in generated:
-            visuals[column] = row([depth_to_image(generated[key][i].float().cpu()) for i in range(n)])
-    return visuals
+    samples = [visuals_to_images(model.visuals(batch, [generated], i, training=True), palette)
+               for i in range(n)]
+    return {name: np.concatenate([s[name] for s in samples], axis=1)  # batch side by side
+            for name in samples[0] if all(name in s for s in samples)}
 
 
 class TrainingRun:
@@ -284,7 +274,7 @@ class TrainingRun:
                             and counter.needs_displaying(opt.display_freq)
                             and trainer.generated):
                         self.visualizer.display_current_results(
-                            _visuals(batch, trainer.generated, palette), epoch, counter.total_steps)
+                            _visuals(self.model, batch, trainer.generated, palette), epoch, counter.total_steps)
                     if self.evaluator is not None and counter.needs_evaluating(opt.eval_freq):
                         self._evaluate(epoch)
                     if stop:

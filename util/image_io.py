@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -110,6 +110,30 @@ def depth_to_image(depth: Any) -> np.ndarray:
     a = np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), 0.0, 1.0)
     index = np.rint(a * (len(DEPTH_COLORMAP) - 1)).astype(np.int64)
     return np.ascontiguousarray(DEPTH_COLORMAP[index])
+
+
+class Visual(NamedTuple):
+    """One picture of a page column, before conversion: ``kind`` says how to draw ``data``:
+    ``"label"`` (the generator input: label ids or an input image, see ``input_to_image``),
+    ``"image"`` (generator range [-1, 1]) or ``"depth"`` (inverse depth in [0, 1])."""
+    kind: str
+    data: Any
+
+
+def visual_to_image(visual: Visual, palette: np.ndarray) -> np.ndarray:
+    """``(H, W, 3) uint8`` picture of one ``Visual``."""
+    if visual.kind == "label":
+        return input_to_image(visual.data, palette)
+    if visual.kind == "image":
+        return tensor_to_image(visual.data)
+    if visual.kind == "depth":
+        return depth_to_image(visual.data)
+    raise ValueError(f"unknown visual kind {visual.kind!r} (label, image or depth)")
+
+
+def visuals_to_images(visuals: Mapping[str, Visual], palette: np.ndarray) -> Dict[str, np.ndarray]:
+    """Column name -> picture, in the columns' order (a model's ``visuals``, drawn)."""
+    return {name: visual_to_image(v, palette) for name, v in visuals.items()}
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
