@@ -41,27 +41,20 @@ JOURNAL_SUFFIX = ".commit.json"
 # Options that say what a network's input channels mean: compared for every network.
 INPUT_OPTIONS = ("model", "label_nc", "contain_dontcare_label", "no_instance", "semantic_nc",
                  "cond_inputs", "output_nc", "no_instance_dist")
-# Options that change a network's tensors or its forward pass, by SPADE's short network name.
+# Base options (declared by options/ and the models' hooks, not by a network class) that change a
+# network's tensors or its forward pass, by SPADE's short network name. A network class adds the
+# options its own hook declares with role="architecture" (``architecture_options()``).
 NETWORK_OPTIONS: Dict[str, Tuple[str, ...]] = {
-    "G": ("netG", "ngf", "norm_G", "use_vae", "z_dim", "num_upsampling_layers",
-          "num_downs", "unet_norm", "no_dropout",                                   # pix2pix U-Net
-          "resnet_n_downsample", "resnet_n_blocks", "resnet_kernel_size",
-          "resnet_initial_kernel_size", "n_local_enhancers", "n_blocks_local",      # pix2pixHD
-          "lr_width", "lr_max_width", "lr_depth", "hr_width", "hr_depth", "reflection_pad",
-          "hr_coor", "learned_ds_factor", "replicate_pad", "lr_instance",          # ASAPNet
-          "sims_num_downs",
+    "G": ("netG", "ngf", "norm_G", "use_vae", "z_dim",
           "instance_feat", "label_feat", "feat_num"),                               # its input
-    "E": ("ngf", "norm_E", "z_dim",
-          "nef", "feat_num", "n_downsample_E", "norm_G"),                           # pix2pixHD's E
-    "D": ("netD", "ndf", "norm_D", "num_D", "n_layers_D", "netD_subarch"),
+    "E": ("ngf", "norm_E", "z_dim", "nef", "norm_G"),
+    "D": ("netD", "ndf", "norm_D"),
     "G_depth": ("netG_depth", "ngf_depth", "depth_num_down"),
-    "D_depth": ("netD_depth", "num_D_depth", "ndf", "norm_D", "n_layers_D", "netD_subarch"),
+    "D_depth": ("netD_depth", "num_D_depth", "ndf", "norm_D"),
 }
 # Further options worth naming when tensor shapes differ (they size some layers, but a network
 # may legitimately run at another resolution, so they are not compared on their own).
 SHAPE_HINT_OPTIONS = ("crop_size", "aspect_ratio")
-ARCHITECTURE_OPTIONS = tuple(dict.fromkeys(
-    INPUT_OPTIONS + sum(NETWORK_OPTIONS.values(), ()) + SHAPE_HINT_OPTIONS))
 
 # How long a reader waits for a save that is replacing the files it reads.
 READ_RETRIES = 50
@@ -117,15 +110,26 @@ def _normalized(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def architecture_options(opt: Any) -> Dict[str, Any]:
-    """The options stored in every network file (see ``ARCHITECTURE_OPTIONS``)."""
+def declared_architecture(net: Optional[nn.Module]) -> Tuple[str, ...]:
+    """The architecture options ``net``'s class declares (``BaseNetwork.architecture_options``);
+    none for networks that declare nothing (or are not ``BaseNetwork``s)."""
+    declared = getattr(type(net), "architecture_options", None) if net is not None else None
+    return tuple(declared()) if callable(declared) else ()
+
+
+def compared_options(short: str, net: Optional[nn.Module] = None) -> Tuple[str, ...]:
+    """Options that must be equal to load network ``short`` (G, D, E, G_depth, D_depth): the
+    input options, the base ones of ``short`` and those ``net``'s class declares."""
+    return tuple(dict.fromkeys(INPUT_OPTIONS + NETWORK_OPTIONS.get(short, ())
+                               + declared_architecture(net)))
+
+
+def architecture_options(opt: Any, networks: Mapping[str, nn.Module]) -> Dict[str, Any]:
+    """The options stored in every network file of ``networks`` ({"G": netG, ...}): what each of
+    them compares (``compared_options``) plus the shape hints."""
     src = _source(opt)
-    return {k: _normalized(src[k]) for k in ARCHITECTURE_OPTIONS if k in src}
-
-
-def compared_options(short: str) -> Tuple[str, ...]:
-    """Options that must be equal to load network ``short`` (G, D, E, G_depth, D_depth)."""
-    return INPUT_OPTIONS + NETWORK_OPTIONS.get(short, ())
+    keys = [k for short, net in networks.items() for k in compared_options(short, net)]
+    return {k: _normalized(src[k]) for k in dict.fromkeys(keys + list(SHAPE_HINT_OPTIONS)) if k in src}
 
 
 def option_differences(saved: Mapping[str, Any], opt: Any, keys: Iterable[str]) -> List[str]:
@@ -288,7 +292,7 @@ def save_checkpoint(folder: str, label: str, networks: Mapping[str, nn.Module], 
                     also_as: Sequence[str] = ()) -> None:
     """Save networks ``{"G": netG, ...}`` (and the training state) under ``label``, and in the
     same atomic unit under each label of ``also_as`` (e.g. ``latest`` and the epoch)."""
-    options = architecture_options(opt)
+    options = architecture_options(opt, networks)
     objects: Dict[str, Any] = {}
     for short, net in networks.items():
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -377,11 +381,11 @@ def load_network(net: nn.Module, path: str, opt: Any, short: str) -> int:
     infer = getattr(net, "options_from_state_dict", None)
     inferred = (infer(as_saved) or {}) if bare and callable(infer) and problems else {}
     if inferred:
-        differ = option_differences(inferred, opt, compared_options(short))
+        differ = option_differences(inferred, opt, compared_options(short, net))
         if differ:
             raise CheckpointError(f"net{short}: cannot load {path}: its layout was built with "
                                   + ", ".join(differ) + "; pass those options")
-    differ = option_differences(saved_opts, opt, compared_options(short))
+    differ = option_differences(saved_opts, opt, compared_options(short, net))
     if differ:
         detail = ("\n  {} differing entries, e.g.:\n    ".format(count) + "\n    ".join(problems[:6])
                   if problems else "")
@@ -390,7 +394,7 @@ def load_network(net: nn.Module, path: str, opt: Any, short: str) -> int:
                               "--load_from_opt_file), or train a new model under another --name"
                               + detail)
     if problems:
-        diffs = option_differences(saved_opts, opt, ARCHITECTURE_OPTIONS)
+        diffs = option_differences(saved_opts, opt, list(saved_opts))
         hint = ("the checkpoint was built with " + ", ".join(diffs) +
                 "; pass those options or --load_from_opt_file") if diffs else \
             "the checkpoint does not match the network built from these options"

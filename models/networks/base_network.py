@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -16,7 +16,7 @@ from torch.nn import init
 from torch.nn.utils.spectral_norm import SpectralNorm
 
 from util.errors import OptionError
-from util.options import add_option_once  # noqa: F401  (re-exported for the hooks)
+from util.options import add_option_once, declared_options  # noqa: F401  (re-exported for the hooks)
 from util.registry import Registry
 
 GENERATORS = Registry("generator", "--netG")
@@ -64,6 +64,18 @@ class BaseNetwork(nn.Module):
                                    is_train: bool) -> argparse.ArgumentParser:
         """Add this network's flags / defaults to the options parser (default: none)."""
         return parser
+
+    @classmethod
+    def architecture_options(cls) -> Tuple[str, ...]:
+        """The options this network's hook declares with ``role="architecture"`` (they change its
+        tensors or forward pass): what its checkpoints store and compare, besides the base
+        options (``util.checkpoint.NETWORK_OPTIONS``). Read from the hook itself, once."""
+        if "_architecture_options" not in cls.__dict__:
+            parser = argparse.ArgumentParser(add_help=False)
+            for is_train in (True, False):  # some flags exist only in training
+                cls.modify_commandline_options(parser, is_train)
+            cls._architecture_options = declared_options(parser, "architecture")
+        return cls._architecture_options
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:

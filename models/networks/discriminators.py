@@ -30,7 +30,7 @@ class NLayerDiscriminator(BaseNetwork):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
-        add_option_once(parser, "--n_layers_D", type=int, default=4,
+        add_option_once(parser, "--n_layers_D", role="architecture", type=int, default=4,
                         help="layers in each discriminator")
         return parser
 
@@ -124,9 +124,9 @@ class MultiscaleDiscriminator(BaseNetwork):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
-        add_option_once(parser, "--netD_subarch", type=str, default="n_layer",
+        add_option_once(parser, "--netD_subarch", role="architecture", type=str, default="n_layer",
                         choices=tuple(SUBARCHS), help="architecture of each discriminator")
-        add_option_once(parser, "--num_D", type=int, default=2,
+        add_option_once(parser, "--num_D", role="architecture", type=int, default=2,
                         help="number of discriminators, each at half the previous resolution")
         # One sub-architecture exists, so its flags are added unconditionally (the hook cannot
         # see the command line to learn which --netD_subarch was chosen).

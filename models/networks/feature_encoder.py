@@ -253,9 +253,9 @@ class FeatureEncoder(BaseNetwork):
                              "(pix2pixHD; --netG pix2pixhd)")
         add_option_once(parser, "--label_feat", action="store_true",
                         help="as --instance_feat, averaged per label id instead")
-        add_option_once(parser, "--feat_num", type=int, default=3,
+        add_option_once(parser, "--feat_num", role="architecture", type=int, default=3,
                         help="channels of the encoded features")
-        add_option_once(parser, "--n_downsample_E", type=int, default=4,
+        add_option_once(parser, "--n_downsample_E", role="architecture", type=int, default=4,
                         help="downsampling layers of the feature encoder (its width is --nef)")
         add_option_once(parser, "--load_features", action="store_true",
                         help="test time: features from the cluster file of scripts/encode_features.py")

@@ -128,26 +128,26 @@ class ASAPNetGenerator(BaseNetwork):
                                    is_train: bool) -> argparse.ArgumentParser:
         parser.set_defaults(norm_G="instanceaffine")  # the authors' default
         add = add_option_once
-        add(parser, "--lr_width", type=int, default=64,
+        add(parser, "--lr_width", role="architecture", type=int, default=64,
             help="ASAPNet: width of the low-resolution stream's first convs")
-        add(parser, "--lr_max_width", type=int, default=1024,
+        add(parser, "--lr_max_width", role="architecture", type=int, default=1024,
             help="ASAPNet: width of the low-resolution stream after downsampling")
-        add(parser, "--lr_depth", type=int, default=7,
+        add(parser, "--lr_depth", role="architecture", type=int, default=7,
             help="ASAPNet: 3x3 conv blocks of the low-resolution stream at its lowest resolution")
-        add(parser, "--hr_width", type=int, default=64, help="ASAPNet: width of the per-pixel MLPs")
-        add(parser, "--hr_depth", type=int, default=5, help="ASAPNet: linear layers of the per-pixel MLPs")
-        add(parser, "--reflection_pad", action="store_true",
+        add(parser, "--hr_width", role="architecture", type=int, default=64, help="ASAPNet: width of the per-pixel MLPs")
+        add(parser, "--hr_depth", role="architecture", type=int, default=5, help="ASAPNet: linear layers of the per-pixel MLPs")
+        add(parser, "--reflection_pad", role="architecture", action="store_true",
             help="ASAPNet: reflection instead of zero padding in the low-resolution stream")
-        add(parser, "--replicate_pad", action="store_true",
+        add(parser, "--replicate_pad", role="architecture", action="store_true",
             help="ASAPNet: replication instead of zero padding in the low-resolution stream")
-        add(parser, "--hr_coor", type=str, default="cosine", choices=HR_COORDS,
+        add(parser, "--hr_coor", role="architecture", type=str, default="cosine", choices=HR_COORDS,
             help="ASAPNet: positional encoding fed to the per-pixel MLPs (cosine: sin/cos at "
                  "1, 2, ..., S/2 cycles per S-px cell; none: labels only)")
-        add(parser, "--learned_ds_factor", type=int, default=16,
+        add(parser, "--learned_ds_factor", role="architecture", type=int, default=16,
             help="ASAPNet: downsampling learned by the low-resolution stream's strided convs (a "
                  "power of two, S2 in the paper); the rest of the cell size S = crop_size // "
                  "(16 * aspect_ratio) is a fixed bilinear downsampling of its input")
-        add(parser, "--lr_instance", type=str2bool, nargs="?", const=True, default=True,
+        add(parser, "--lr_instance", role="architecture", type=str2bool, nargs="?", const=True, default=True,
             help="ASAPNet: the instance channel feeds only the low-resolution stream, not the "
                  "per-pixel MLPs (the authors' default; --lr_instance 0 feeds it to both)")
         add(parser, "--no_instance_edge", dest="no_instance", action="store_true",

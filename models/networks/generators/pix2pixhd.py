@@ -119,12 +119,6 @@ def _valid_crop_sizes(crop_size: int, aspect_ratio: float, n_down: int, min_side
     return ([below[-1]] if below else []) + ([above[0]] if above else [])
 
 
-def _add_option(parser: argparse.ArgumentParser, flags: List[str], **kwargs) -> None:
-    """``add_option_once`` for a flag with aliases (SPADE's name first, the official one after)."""
-    if flags[0] not in parser._option_string_actions:
-        parser.add_argument(*flags, **kwargs)
-
-
 @GENERATORS.register("pix2pixhd")
 class Pix2PixHDGenerator(BaseNetwork):
     """pix2pixHD's generator: label map -> image, deterministic.
@@ -137,20 +131,20 @@ class Pix2PixHDGenerator(BaseNetwork):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
-        _add_option(parser, ["--resnet_n_downsample", "--n_downsample_global"], type=int, default=4,
-                    help="number of stride-2 downsampling convs of the global generator (--netG "
+        add_option_once(parser, "--resnet_n_downsample", "--n_downsample_global", role="architecture",
+                        type=int, default=4, help="number of stride-2 downsampling convs of the global generator (--netG "
                          "pix2pixhd; pix2pixHD's --n_downsample_global)")
-        _add_option(parser, ["--resnet_n_blocks", "--n_blocks_global"], type=int, default=9,
-                    help="number of residual blocks in the global generator (pix2pixHD's "
-                         "--n_blocks_global)")
-        add_option_once(parser, "--resnet_kernel_size", type=int, default=3,
+        add_option_once(parser, "--resnet_n_blocks", "--n_blocks_global", role="architecture",
+                        type=int, default=9, help="number of residual blocks in the global "
+                                                  "generator (pix2pixHD's --n_blocks_global)")
+        add_option_once(parser, "--resnet_kernel_size", role="architecture", type=int, default=3,
                         help="kernel size of the residual blocks' convs (odd)")
-        add_option_once(parser, "--resnet_initial_kernel_size", type=int, default=7,
+        add_option_once(parser, "--resnet_initial_kernel_size", role="architecture", type=int, default=7,
                         help="kernel size of the first convolution (odd)")
-        add_option_once(parser, "--n_local_enhancers", type=int, default=0,
+        add_option_once(parser, "--n_local_enhancers", role="architecture", type=int, default=0,
                         help="number of pix2pixHD local enhancers around the global generator: 0 is "
                              "pix2pixHD's --netG global, 1 its --netG local")
-        add_option_once(parser, "--n_blocks_local", type=int, default=3,
+        add_option_once(parser, "--n_blocks_local", role="architecture", type=int, default=3,
                         help="number of residual blocks in each local enhancer")
         if is_train:
             add_option_once(parser, "--niter_fix_global", type=int, default=0,

@@ -85,7 +85,7 @@ class SIMSGenerator(BaseNetwork):
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
         parser.set_defaults(model="sims")
-        add_option_once(parser, "--sims_num_downs", type=int, default=5,
+        add_option_once(parser, "--sims_num_downs", role="architecture", type=int, default=5,
                         help="--netG sims: stride-2 levels of its encoder-decoder, capped so the "
                              f"bottleneck keeps at least {MIN_BOTTLENECK} px a side (4 at 64 px)")
         return parser

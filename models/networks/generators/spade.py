@@ -97,7 +97,7 @@ class SPADEGenerator(BaseNetwork):
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
         parser.set_defaults(norm_G="spectralspadesyncbatch3x3")
-        add_option_once(parser, "--num_upsampling_layers", choices=tuple(UPSAMPLING_LAYERS),
+        add_option_once(parser, "--num_upsampling_layers", role="architecture", choices=tuple(UPSAMPLING_LAYERS),
                         default="normal",
                         help="'more' adds an upsampling step after the middle blocks; 'most' "
                              "also adds a final up_4 block (for 512+ px outputs)")

@@ -144,12 +144,12 @@ class UnetGenerator(BaseNetwork):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
-        add_option_once(parser, "--num_downs", type=int, default=8,
+        add_option_once(parser, "--num_downs", role="architecture", type=int, default=8,
                         help="U-Net depth: stride-2 downsamplings (pix2pix: 8 for unet_256, 7 for "
                              "unet_128); crop width and height must be multiples of 2**num_downs")
-        add_option_once(parser, "--unet_norm", type=str, default="batch", choices=UNET_NORMS,
+        add_option_once(parser, "--unet_norm", role="architecture", type=str, default="batch", choices=UNET_NORMS,
                         help="normalization of --netG unet (pix2pix: batch); --norm_G is not used by it")
-        add_option_once(parser, "--no_dropout", action="store_true",
+        add_option_once(parser, "--no_dropout", role="architecture", action="store_true",
                         help="--netG unet without pix2pix's dropout (its noise source, active at "
                              "test time too): deterministic outputs")
         return parser

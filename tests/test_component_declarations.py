@@ -1,0 +1,82 @@
+"""A component's options are declared once, in its hook: a toy generator added in one place (its
+class and registry line) shows its flags in --help and has its architecture options stored in
+and compared against checkpoints, with no list to edit anywhere else."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import train as train_script
+from models.networks import DISCRIMINATORS, GENERATORS, BaseNetwork
+from util.options import add_option_once
+from util import checkpoint
+from util.errors import CheckpointError
+
+TINY = ["--gpu_ids", "-1", "--crop_size", "32", "--load_size", "32", "--ndf", "4", "--ngf", "4",
+        "--no_vgg_loss", "--batchSize", "2", "--synthetic_num", "2", "--niter", "1",
+        "--niter_decay", "0", "--display_freq", "100", "--print_freq", "100", "--n_layers_D", "2",
+        "--num_D", "1"]
+
+
+class ToyGenerator(BaseNetwork):
+    """Two convolutions: label map -> image; ``--toy_width`` sizes the hidden layer."""
+
+    @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
+        add_option_once(parser, "--toy_width", role="architecture", type=int, default=6,
+                        help="hidden channels of the toy generator")
+        add_option_once(parser, "--toy_note", type=str, default="", help="not an architecture option")
+        return parser
+
+    def __init__(self, opt: argparse.Namespace) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(opt.semantic_nc, opt.toy_width, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(opt.toy_width, 3, 3, padding=1), nn.Tanh())
+
+    def forward(self, semantics: torch.Tensor, z=None) -> torch.Tensor:
+        return self.body(semantics)
+
+
+@pytest.fixture
+def toy_generator(monkeypatch):
+    monkeypatch.setattr(GENERATORS, "_entries", dict(GENERATORS._entries))  # restored afterwards
+    GENERATORS.register("toy")(ToyGenerator)  # the one registry line
+    return ToyGenerator
+
+
+def test_declared_architecture_options_come_from_the_hooks(toy_generator):
+    assert toy_generator.architecture_options() == ("toy_width",)
+    assert GENERATORS.get("unet").architecture_options() == ("num_downs", "unet_norm", "no_dropout")
+    assert "num_D" in DISCRIMINATORS.get("multiscale").architecture_options()
+    with pytest.raises(ValueError, match="unknown role"):
+        add_option_once(argparse.ArgumentParser(), "--x", role="archtecture")
+
+
+def test_a_toy_generator_is_a_full_component(toy_generator, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_script.main(["--netG", "toy", "--help"])
+    assert "--toy_width" in capsys.readouterr().out  # --help lists the chosen generator's flags
+    args = TINY + ["--netG", "toy", "--toy_width", "5", "--checkpoints_dir", str(tmp_path), "--name", "toy"]
+    train_script.main(args)
+    saved = torch.load(tmp_path / "toy" / "latest_net_G.pth", weights_only=True)
+    assert saved["options"]["toy_width"] == 5 and "toy_note" not in saved["options"]
+    assert "num_D" not in saved["options"] or saved["options"]["num_D"] == 1
+    # a mismatch is named by the option (the layer shapes differ too)
+    from options.test_options import TestOptions
+    opt = TestOptions().parse(["--gpu_ids", "-1", "--netG", "toy", "--toy_width", "7", "--crop_size", "32",
+                               "--load_size", "32", "--checkpoints_dir", str(tmp_path), "--name", "toy"])
+    opt.semantic_nc = 13
+    with pytest.raises(CheckpointError, match=r"--toy_width 5 \(this run: 7\)"):
+        checkpoint.load_network(ToyGenerator(opt), str(tmp_path / "toy" / "latest_net_G.pth"), opt, "G")
+
+
+def test_help_lists_component_flags_in_a_fresh_process():
+    out = subprocess.run([sys.executable, "train.py", "--help", "--netG", "asapnet", "--dataset_mode", "custom"],
+                         capture_output=True, text=True, timeout=120).stdout
+    for flag in ("--num_D", "--label_dir", "--lr_width"):
+        assert flag in out, flag
