@@ -31,10 +31,22 @@ def parse_sizes(text: str) -> List[Tuple[int, int]]:
     return sizes
 
 
+def standalone_generators() -> List[str]:
+    """The registered generators that train without a file from another step (the default set)."""
+    from models.networks import GENERATORS
+    return [n for n in GENERATORS if GENERATORS.get(n).smoke_options is not None]
+
+
+def preset_flags(netG: str) -> List[str]:
+    """``--preset P`` for the paper recipe the generator's class declares (none if it has none)."""
+    from models.networks import GENERATORS
+    preset = GENERATORS.get(netG).preset
+    return ["--preset", preset] if preset else []
+
+
 def run_one(a: argparse.Namespace, netG: str, h: int, w: int, train: bool) -> Dict[str, float]:
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--gpu_ids", a.gpu_ids,
-           "--preset", netG if netG in ("pix2pixhd", "asapnet", "spade") else "pix2pix",
-           "--netG", netG, "--crop_size", str(w), "--load_size", str(w), "--aspect_ratio", str(w / h),
+           *preset_flags(netG), "--netG", netG, "--crop_size", str(w), "--load_size", str(w), "--aspect_ratio", str(w / h),
            "--label_nc", str(a.label_nc), "--batchSize", "1", "--synthetic_num", "1",
            "--bench_iters", str(a.bench_iters), "--bench_warmup", "1", "--no_vgg_loss",
            "--preprocess_mode", "fixed", "--amp", a.amp, "--name", f"bench_{netG}",
@@ -65,7 +77,8 @@ def format_table(results: List[Dict]) -> str:
 def main(argv: Optional[List[str]] = None) -> List[Dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gpu_ids", default="-1")
-    p.add_argument("--netGs", default="spade,pix2pixhd,unet,asapnet")
+    p.add_argument("--netGs", default=None,
+                   help="comma list (default: every registered generator that trains standalone)")
     p.add_argument("--sizes", default="256x256,256x512,512x1024")
     p.add_argument("--train_sizes", default="256x256", help="sizes whose training step is timed too")
     p.add_argument("--label_nc", type=int, default=35)
@@ -78,7 +91,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     train_sizes = set(parse_sizes(a.train_sizes))
     results = []
     for h, w in parse_sizes(a.sizes):
-        for netG in filter(None, a.netGs.split(",")):
+        for netG in filter(None, (a.netGs or ",".join(standalone_generators())).split(",")):
             metrics = run_one(a, netG, h, w, (h, w) in train_sizes)
             results.append({"netG": netG, "size": f"{h}x{w}", "metrics": metrics})
             print(json.dumps(results[-1]), flush=True)

@@ -99,7 +99,7 @@ def _depth_estimator(folder: Path):
 
 
 # ------------------------------------------------------------------ the zoo: train, save, resume
-ZOO = ["spade", "depthspade", *sorted(RECIPES)]
+ZOO = ["depthspade", *sorted(RECIPES)]
 
 
 @pytest.mark.parametrize("netG", ZOO)

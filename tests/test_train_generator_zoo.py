@@ -1,5 +1,6 @@
-"""Every --netG of the zoo trains a few iterations with its preset, saves, resumes and
-synthesizes a test set through test.py."""
+"""Every registered --netG that trains standalone trains a few iterations with its preset, saves,
+resumes and synthesizes a test set through test.py. The list comes from the registry (each
+generator's ``preset`` and ``smoke_options``): a new generator is covered without editing here."""
 from __future__ import annotations
 
 import re
@@ -9,16 +10,22 @@ import torch
 
 import test as test_script
 import train as train_script
+from models.networks import GENERATORS
 
 BASE = ["--gpu_ids", "-1", "--crop_size", "64", "--load_size", "64", "--ngf", "4", "--ndf", "4",
         "--n_layers_D", "2", "--no_vgg_loss", "--batchSize", "2", "--synthetic_num", "4", "--niter", "1",
         "--niter_decay", "0", "--display_freq", "2", "--print_freq", "2"]
-RECIPES = {
-    "unet": ["--preset", "pix2pix", "--num_downs", "5"],
-    "pix2pixhd": ["--preset", "pix2pixhd", "--resnet_n_blocks", "2", "--resnet_n_downsample", "2"],
-    "asapnet": ["--preset", "asapnet", "--lr_width", "8", "--lr_max_width", "16", "--lr_depth", "2",
-                "--hr_width", "8", "--hr_depth", "3", "--learned_ds_factor", "4"],
-}
+RECIPES = {name: [*(["--preset", cls.preset] if cls.preset else []), "--netG", name, *cls.smoke_options]
+           for name, cls in ((n, GENERATORS.get(n)) for n in GENERATORS) if cls.smoke_options is not None}
+
+
+def test_every_generator_trains_here_or_says_what_it_needs_first():
+    """A generator without standalone smoke options names the step it needs (and is trained by
+    its model's own tests: tests/test_models_udgan.py, tests/test_sims_model.py)."""
+    assert {"spade", "unet", "pix2pixhd", "asapnet"} <= set(RECIPES)
+    for name in GENERATORS:
+        cls = GENERATORS.get(name)
+        assert (cls.smoke_options is not None) != bool(cls.needs_first), name
 
 
 @pytest.mark.parametrize("netG", sorted(RECIPES))

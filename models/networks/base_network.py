@@ -59,6 +59,13 @@ def refresh_spectral_norm(module: nn.Module, n_iter: int = 5) -> None:
 class BaseNetwork(nn.Module):
     """Base class of the generators, discriminators and encoders."""
 
+    # What the registry tells the tools about a network (the zoo tests, scripts/benchmark_*.py):
+    # the --preset of its paper (None: no recipe of its own), the smallest flags that train it
+    # standalone at 64 px, or None with ``needs_first`` naming the step it needs before training.
+    preset: Optional[str] = None
+    smoke_options: Optional[Tuple[str, ...]] = ()
+    needs_first: Optional[str] = None
+
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:

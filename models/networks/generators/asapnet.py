@@ -123,6 +123,10 @@ class ASAPNetGenerator(BaseNetwork):
     VAE; ``--use_vae`` is refused by ``check_options``).
     """
 
+    preset = "asapnet"
+    smoke_options = ("--lr_width", "8", "--lr_max_width", "16", "--lr_depth", "2", "--hr_width", "8",
+                     "--hr_depth", "3", "--learned_ds_factor", "4")
+
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:

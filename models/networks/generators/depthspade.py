@@ -29,6 +29,9 @@ class DepthSPADEGenerator(SPADEGenerator):
     """``forward(semantics: (N, semantic_nc, H, W), z: Optional[(N, z_dim)], depth: (N, 1, H, W))
     -> (N, output_nc, H, W)`` in [-1, 1]."""
 
+    smoke_options = None
+    needs_first = "a depth estimator (scripts/train_depth_estimator.py, --depth_estimator_path)"
+
     depth_channels = 1
     uses_generated_depth = True  # the model builds a depth generator for it
 

@@ -128,6 +128,9 @@ class Pix2PixHDGenerator(BaseNetwork):
     ignored.
     """
 
+    preset = "pix2pixhd"
+    smoke_options = ("--resnet_n_blocks", "2", "--resnet_n_downsample", "2")
+
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:

@@ -81,6 +81,10 @@ class SIMSGenerator(BaseNetwork):
     filled: (N, 1, H, W) in {0, 1}, z=None) -> (N, output_nc, H, W)`` in [-1, 1].
     """
 
+    preset = None
+    smoke_options = None
+    needs_first = "a segment bank (scripts/build_segment_bank.py, --bank_dir)"
+
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:

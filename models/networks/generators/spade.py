@@ -93,6 +93,9 @@ class SPADEGenerator(BaseNetwork):
     ``fc`` (a 3x3 conv); with it ``fc`` maps ``z`` (sampled from N(0, 1) when not given).
     """
 
+    preset = "spade"
+    smoke_options = ("--num_upsampling_layers", "normal")
+
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:

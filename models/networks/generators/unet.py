@@ -138,6 +138,9 @@ class UnetGenerator(BaseNetwork):
     H and W must be multiples of 2**num_downs. ``z`` is ignored (pix2pix has none).
     """
 
+    preset = "pix2pix"
+    smoke_options = ("--num_downs", "5")
+
     # pix2pix's test.py keeps the generator in train mode unless --eval (see module docstring).
     TEST_IN_TRAIN_MODE = True
 
