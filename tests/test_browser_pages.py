@@ -100,7 +100,7 @@ def test_training_and_test_pages_render_in_chromium(tmp_path, monkeypatch, tiny_
     assert sorted(p.name for p in web.glob("*.html")) == ["index.html", "page_2.html"]
     index = check_page(exe, web / "index.html", profile)
     srcs = [src for src, _, _ in index["imgs"]]
-    assert "losses.png" in srcs and sum(s.startswith("images/") for s in srcs) == 2 * 3
+    assert "losses.png" in srcs and sum(s.startswith("images/") for s in srcs) == 2 * 2 * 3  # 2 steps x 2 samples x 3 visuals
     assert "page_2.html" in [h for h, _ in index["links"]]
     older = check_page(exe, web / "page_2.html", profile)
     assert {"index.html"} <= {h for h, _ in older["links"]}
