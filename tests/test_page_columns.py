@@ -1,9 +1,11 @@
 """The model owns its page columns: ``model.visuals`` names what test.py writes under
-``images/<column>/`` and what the training page shows, for every registered model; test.py and
-the training loop add nothing of their own (a toy column added to the model reaches both)."""
+``images/<column>/`` and what the training page shows (a grid: one row per sample, one column
+per visual), for every registered model; test.py and the training loop add nothing of their own
+(a toy column added to the model reaches both)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Dict, List
 
@@ -48,19 +50,19 @@ TEST_COLUMNS = {
 }
 
 
-def _record_training_pages(monkeypatch) -> List[Dict[str, np.ndarray]]:
-    """Every ``visuals`` the training loop hands to the page, in order."""
-    shown: List[Dict[str, np.ndarray]] = []
+def _record_training_pages(monkeypatch) -> List[List[Dict[str, np.ndarray]]]:
+    """Every ``visuals`` the training loop hands to the page (one dict per sample), in order."""
+    shown: List[List[Dict[str, np.ndarray]]] = []
     original = Visualizer.display_current_results
 
     def recording(self, visuals, epoch, total_iters):
-        shown.append(dict(visuals))
+        shown.append([dict(sample) for sample in visuals])
         return original(self, visuals, epoch, total_iters)
     monkeypatch.setattr(Visualizer, "display_current_results", recording)
     return shown
 
 
-def _train(args: List[str]) -> List[Dict[str, np.ndarray]]:
+def _train(args: List[str]) -> List[List[Dict[str, np.ndarray]]]:
     with pytest.MonkeyPatch.context() as mp:
         shown = _record_training_pages(mp)
         train.main(args)
@@ -156,19 +158,23 @@ def test_every_registered_model_is_covered():
 
 
 @pytest.mark.parametrize("model", sorted(TRAIN_COLUMNS))
-def test_training_page_shows_the_models_columns_as_strips(runs, model):
+def test_training_page_shows_the_models_columns_as_a_grid(runs, model):
     run = runs[model]
     expected = TRAIN_COLUMNS[model]
     assert _model_train_columns(run["args"]) == expected
     opt = TrainOptions().parse(run["args"], save=False)
-    for visuals in run["shown"]:
-        assert list(visuals) == expected
-        # the strip layout: the batch's samples side by side, one crop wide each
-        for name, picture in visuals.items():
-            assert picture.shape == (opt.crop_size, opt.crop_size * opt.batchSize, 3), name
+    for samples in run["shown"]:
+        # the grid: one row per sample of the batch, each picture one crop
+        assert len(samples) == opt.batchSize
+        for visuals in samples:
+            assert list(visuals) == expected
+            for name, picture in visuals.items():
+                assert picture.shape == (opt.crop_size, opt.crop_size, 3), name
     page = (run["root"] / "checkpoints" / "tiny" / "web" / "index.html").read_text()
-    for name in expected:
-        assert f"_{name}.png" in page, name
+    for sample in range(opt.batchSize):
+        for name in expected:
+            assert f"_sample{sample}_{name}.png" in page, name
+    assert re.findall(r'<div class="head">([^<]*)</div>', page)[:len(expected)] == expected
 
 
 @pytest.mark.parametrize("model, extra", [("pix2pix", ("--num_samples", "2")), ("udgan", ()),
@@ -199,8 +205,8 @@ def test_a_column_added_to_the_model_reaches_test_py_and_the_training_page(runs,
     shown = _record_training_pages(monkeypatch)
     train.main(args)
     assert shown and all(list(v) == ["input_label", "synthesized_image", "real_image", "toy_column"]
-                         for v in shown)
-    last = shown[-1]
+                         for samples in shown for v in samples)
+    last = shown[-1][0]
     # the toy column is drawn from the model's tensor: the negative image, up to rounding
     assert np.abs(last["toy_column"].astype(int) + last["synthesized_image"].astype(int) - 255).max() <= 1
     assert "_toy_column.png" in (tmp_path / "checkpoints" / "tiny" / "web" / "index.html").read_text()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from html.parser import HTMLParser
 from typing import Dict, List, Tuple
 from urllib.parse import unquote, urlsplit
@@ -13,7 +14,7 @@ from PIL import Image
 
 from util import image_io
 from util.colorize import label_colormap
-from util.html import HTML
+from util.html import HTML, legend_entries, model_display_name
 from util.image_io import (atomic_write_text, depth_to_image, label_to_color, save_image,
                            tensor_to_image)
 
@@ -84,7 +85,8 @@ def test_html_page_links_relative_and_files_exist(tmp_path):
                      "metric", "FID", "42.0"):
         assert expected in parser.text
     widths = [a["style"] for t, a in parser.tags if t == "img"]
-    assert widths == ["width:128px", "width:128px"]
+    # at most 128 px, narrower with the window
+    assert widths == ["width:128px;max-width:100%;height:auto"] * 2
     assert not any(t == "meta" and a.get("http-equiv") == "refresh" for t, a in parser.tags)
 
 
@@ -106,6 +108,54 @@ def test_html_mismatched_lengths(tmp_path):
     page = HTML(str(tmp_path), "t")
     with pytest.raises(ValueError, match="captions"):
         page.add_images(["images/a.png", "images/b.png"], ["a"], ["images/a.png"])
+
+
+def test_html_grid_one_row_per_sample_one_column_per_visual(tmp_path):
+    page = HTML(str(tmp_path), "t")
+    for n in ("a0", "b0", "a1"):
+        save_image(rgb(), os.path.join(page.image_dir, f"{n}.png"))
+    page.add_grid(["a", "b"], [["images/a0.png", "images/b0.png"], ["images/a1.png", None]], width=100)
+    out = page.save()
+    assert_links_relative_and_present(out)
+    tags = parse_page(out).tags
+    grid = [a for t, a in tags if t == "div" and a.get("class") == "grid"]
+    assert grid == [{"class": "grid", "style": "grid-template-columns: repeat(2, minmax(0, 100px))"}]
+    assert [a["src"] for t, a in tags if t == "img"] == ["images/a0.png", "images/b0.png", "images/a1.png"]
+    # each image links to its own full-size file
+    assert [a["href"] for t, a in tags if t == "a"] == ["images/a0.png", "images/b0.png", "images/a1.png"]
+    heads = [a for t, a in tags if t == "div" and a.get("class") == "head"]
+    cells = [a for t, a in tags if t == "div" and a.get("class") == "cell"]
+    assert len(heads) == 2 and len(cells) == 4  # the empty cell keeps the row aligned
+    with pytest.raises(ValueError, match="one cell per column"):
+        page.add_grid(["a", "b"], [["images/a0.png"]])
+
+
+def test_images_never_wider_than_the_window():
+    from util.html import _CSS
+    css = " ".join(_CSS.split())
+    assert "img { max-width: 100%; height: auto; }" in css
+
+
+def test_legend_names_and_palette_colours(tmp_path):
+    palette = np.array([[255, 0, 0], [0, 128, 255], [0, 0, 0]], np.uint8)  # last: dontcare
+    entries = legend_entries(["sky", "road"], palette)
+    assert entries == [("0: sky", (255, 0, 0)), ("1: road", (0, 128, 255)), ("dontcare", (0, 0, 0))]
+    # no names known: ids
+    assert [n for n, _ in legend_entries(["class 0", "class 1"], palette)] == ["class 0", "class 1", "dontcare"]
+    page = HTML(str(tmp_path), "t")
+    page.add_legend(entries)
+    text = open(page.save(), encoding="utf-8").read()
+    assert 'id="legend"' in text
+    for name, colour in [("0: sky", "#ff0000"), ("1: road", "#0080ff"), ("dontcare", "#000000")]:
+        assert re.search(f'background:{colour}"></span>{name}', text), name
+
+
+@pytest.mark.parametrize("model, netG, shown", [
+    ("pix2pix", "spade", "SPADE"), ("pix2pix", "unet", "pix2pix"), ("pix2pix", "pix2pixhd", "pix2pixHD"),
+    ("pix2pix", "asapnet", "ASAPNet"), ("udgan", "depthspade", "UDGAN"), ("sims", "sims", "SIMS"),
+    ("udgan", None, "UDGAN"), ("other", "net", "other (net)")])
+def test_model_display_name(model, netG, shown):
+    assert model_display_name(model, netG) == shown
 
 
 # ---------------------------------------------------------------- image_io conversions

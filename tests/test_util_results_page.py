@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from html.parser import HTMLParser
 from urllib.parse import unquote, urlsplit
 
@@ -145,3 +146,22 @@ def test_many_rows_are_paged_with_working_links(tmp_path):
     small.add("only", {"synthesized_image": tile})
     small.save()
     assert sorted(p.name for p in tmp_path.glob("*.html")) == ["index.html"]
+
+
+def test_method_from_the_manifest_and_legend_on_every_page(tmp_path):
+    page = ResultsPage(str(tmp_path), "exp: test results", rows_per_page=1)
+    page.add("a", visuals(10))
+    page.add("b", visuals(20))
+    page.set_legend(["sky", "road"], np.array([[255, 0, 0], [0, 0, 255], [0, 0, 0]], np.uint8))
+    page.save()
+    assert 'id="method"' not in (tmp_path / "index.html").read_text()  # not known yet
+    page.write_manifest({"options": {"model": "pix2pix", "netG": "spade"}})  # as test.py does
+    for html in ("index.html", "page_2.html"):
+        text = (tmp_path / html).read_text()
+        assert '<p id="method" style="font-size:120%">SPADE</p>' in text, html
+        assert re.search(r'background:#ff0000"></span>0: sky', text), html
+        assert re.search(r'background:#000000"></span>dontcare', text), html
+    again = ResultsPage.reopen(str(tmp_path))  # e.g. scripts/evaluate.py adding metrics
+    assert again.method == "SPADE" and again.legend == page.legend
+    again.save(metrics={"FID": 1.5})
+    assert "SPADE" in (tmp_path / "index.html").read_text()

@@ -83,7 +83,9 @@ def test_display_two_steps_newest_first(tmp_path):
     parser = parse_page(index)
     refresh = [a for t, a in parser.tags if t == "meta" and a.get("http-equiv") == "refresh"]
     assert refresh and refresh[0]["content"] == "30"
-    assert all(a["style"] == "width:64px" for t, a in parser.tags if t == "img")
+    # a grid per step: three columns, each at most display_winsize wide, shrinking with the window
+    grids = [a["style"] for t, a in parser.tags if t == "div" and a.get("class") == "grid"]
+    assert grids == ["grid-template-columns: repeat(3, minmax(0, 64px))"] * 2
 
 
 def test_resume_keeps_old_rows(tmp_path):
@@ -151,12 +153,13 @@ def test_loss_log_format_and_append(tmp_path, capsys):
 
 
 def test_batch_tiled_visuals_show_each_sample_at_winsize(tmp_path):
-    """The trainer tiles a batch side by side; each sample keeps display_winsize width."""
+    """A batch tiled side by side (older runs' strips): each sample keeps display_winsize width."""
     vis = Visualizer(make_opt(checkpoints_dir=str(tmp_path), aspect_ratio=2.0))
     tiled = np.zeros((8, 3 * 16, 3), dtype=np.uint8)  # three 16x8 (2:1) samples in a row
     vis.display_current_results({"synthesized_image": tiled}, epoch=1, total_iters=4)
     parser = parse_page(os.path.join(vis.web_dir, "index.html"))
-    assert [a["style"] for t, a in parser.tags if t == "img"] == ["width:192px"]
+    grids = [a["style"] for t, a in parser.tags if t == "div" and a.get("class") == "grid"]
+    assert grids == ["grid-template-columns: repeat(1, minmax(0, 192px))"]
 
 
 # ---------------------------------------------------------------- dashboard: header, curves, pages
@@ -280,3 +283,89 @@ def test_25_steps_make_three_linked_pages(tmp_path):
     # the header (progress) is on the first page only
     assert 'id="progress"' in open(os.path.join(vis.web_dir, "index.html"), encoding="utf-8").read()
     assert 'id="progress"' not in open(os.path.join(vis.web_dir, "page_2.html"), encoding="utf-8").read()
+
+
+# ---------------------------------------------------------------- grid, legend, end of the run
+def _page(vis: Visualizer, name: str = "index.html") -> str:
+    return open(os.path.join(vis.web_dir, name), encoding="utf-8").read()
+
+
+def _refresh_meta(vis: Visualizer):
+    return [a for t, a in parse_page(os.path.join(vis.web_dir, "index.html")).tags
+            if t == "meta" and a.get("http-equiv") == "refresh"]
+
+
+def test_samples_are_grid_rows_and_visuals_columns(tmp_path):
+    vis = Visualizer(make_opt(checkpoints_dir=str(tmp_path)))
+    vis.display_current_results([visuals(10), visuals(20)], epoch=1, total_iters=4)
+    assert img_files(vis) == sorted(f"epoch001_iter00000004_sample{s}_{k}.png" for s in (0, 1)
+                                    for k in ("input_label", "synthesized_image", "real_image"))
+    index = os.path.join(vis.web_dir, "index.html")
+    tags = parse_page(index).tags
+    srcs = [a["src"] for t, a in tags if t == "img"]
+    # row by row: sample 0's three columns, then sample 1's, in the model's column order
+    assert srcs == [f"images/epoch001_iter00000004_sample{s}_{k}.png" for s in (0, 1)
+                    for k in ("input_label", "synthesized_image", "real_image")]
+    text = _page(vis)
+    heads = re.findall(r'<div class="head">([^<]*)</div>', text)
+    assert heads == ["input_label", "synthesized_image", "real_image"]
+    assert_links_relative_and_present(index)
+
+
+def test_page_shows_the_method_and_the_legend(tmp_path):
+    vis = Visualizer(make_opt(checkpoints_dir=str(tmp_path), netG="spade"))
+    vis.set_legend(["sky", "road"], np.array([[10, 20, 30], [40, 50, 60], [0, 0, 0]], np.uint8))
+    vis.display_current_results(visuals(10), epoch=1, total_iters=2)
+    text = _page(vis)
+    assert '<p id="method" style="font-size:120%">SPADE</p>' in text
+    assert "<td>SPADE</td>" in text and "<td>pix2pix</td>" not in text  # the model column
+    assert re.search(r'background:#0a141e"></span>0: sky', text)
+    assert re.search(r'background:#28323c"></span>1: road', text)
+
+
+def test_finished_run_says_so_at_100_percent_and_stops_refreshing(tmp_path):
+    # 10 samples per epoch, batches of 4: the last 2 are dropped, so 8 of "10" run
+    vis = Visualizer(make_opt(checkpoints_dir=str(tmp_path), niter=1, total_samples=10, batchSize=4))
+    vis.print_current_errors(1, 4, 4, {"G_GAN": 1.0}, 0.1)
+    vis.display_current_results(visuals(10), epoch=1, total_iters=4)
+    assert _refresh_meta(vis)
+    assert "finished" not in _page(vis)
+    vis.print_current_errors(1, 8, 8, {"G_GAN": 0.5}, 0.1)
+    vis.finish()
+    progress = re.search(r'<p class="status" data-state="finished" id="progress">([^<]*)</p>',
+                         _page(vis)).group(1)
+    assert re.match(r"finished at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", progress), progress
+    assert "iteration 8 of 8 samples (100.0%)" in progress and "ETA" not in progress
+    assert not _refresh_meta(vis)
+    assert "reloads every" not in _page(vis)
+
+
+@pytest.mark.parametrize("end, expected", [
+    (lambda v: v.stopped("SIGTERM"), r"stopped by SIGTERM at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d"),
+    (lambda v: v.diverged("G_GAN = nan at epoch 1, iteration 4"),
+     r"diverged at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d: G_GAN = nan at epoch 1, iteration 4"),
+    (lambda v: v.failed("OSError: disk full"), r"stopped by an error at [-\d :]+: OSError: disk full")])
+def test_stopped_or_diverged_run_says_so_and_stops_refreshing(tmp_path, end, expected):
+    vis = Visualizer(make_opt(checkpoints_dir=str(tmp_path), niter=1, total_samples=100))
+    vis.print_current_errors(1, 4, 4, {"G_GAN": 1.0}, 0.1)
+    vis.display_current_results(visuals(10), epoch=1, total_iters=4)
+    end(vis)
+    progress = re.search(r'<p class="status" data-state="\w+" id="progress">([^<]*)</p>',
+                         _page(vis)).group(1)
+    assert re.match(expected, progress), progress
+    assert "iteration 4 of 100 samples (4.0%)" in progress and "ETA" not in progress
+    assert not _refresh_meta(vis)
+
+
+def test_refresh_draws_curves_from_the_whole_log(tmp_path, monkeypatch):
+    import util.visualizer as V
+    monkeypatch.setattr(V, "REDRAW_SECONDS", 1e9)
+    vis = Visualizer(make_opt(checkpoints_dir=str(tmp_path), niter=1, total_samples=100))
+    for i in (1, 2, 3):
+        vis.print_current_errors(1, 10 * i, 10 * i, {"G_GAN": float(i)}, 0.1)
+    drawn = []
+    real = vis._draw_losses
+    monkeypatch.setattr(vis, "_draw_losses", lambda s: drawn.append(dict(s)) or real(s))
+    vis.refresh()  # e.g. after a checkpoint save
+    assert [x for x, _ in drawn[-1]["G_GAN"]] == [10, 20, 30]
+    assert "iteration 30 of 100 samples" in _page(vis)

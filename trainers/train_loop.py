@@ -62,16 +62,14 @@ def seed_everything(seed: int) -> None:
 
 
 def _visuals(model, batch, generated: Dict[str, torch.Tensor], palette: np.ndarray,
-             max_items: int = 4) -> Dict[str, np.ndarray]:
-    """The training page's columns, as the model names them (``model.visuals``), each a strip
-    of the first ``max_items`` samples of the batch side by side."""
+             max_items: int = 4) -> List[Dict[str, np.ndarray]]:
+    """The training page's grid: one row per sample (the first ``max_items`` of the batch), one
+    column per visual as the model names them (``model.visuals``), in the model's order."""
     from util.image_io import visuals_to_images
 
     n = min(max_items, generated["image"].size(0))
-    samples = [visuals_to_images(model.visuals(batch, [generated], i, training=True), palette)
-               for i in range(n)]
-    return {name: np.concatenate([s[name] for s in samples], axis=1)  # batch side by side
-            for name in samples[0] if all(name in s for s in samples)}
+    return [visuals_to_images(model.visuals(batch, [generated], i, training=True), palette)
+            for i in range(n)]
 
 
 class TrainingRun:
@@ -133,9 +131,13 @@ class TrainingRun:
         distributed.barrier()
         self.visualizer = None
         opt.total_samples = len(self.dataset) * (opt.niter + opt.niter_decay)  # for the page's ETA
-        if self.ctx.is_main:
+        if self.ctx.is_main:  # only the main process writes the log and the pages
             from util.visualizer import Visualizer
             self.visualizer = Visualizer(opt)
+            if getattr(opt, "label_nc", 0) > 0:
+                self.visualizer.set_legend(self.dataset.class_names(), self.dataset.palette())
+        self._printed_at: Optional[int] = None    # total_steps of the last loss line
+        self._displayed_at: Optional[int] = None  # total_steps of the last page images
         self.evaluator = None
         if getattr(opt, "eval_freq", 0) > 0:
             from trainers.periodic_eval import PeriodicEvaluator
@@ -181,6 +183,8 @@ class TrainingRun:
                                        step=self.counter.total_steps, train_state=state,
                                        also_as=also_as)
             self.last_saved = f"{self.folder}/{label}_net_G.pth (iteration {self.counter.total_steps})"
+            if self.visualizer is not None:  # the page follows every save
+                self.visualizer.refresh()
         distributed.barrier()
 
     def _evaluate(self, epoch: int) -> None:
@@ -194,6 +198,52 @@ class TrainingRun:
                 f.write(f"validation at epoch {epoch}, iteration {step}: {text}\n")
             self.visualizer.plot_metrics(self.evaluator.history)
             self.visualizer.log_scalars(step, metrics, "val/")
+
+    # ------------------------------------------------------------------ log and page
+    def _print_losses(self, epoch: int, losses: Dict[str, torch.Tensor], bar=None) -> None:
+        """A loss line (every process takes part: the values are averaged across them)."""
+        counter = self.counter
+        values = distributed.mean_across_processes({k: float(v) for k, v in losses.items()})
+        values = {k: values[k] for k in losses}  # keep SPADE's order
+        self._check_state()
+        self._warn_exploding(values)
+        if bar is not None:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+        self._printed_at = counter.total_steps
+        if self.visualizer is not None:
+            self.visualizer.print_current_errors(
+                epoch, counter.epoch_iter, counter.total_steps, values, counter.time_per_iter)
+            self.visualizer.log_scalars(counter.total_steps, self.trainer.current_lrs(), "lr/")
+
+    def _display(self, epoch: int, batch, palette: np.ndarray) -> None:
+        """This step's samples on the page (main process; when pages or --tf_log are on)."""
+        if (self.visualizer is None or (self.opt.no_html and not self.opt.tf_log)
+                or not self.trainer.generated):
+            return
+        self._displayed_at = self.counter.total_steps
+        self.visualizer.display_current_results(
+            _visuals(self.model, batch, self.trainer.generated, palette), epoch,
+            self.counter.total_steps)
+
+    def _catch_up(self, epoch: int, losses, batch, palette: np.ndarray) -> None:
+        """At the end of a run: the last iteration's loss line and images, unless already there
+        (so a run shorter than --print_freq / --display_freq still has both)."""
+        if losses is not None and self._printed_at != self.counter.total_steps:
+            self._print_losses(epoch, losses)
+        if batch is not None and self._displayed_at != self.counter.total_steps:
+            self._display(epoch, batch, palette)
+
+    def _page_end(self, how: str, detail: str) -> None:
+        """Write how the run ended on the page; a failure here never hides the run's own."""
+        if self.visualizer is None:
+            return
+        try:
+            {"finished": lambda: self.visualizer.finish(),
+             "stopped": lambda: self.visualizer.stopped(detail),
+             "diverged": lambda: self.visualizer.diverged(detail),
+             "failed": lambda: self.visualizer.failed(detail)}[how]()
+        except Exception as err:  # noqa: BLE001 - the page is a report, not the run
+            self._log(f"warning: could not update the training page: {err}")
 
     def _log(self, message: str) -> None:
         if self.ctx.is_main:
@@ -239,6 +289,8 @@ class TrainingRun:
         stopper.install()
         _LOOP_STARTED[0] = True
         palette = self.dataset.palette()
+        first = True  # this process's first iteration: log and page at once
+        epoch, losses, batch = counter.epoch, None, None
         try:
             while counter.epoch <= counter.total_epochs:
                 epoch = counter.epoch
@@ -258,27 +310,17 @@ class TrainingRun:
                     batch = batches[-1]
                     losses = trainer.latest_losses()
                     stop = self._check_finite(losses, stopper.received)
-                    if counter.needs_printing(opt.print_freq):
-                        values = distributed.mean_across_processes(
-                            {k: float(v) for k, v in losses.items()})
-                        values = {k: values[k] for k in losses}  # keep SPADE's order
-                        self._check_state()
-                        self._warn_exploding(values)
-                        bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
-                        if self.visualizer is not None:
-                            self.visualizer.print_current_errors(
-                                epoch, counter.epoch_iter, counter.total_steps, values,
-                                counter.time_per_iter)
-                            self.visualizer.log_scalars(counter.total_steps, trainer.current_lrs(), "lr/")
-                    if (self.visualizer is not None and (not opt.no_html or opt.tf_log)
-                            and counter.needs_displaying(opt.display_freq)
-                            and trainer.generated):
-                        self.visualizer.display_current_results(
-                            _visuals(self.model, batch, trainer.generated, palette), epoch, counter.total_steps)
+                    if first or counter.needs_printing(opt.print_freq):
+                        self._print_losses(epoch, losses, bar)
+                    if first or counter.needs_displaying(opt.display_freq):
+                        self._display(epoch, batch, palette)
+                    first = False
                     if self.evaluator is not None and counter.needs_evaluating(opt.eval_freq):
                         self._evaluate(epoch)
                     if stop:
+                        self._catch_up(epoch, losses, batch, palette)
                         self.save("latest")
+                        self._page_end("stopped", stopper.received or "a signal on another process")
                         self._log(f"stopped by {stopper.received or 'a signal on another process'} "
                                   f"at epoch {epoch}, iteration {counter.total_steps}; saved a "
                                   f"resumable checkpoint in {self.folder}. Resume with "
@@ -287,6 +329,8 @@ class TrainingRun:
                     if counter.needs_saving(opt.save_latest_freq):
                         self.save("latest")
                 bar.close()
+                if epoch == counter.total_epochs:  # the run's last iteration: its line and images
+                    self._catch_up(epoch, losses, batch, palette)
                 counter.record_epoch_end()
                 if counter.epoch <= counter.total_epochs:
                     trainer.set_epoch_lr(counter.epoch)  # the saved state resumes with this lr
@@ -299,7 +343,19 @@ class TrainingRun:
                             self._log(f"--keep_last {opt.keep_last}: removed {len(removed)} older epoch files")
                     self._log(f"saved the model at the end of epoch {epoch}, iteration "
                               f"{counter.total_steps} (lr G {lrs['G']:.3g}, D {lrs['D']:.3g})")
+            self._page_end("finished", "")
             self._log(f"training finished: {counter.total_epochs} epochs, results in {self.folder}")
+        except TrainingDiverged as err:
+            what = str(err).split(". No checkpoint")[0]
+            self._page_end("diverged", what[len("training diverged: "):]
+                           if what.startswith("training diverged: ") else what)
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, nothing saved
+            self._page_end("stopped", "a second SIGINT (not saved)")
+            raise
+        except Exception as err:
+            self._page_end("failed", f"{type(err).__name__}: {err}".splitlines()[0][:300])
+            raise
         finally:
             stopper.uninstall()
             self.close()

@@ -8,6 +8,11 @@ Layout under ``results_dir``::
     images/<kind>/<name>.png     kind = input_label, synthesized_image, real_image, depth, ...
     labels/<name>.png            raw label ids (8- or 16-bit) for evaluation
 
+On top of each page: the method as users know it (from the manifest's ``options``: ``model``
+and ``netG``, see ``util.html.model_display_name``) and, once ``set_legend`` was given the
+dataset's class names and palette, a colour legend of the label maps. ``write_manifest`` rewrites
+pages saved before it, so they show what the manifest knows.
+
 Names must be unique (two Cityscapes cities can share a file stem, so the caller builds a
 unique name, e.g. ``frankfurt/frankfurt_000000_000294``); a repeated name is an error rather
 than a silent overwrite. Nothing is written outside ``results_dir``.
@@ -21,7 +26,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from util.html import HTML
+from dominate.tags import p as paragraph
+
+from util.html import HTML, legend_entries, model_display_name
 from util.image_io import atomic_write_text, save_image
 
 MANIFEST = "results.json"
@@ -53,6 +60,18 @@ class ResultsPage:
         self.image_dir = os.path.join(self.results_dir, "images")
         self._rows: List[Tuple[str, List[str], List[str]]] = []  # (name, kinds, rel paths)
         self._names: Dict[str, int] = {}
+        self.method: Optional[str] = None      # "SPADE", "UDGAN", ... (from the options)
+        self.legend: List[Tuple[str, Tuple[int, int, int]]] = []
+        self._saved: Optional[Tuple[int, Optional[Mapping[str, Any]], str]] = None  # save()'s arguments
+
+    def set_legend(self, class_names: List[str], palette: Any) -> None:
+        """Show the dataset's classes in their palette colours (``legend_entries``) on every
+        page; kept in ``results.json``."""
+        self.legend = legend_entries(class_names, palette)
+
+    def set_method(self, model: Optional[str], netG: Optional[str] = None) -> None:
+        """Show the method (``model_display_name(model, netG)``) on every page."""
+        self.method = model_display_name(model, netG) if model or netG else None
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -84,10 +103,19 @@ class ResultsPage:
     def write_manifest(self, info: Optional[Mapping[str, Any]] = None) -> str:
         """Write ``results.json``: the title, the rows and ``info`` (JSON-serializable)."""
         data = dict(info or {})
+        options = data.get("options") or {}
+        if self.method is None and isinstance(options, Mapping) and options.get("model"):
+            self.set_method(options.get("model"), options.get("netG"))
         data.update(title=self.title, rows=[[name, kinds] for name, kinds, _ in self._rows],
                     rows_per_page=self.rows_per_page)
+        if self.method:
+            data["method"] = self.method
+        if self.legend:
+            data["legend"] = [[name, list(rgb)] for name, rgb in self.legend]
         path = os.path.join(self.results_dir, MANIFEST)
         atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
+        if self._saved is not None:  # pages written before: show what the manifest knows
+            self.save(*self._saved)
         return path
 
     @classmethod
@@ -99,6 +127,8 @@ class ResultsPage:
             data = json.load(f)
         page = cls(results_dir, data.get("title", os.path.basename(os.path.abspath(results_dir))),
                    int(data.get("rows_per_page", 50)))
+        page.method = data.get("method")
+        page.legend = [(str(name), tuple(int(c) for c in rgb)) for name, rgb in data.get("legend", [])]
         for name, kinds in data.get("rows", []):
             page._names[name] = len(page._rows)
             page._rows.append((name, list(kinds), [f"images/{k}/{name}.png" for k in kinds]))
@@ -115,11 +145,17 @@ class ResultsPage:
         previous / next links (each atomically; stale pages of an earlier, longer run are
         removed); returns index.html's path. ``metrics`` (name -> value) becomes a summary table
         on top of every page."""
+        self._saved = (width, metrics, metrics_note)
         per = self.rows_per_page
         pages = max(1, -(-len(self._rows) // per))
         for number in range(1, pages + 1):
             rows = self._rows[(number - 1) * per: number * per]
             page = HTML(self.results_dir, self.title if pages == 1 else f"{self.title} ({number}/{pages})")
+            if self.method:
+                with page.doc:
+                    paragraph(self.method, id="method", style="font-size:120%")
+            if self.legend:
+                page.add_legend(self.legend)
             if pages > 1:
                 self._add_nav(page, number, pages, rows)
             if metrics:

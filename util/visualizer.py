@@ -10,12 +10,18 @@ Layout under ``<checkpoints_dir>/<name>/``::
     web/losses.png                                   one subplot per logged loss (matplotlib)
     web/eval_<metric>.svg                            validation charts (--eval_freq)
     web/loss_epochs.json                             epoch -> samples before it (x axis of curves)
-    web/images/epoch003_iter00000200_<key>.png       one file per visual per step
+    web/images/epoch003_iter00000200_sample1_<key>.png  one file per sample and visual per step
+                                                     (``..._<key>.png`` without a sample: an older
+                                                     run's batch strip, still shown)
     loss_log.txt                                     one line per print_current_errors
 
 The pages are rebuilt from the files in ``web/images`` and the whole ``loss_log.txt`` (every
-run, resumed ones included) on every display, and at most every ``REDRAW_SECONDS`` when
-losses are printed, so a resumed run keeps the rows and curves of the run before it.
+run, resumed ones included) on every display, on ``refresh()`` (the trainer calls it after each
+checkpoint save) and at most every ``REDRAW_SECONDS`` when losses are printed, so a resumed run
+keeps the rows and curves of the run before it. Each display step is a grid that fits the
+window: one row per sample, one column per visual. The end of a run is written on the page
+(``finish`` / ``stopped`` / ``diverged`` / ``failed``), which also ends the page's automatic
+refresh.
 """
 from __future__ import annotations
 
@@ -32,10 +38,10 @@ import numpy as np
 from dominate.tags import a, div, img, p, span
 from PIL import Image
 
-from util.html import HTML
+from util.html import HTML, legend_entries, model_display_name
 from util.image_io import atomic_write_bytes, atomic_write_text, save_image
 
-_STEP_FILE = re.compile(r"^epoch(\d+)_iter(\d+)_(.+)\.png$")
+_STEP_FILE = re.compile(r"^epoch(\d+)_iter(\d+)_(?:sample(\d+)_)?(.+)\.png$")
 _PAGE_FILE = re.compile(r"^page_(\d+)\.html$")
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 _LOG_LINE = re.compile(r"^\(epoch: (\d+), iters: (\d+), time: ([-\d.eE+naif]+)\) ?(.*)$")
@@ -142,6 +148,22 @@ def parse_loss_log(path: str, samples_per_epoch: Optional[float] = None,
     return series, last
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _strips(samples: Sequence[Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """One picture per key: the samples side by side (for --tf_log), where their heights agree."""
+    out: Dict[str, np.ndarray] = {}
+    for key in samples[0]:
+        parts = [np.asarray(s[key]) for s in samples if key in s]
+        if all(q.shape[0] == parts[0].shape[0] and q.ndim == parts[0].ndim for q in parts):
+            out[key] = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        else:
+            out[key] = parts[0]
+    return out
+
+
 def _fmt_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     days, rest = divmod(seconds, 86400)
@@ -175,7 +197,11 @@ class Visualizer:
         total = getattr(opt, "total_samples", None)
         self.total_samples: Optional[int] = int(total) if total else None
         self.batch_size = int(getattr(opt, "batchSize", 1) or 1)
-        self.summary = [(k, getattr(opt, k)) for k in SUMMARY_OPTIONS if hasattr(opt, k)]
+        self.method = model_display_name(getattr(opt, "model", None), getattr(opt, "netG", None))
+        self.summary = [(k, self.method if k == "model" else getattr(opt, k))
+                        for k in SUMMARY_OPTIONS if hasattr(opt, k)]
+        self._legend: List[Tuple[str, Tuple[int, int, int]]] = []
+        self._status: Optional[Tuple[str, str]] = None  # (state, text) once the run has ended
         self._key_order: List[str] = []
         self._charts: List[str] = []  # eval_<metric>.svg shown on top of the page
         self._progress: Optional[dict] = None  # newest (epoch, epoch_iter, x, time) seen here
@@ -247,43 +273,90 @@ class Visualizer:
 
     # ------------------------------------------------------------------ display
     @staticmethod
-    def image_filename(epoch: int, total_iters: int, key: str) -> str:
-        """File name (inside ``web/images``) of one visual of one display step."""
-        return f"epoch{int(epoch):03d}_iter{int(total_iters):08d}_{key}.png"
+    def image_filename(epoch: int, total_iters: int, key: str, sample: Optional[int] = None) -> str:
+        """File name (inside ``web/images``) of one visual of one sample of one display step
+        (``sample`` None: one picture for the whole step, as older runs wrote)."""
+        part = "" if sample is None else f"sample{int(sample)}_"
+        return f"epoch{int(epoch):03d}_iter{int(total_iters):08d}_{part}{key}.png"
 
     @staticmethod
     def page_filename(page: int) -> str:
         """``index.html`` for page 1, ``page_<n>.html`` for older ones."""
         return "index.html" if page <= 1 else f"page_{int(page)}.html"
 
-    def display_current_results(self, visuals: Mapping[str, np.ndarray], epoch: int,
-                                total_iters: int) -> None:
-        """Save ``visuals`` (key -> ``(H, W, 3) uint8``, in display order) for this step, redraw
-        the loss curves and rebuild the pages with every step found in ``web/images``."""
+    def display_current_results(self, visuals, epoch: int, total_iters: int) -> None:
+        """Save this step's pictures, redraw the loss curves and rebuild the pages with every
+        step found in ``web/images``. ``visuals`` is a list with one dict per sample (key ->
+        ``(H, W, 3) uint8``, in display order: the page's grid rows and columns), or a single
+        dict (one row)."""
+        samples: List[Mapping[str, np.ndarray]] = (
+            [visuals] if isinstance(visuals, Mapping) else list(visuals))
+        if not samples:
+            return
+        per_sample = not isinstance(visuals, Mapping)
         if self.tensorboard is not None:
-            self.tensorboard.images(total_iters, visuals)
+            self.tensorboard.images(total_iters, _strips(samples))
         if not self.use_html:
             return
-        for key in visuals:
-            if not _SAFE_KEY.match(key):
-                raise ValueError(f"visual name {key!r} cannot be used in a file name; "
-                                 f"use letters, digits, '_', '-' or '.'")
-        for key, image in visuals.items():
-            save_image(image, os.path.join(self.img_dir,
-                                           self.image_filename(epoch, total_iters, key)))
+        for sample in samples:
+            for key in sample:
+                if not _SAFE_KEY.match(key):
+                    raise ValueError(f"visual name {key!r} cannot be used in a file name; "
+                                     f"use letters, digits, '_', '-' or '.'")
+        for i, sample in enumerate(samples):
+            for key, image in sample.items():
+                name = self.image_filename(epoch, total_iters, key, i if per_sample else None)
+                save_image(image, os.path.join(self.img_dir, name))
         if self._progress is None or total_iters >= self._progress["x"]:
             prev = self._progress or {}
             self._progress = {**prev, "epoch": int(epoch), "x": int(total_iters)}
-        self._key_order = list(visuals)
+        order: List[str] = []
+        for sample in samples:
+            order += [k for k in sample if k not in order]
+        self._key_order = order
         self._refresh()
 
-    def _scan_steps(self) -> Dict[Tuple[int, int], List[str]]:
-        """(epoch, total_iters) -> keys, from the image files on disk."""
-        steps: Dict[Tuple[int, int], List[str]] = {}
+    def set_legend(self, class_names: Sequence[str], palette) -> None:
+        """Show the dataset's classes with their palette colours (``legend_entries``) on the
+        pages; shown from the next rebuild on."""
+        self._legend = legend_entries(class_names, palette)
+
+    # ------------------------------------------------------------------ end of the run
+    def refresh(self) -> None:
+        """Rebuild the pages now (e.g. after a checkpoint save): curves from the whole log."""
+        if self.use_html:
+            self._refresh()
+
+    def _end(self, state: str, text: str) -> None:
+        self._status = (state, text)
+        self.refresh()
+
+    def finish(self) -> None:
+        """The run trained every epoch: the page says finished (100%) and stops refreshing."""
+        self._end("finished", f"finished at {_now()}")
+
+    def stopped(self, signal_name: Optional[str]) -> None:
+        """The run stopped on a signal (after saving a resumable checkpoint)."""
+        self._end("stopped", f"stopped by {signal_name or 'a signal'} at {_now()}")
+
+    def diverged(self, what: str) -> None:
+        """The run stopped because a loss or the state became NaN/inf (``what`` says where)."""
+        self._end("diverged", f"diverged at {_now()}: {what}")
+
+    def failed(self, what: str) -> None:
+        """The run stopped on an error."""
+        self._end("failed", f"stopped by an error at {_now()}: {what}")
+
+    def _scan_steps(self) -> Dict[Tuple[int, int], Dict[Optional[int], List[str]]]:
+        """(epoch, total_iters) -> sample (None: a whole-step picture) -> keys, from the image
+        files on disk."""
+        steps: Dict[Tuple[int, int], Dict[Optional[int], List[str]]] = {}
         for fname in os.listdir(self.img_dir):
             m = _STEP_FILE.match(fname)
             if m:
-                steps.setdefault((int(m.group(1)), int(m.group(2))), []).append(m.group(3))
+                sample = None if m.group(3) is None else int(m.group(3))
+                step = steps.setdefault((int(m.group(1)), int(m.group(2))), {})
+                step.setdefault(sample, []).append(m.group(4))
         return steps
 
     def _display_width(self, relative_path: str) -> int:
@@ -322,19 +395,25 @@ class Visualizer:
         """"epoch 2 of 50 · iteration 1200 of 50000 samples (2.4%) · 3.10 it/s · ETA 1:02:03"."""
         prog = dict(last or {})
         prog.update(self._progress or {})
+        status = [self._status[1]] if self._status else []
         if not prog:
-            return "no iterations yet"
+            return " \u00b7 ".join(status + ["no iterations yet"])
         epochs = f" of {self.total_epochs}" if self.total_epochs else ""
-        parts = [f"epoch {prog['epoch']}{epochs}"]
+        parts = status + [f"epoch {prog['epoch']}{epochs}"]
         x = int(prog["x"])
-        if self.total_samples:
-            parts.append(f"iteration {x} of {self.total_samples} samples "
-                         f"({100.0 * min(x, self.total_samples) / self.total_samples:.1f}%)")
+        total = self.total_samples
+        if self._status and self._status[0] == "finished":
+            total = x  # every epoch ran (a last incomplete batch per epoch is dropped)
+        if total:
+            parts.append(f"iteration {x} of {total} samples "
+                         f"({100.0 * min(x, total) / total:.1f}%)")
         else:
             parts.append(f"iteration {x} (samples)")
         t = prog.get("time")
         if t is not None and math.isfinite(t) and t > 0:
             parts.append(f"{1.0 / t:.2f} it/s")
+        if self._status:
+            return " \u00b7 ".join(parts)  # no ETA once the run has ended
         # ETA from the wall-clock rate of this process (batch / time per iteration at first).
         sps = None
         if self._rate is not None and self._progress is not None:
@@ -365,10 +444,17 @@ class Visualizer:
 
     def _header(self, webpage: HTML, has_curves: bool, last: Optional[dict]) -> None:
         with webpage.doc:
-            p(self._progress_text(last), id="progress")
-            p(f"updated {time.strftime('%Y-%m-%d %H:%M:%S')}", style="color:#777;font-size:85%")
+            p(self.method, id="method", style="font-size:120%")
+            attrs = {"cls": "status", "data-state": self._status[0]} if self._status else {}
+            p(self._progress_text(last), id="progress", **attrs)
+            p(f"updated {time.strftime('%Y-%m-%d %H:%M:%S')}"
+              + ("" if self._status else f" \u00b7 this page reloads every {REFRESH_SECONDS} s"),
+              style="color:#777;font-size:85%")
         if self.summary:
             webpage.add_table([[str(v) for _, v in self.summary]], header=[k for k, _ in self.summary])
+        if self._legend:
+            webpage.add_header("classes (label colours)")
+            webpage.add_legend(self._legend)
         if has_curves:
             webpage.add_header("training losses")
             with webpage.doc:
@@ -384,7 +470,7 @@ class Visualizer:
         steps = sorted(self._scan_steps().items(), reverse=True)
         n = self.steps_per_page
         pages = max(1, math.ceil(len(steps) / n))
-        refresh = REFRESH_SECONDS if self.is_train else 0
+        refresh = REFRESH_SECONDS if self.is_train and self._status is None else 0
         # Oldest pages first: index.html (what a browser has open) is replaced last.
         for page in range(pages, 0, -1):
             chunk = steps[(page - 1) * n: page * n]
@@ -398,12 +484,18 @@ class Visualizer:
             if pages > 1:
                 with webpage.doc:
                     self._nav(page, pages)
-            for (epoch, iters), keys in chunk:
+            for (epoch, iters), by_sample in chunk:
                 # Keys of this run in the order given; keys only older runs had go last.
-                keys.sort(key=lambda k: (rank.get(k, len(rank)), k))
-                files = [f"images/{self.image_filename(epoch, iters, k)}" for k in keys]
+                keys = sorted({k for ks in by_sample.values() for k in ks},
+                              key=lambda k: (rank.get(k, len(rank)), k))
+                samples = sorted(by_sample, key=lambda s: -1 if s is None else s)
+                rows = [[f"images/{self.image_filename(epoch, iters, k, s)}" if k in by_sample[s]
+                         else None for k in keys] for s in samples]
+                width = self.win_size
+                if None in by_sample:  # an older run's batch strip: each sample winsize wide
+                    width = self._display_width(next(f for f in rows[0] if f is not None))
                 webpage.add_header(f"epoch {epoch}, iteration {iters}")
-                webpage.add_images(files, keys, files, width=self._display_width(files[0]))
+                webpage.add_grid(keys, rows, width=width)
             if pages > 1 and chunk:
                 with webpage.doc:
                     self._nav(page, pages)
