@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -83,6 +83,25 @@ class BaseNetwork(nn.Module):
                 cls.modify_commandline_options(parser, is_train)
             cls._architecture_options = declared_options(parser, "architecture")
         return cls._architecture_options
+
+    @classmethod
+    def declared_defaults(cls) -> Dict[str, Any]:
+        """Every option this network's hook declares, with its declared default (read once)."""
+        if "_declared_defaults" not in cls.__dict__:
+            parser = argparse.ArgumentParser(add_help=False)
+            for is_train in (True, False):
+                cls.modify_commandline_options(parser, is_train)
+            cls._declared_defaults = {a.dest: a.default for a in parser._actions
+                                      if a.option_strings and a.default is not argparse.SUPPRESS}
+        return cls._declared_defaults
+
+    @classmethod
+    def with_defaults(cls, opt: Any) -> argparse.Namespace:
+        """``opt`` (a Namespace or dict) completed by this network's declared defaults: the
+        network reads its own options as attributes, defaults stated once, in its hook (scripts
+        and tests may build it from a partial namespace)."""
+        values = opt if isinstance(opt, dict) else vars(opt)
+        return argparse.Namespace(**{**cls.declared_defaults(), **values})
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:

@@ -136,17 +136,19 @@ class MultiscaleDiscriminator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
+        opt = MultiscaleDiscriminator.with_defaults(opt)  # this network's own options, defaults from its hook
         if opt.num_D < 1:
             raise OptionError(f"--num_D must be at least 1 (got {opt.num_D})")
-        subarch = getattr(opt, "netD_subarch", "n_layer")
+        subarch = opt.netD_subarch
         if subarch not in SUBARCHS:
             raise OptionError(f"--netD_subarch {subarch!r} is not known; choose one of: "
                               f"{', '.join(SUBARCHS)}")
         SUBARCHS[subarch].check_options(opt)
 
     def __init__(self, opt: argparse.Namespace) -> None:
+        opt = MultiscaleDiscriminator.with_defaults(opt)  # this network's own options, defaults from its hook
         super().__init__()
-        sub = SUBARCHS[getattr(opt, "netD_subarch", "n_layer")]
+        sub = SUBARCHS[opt.netD_subarch]
         for i in range(opt.num_D):
             self.add_module(f"discriminator_{i}", sub(opt))
 

@@ -36,7 +36,8 @@ AREA_THRESHOLD = 0.5
 # ---------------------------------------------------------------------- options
 def uses_features(opt: argparse.Namespace) -> bool:
     """Whether the generator is conditioned on instance-wise features."""
-    return bool(getattr(opt, "instance_feat", False) or getattr(opt, "label_feat", False))
+    opt = FeatureEncoder.with_defaults(opt)  # this network's own options, defaults from its hook
+    return bool(opt.instance_feat or opt.label_feat)
 
 
 def feature_channels(opt: argparse.Namespace) -> int:
@@ -46,12 +47,14 @@ def feature_channels(opt: argparse.Namespace) -> int:
 
 def uses_clusters(opt: argparse.Namespace) -> bool:
     """Test time without ``--use_encoded_image``: features come from the cluster file."""
-    return uses_features(opt) and not opt.isTrain and not getattr(opt, "use_encoded_image", False)
+    opt = FeatureEncoder.with_defaults(opt)  # this network's own options, defaults from its hook
+    return uses_features(opt) and not opt.isTrain and not opt.use_encoded_image
 
 
 def cluster_file_path(opt: argparse.Namespace) -> str:
     """``--cluster_path`` (relative to checkpoints_dir/name) or ``features_clustered_NNN.npy``."""
-    name = getattr(opt, "cluster_path", "") or f"features_clustered_{opt.n_clusters:03d}.npy"
+    opt = FeatureEncoder.with_defaults(opt)  # this network's own options, defaults from its hook
+    name = opt.cluster_path or f"features_clustered_{opt.n_clusters:03d}.npy"
     return os.path.join(opt.checkpoints_dir, opt.name, name)
 
 
@@ -65,6 +68,7 @@ def encode_command(opt: argparse.Namespace) -> str:
 
 def check_feature_options(opt: argparse.Namespace) -> None:
     """One clear OptionError for combinations the feature encoder cannot serve."""
+    opt = FeatureEncoder.with_defaults(opt)  # this network's own options, defaults from its hook
     if not uses_features(opt):
         for flag in ("load_features", "use_encoded_image"):
             if getattr(opt, flag, False):
@@ -90,7 +94,7 @@ def check_feature_options(opt: argparse.Namespace) -> None:
         raise OptionError(f"{which}: the feature encoder halves the image --n_downsample_E "
                           f"{opt.n_downsample_E} times, so width and height must be multiples of "
                           f"{step}; got {opt.crop_size}x{height}: change --crop_size or --n_downsample_E")
-    if opt.isTrain and getattr(opt, "load_features", False):
+    if opt.isTrain and opt.load_features:
         raise OptionError("--load_features in training would read precomputed feature maps per "
                           "image, which no dataset mode provides: train without it (E is trained "
                           "with G) and use --load_features at test time")

@@ -106,7 +106,8 @@ def edge_distance(edges: torch.Tensor) -> torch.Tensor:
 
 def instance_channel(opt: argparse.Namespace) -> Optional[int]:
     """Index of the instance channel (edges or their distance) in the semantics, or None."""
-    if getattr(opt, "no_instance", True):
+    opt = ASAPNetGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
+    if opt.no_instance:
         return None
     if opt.label_nc == 0:
         return 3
@@ -178,6 +179,7 @@ class ASAPNetGenerator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
+        opt = ASAPNetGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
         if getattr(opt, "use_vae", False):
             raise OptionError("--netG asapnet has no style encoder (the ASAPNet paper has no VAE); "
                               "drop --use_vae or use --netG spade")
@@ -190,19 +192,19 @@ class ASAPNetGenerator(BaseNetwork):
                 raise OptionError(f"--{flag} must be at least 1 (got {getattr(opt, flag)})")
         if opt.lr_depth < 0:
             raise OptionError(f"--lr_depth must be 0 or more (got {opt.lr_depth})")
-        if getattr(opt, "reflection_pad", False) and getattr(opt, "replicate_pad", False):
+        if opt.reflection_pad and opt.replicate_pad:
             raise OptionError("--reflection_pad and --replicate_pad exclude each other; give one")
-        coor = getattr(opt, "hr_coor", "cosine")
+        coor = opt.hr_coor
         if coor not in HR_COORDS:
             raise OptionError(f"--hr_coor {coor!r} is not known; choose cosine or none")
         if coor == "siren":
             raise OptionError("--hr_coor siren is not implemented (nor in the authors' release); "
                               "use --hr_coor cosine or --hr_coor none")
-        if getattr(opt, "no_one_hot", False) and opt.label_nc != 0:
+        if opt.no_one_hot and opt.label_nc != 0:
             raise OptionError("--no_one_hot feeds the label image as RGB in [-1, 1]: here that is "
                               f"--label_nc 0 (got --label_nc {opt.label_nc}) with a dataset mode "
                               "that yields images; drop --no_one_hot for one-hot label maps")
-        if not getattr(opt, "no_instance_dist", True) and getattr(opt, "no_instance", False):
+        if not opt.no_instance_dist and opt.no_instance:
             raise OptionError("--no_instance_dist 0 makes the instance channel the distance "
                               "transform of the instance edges and needs the instance maps: "
                               "drop --no_instance / --no_instance_edge")
@@ -227,13 +229,14 @@ class ASAPNetGenerator(BaseNetwork):
                               "[spectral]batch, [spectral]syncbatch or [spectral]none")
 
     def __init__(self, opt: argparse.Namespace) -> None:
+        opt = ASAPNetGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
         super().__init__()
         self.cell = cell_size(opt)
         self.learned_ds_factor = int(opt.learned_ds_factor)
         # The instance channel goes to the low-resolution stream only (--lr_instance).
         inst = instance_channel(opt)
-        self.mlp_skips = inst if (inst is not None and getattr(opt, "lr_instance", True)) else None
-        coor = getattr(opt, "hr_coor", "cosine")
+        self.mlp_skips = inst if (inst is not None and opt.lr_instance) else None
+        coor = opt.hr_coor
         hr_in = opt.semantic_nc - (1 if self.mlp_skips is not None else 0)
         self.highres_stream = PixelwiseMLP(hr_in, getattr(opt, "output_nc", 3), opt.hr_width,
                                            opt.hr_depth, self.cell,
@@ -241,9 +244,9 @@ class ASAPNetGenerator(BaseNetwork):
         self.lowres_stream = LowResStream(
             opt.semantic_nc, self.highres_stream.num_params, getattr(opt, "norm_G", "instanceaffine"),
             opt.lr_width, opt.lr_max_width, opt.lr_depth, self.learned_ds_factor,
-            bool(getattr(opt, "reflection_pad", False)), bool(getattr(opt, "replicate_pad", False)))
-        use_wd = getattr(opt, "isTrain", False) and getattr(opt, "use_weight_decay", False)
-        self.lambda_WD = float(getattr(opt, "lambda_WD", 0.0)) if use_wd else 0.0
+            bool(opt.reflection_pad), bool(opt.replicate_pad))
+        use_wd = getattr(opt, "isTrain", False) and opt.use_weight_decay
+        self.lambda_WD = float(opt.lambda_WD) if use_wd else 0.0
         self._wd_term: Optional[torch.Tensor] = None
 
     output_size = staticmethod(output_size)

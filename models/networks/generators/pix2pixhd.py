@@ -159,6 +159,7 @@ class Pix2PixHDGenerator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
+        opt = Pix2PixHDGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
         if getattr(opt, "use_vae", False):
             raise OptionError(
                 "--netG pix2pixhd cannot use SPADE's VAE style encoder (--use_vae): drop it; for "
@@ -171,15 +172,15 @@ class Pix2PixHDGenerator(BaseNetwork):
                 "[spectral]<instance|batch|syncbatch|none>, e.g. instance (pix2pixHD) or "
                 "spectralinstance; SPADE normalizations such as spectralspadesyncbatch3x3 are for "
                 "--netG spade")
-        n = getattr(opt, "resnet_n_downsample", 4)
-        k = getattr(opt, "resnet_kernel_size", 3)
-        k0 = getattr(opt, "resnet_initial_kernel_size", 7)
-        n_local = getattr(opt, "n_local_enhancers", 0)
-        if n < 0 or getattr(opt, "resnet_n_blocks", 9) < 0:
+        n = opt.resnet_n_downsample
+        k = opt.resnet_kernel_size
+        k0 = opt.resnet_initial_kernel_size
+        n_local = opt.n_local_enhancers
+        if n < 0 or opt.resnet_n_blocks < 0:
             raise OptionError("--resnet_n_downsample and --resnet_n_blocks must not be negative")
-        if n_local < 0 or getattr(opt, "n_blocks_local", 3) < 0:
+        if n_local < 0 or opt.n_blocks_local < 0:
             raise OptionError("--n_local_enhancers and --n_blocks_local must not be negative")
-        if getattr(opt, "niter_fix_global", 0) > 0 and n_local == 0:
+        if opt.niter_fix_global > 0 and n_local == 0:
             raise OptionError("--niter_fix_global trains only the local enhancer, and there is none: "
                               "add --n_local_enhancers 1 (pix2pixHD's --netG local) or drop it")
         for flag, value in (("--resnet_kernel_size", k), ("--resnet_initial_kernel_size", k0)):
@@ -218,9 +219,10 @@ class Pix2PixHDGenerator(BaseNetwork):
                               f"more than {pad} pixels a side; got {width}x{height}: use a larger --crop_size")
 
     def __init__(self, opt: argparse.Namespace) -> None:
+        opt = Pix2PixHDGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
         super().__init__()
         from models.networks.generators.pix2pixhd_local import add_local_enhancers
-        self.n_local_enhancers = getattr(opt, "n_local_enhancers", 0)
+        self.n_local_enhancers = opt.n_local_enhancers
         input_nc = generator_input_nc(opt)
         if self.n_local_enhancers == 0:
             self.model = nn.Sequential(*global_layers(opt, input_nc, opt.ngf))

@@ -46,9 +46,10 @@ def image_size(opt: argparse.Namespace) -> tuple:
 def effective_num_downs(opt: argparse.Namespace) -> int:
     """``--sims_num_downs`` capped so the bottleneck side is at least ``MIN_BOTTLENECK`` px
     (at least one level)."""
+    opt = SIMSGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
     h, w = image_size(opt)
     fits = int(math.floor(math.log2(max(1, min(h, w)) / MIN_BOTTLENECK))) if min(h, w) >= 2 else 0
-    return max(1, min(int(getattr(opt, "sims_num_downs", 5)), fits))
+    return max(1, min(int(opt.sims_num_downs), fits))
 
 
 def level_width(ngf: int, level: int) -> int:
@@ -96,6 +97,7 @@ class SIMSGenerator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
+        opt = SIMSGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
         if getattr(opt, "model", "sims") != "sims":
             raise OptionError(f"--netG sims needs --model sims (got --model {opt.model}), which "
                               "builds the canvas it refines; leave --model out")
@@ -104,7 +106,7 @@ class SIMSGenerator(BaseNetwork):
                               "Drop --use_vae.")
         if opt.ngf < 1:
             raise OptionError(f"--ngf must be at least 1 (got {opt.ngf})")
-        if getattr(opt, "sims_num_downs", 5) < 1:
+        if opt.sims_num_downs < 1:
             raise OptionError(f"--sims_num_downs must be at least 1 (got {opt.sims_num_downs})")
 
     def __init__(self, opt: argparse.Namespace) -> None:

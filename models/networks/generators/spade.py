@@ -43,7 +43,8 @@ def resolve_spade_impl(choice: str, onehot_nc: int) -> str:
 
 def num_upsampling(opt: argparse.Namespace) -> int:
     """How many times the latent map is doubled (5 / 6 / 7)."""
-    mode = getattr(opt, "num_upsampling_layers", "normal")
+    opt = SPADEGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
+    mode = opt.num_upsampling_layers
     if mode not in UPSAMPLING_LAYERS:
         raise OptionError(f"--num_upsampling_layers {mode!r} is not known; choose one of: "
                           f"{', '.join(UPSAMPLING_LAYERS)}")
@@ -115,8 +116,9 @@ class SPADEGenerator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
+        opt = SPADEGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
         n_up = num_upsampling(opt)
-        mode = getattr(opt, "num_upsampling_layers", "normal")
+        mode = opt.num_upsampling_layers
         step = 2 ** n_up
         crop, ar = opt.crop_size, opt.aspect_ratio
         if ar <= 0:
@@ -140,6 +142,7 @@ class SPADEGenerator(BaseNetwork):
                               f"use --ngf 2 or more (got {opt.ngf})")
 
     def __init__(self, opt: argparse.Namespace) -> None:
+        opt = SPADEGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
         super().__init__()
         self.opt = opt
         nf = opt.ngf
@@ -167,7 +170,7 @@ class SPADEGenerator(BaseNetwork):
         self.up = nn.Upsample(scale_factor=2)
         # --spade_impl fast needs one-hot labels in the first channels of the conditioning map
         self.onehot_nc = 0 if opt.label_nc == 0 else opt.label_nc + int(bool(opt.contain_dontcare_label))
-        self.spade_impl = resolve_spade_impl(getattr(opt, "spade_impl", "auto"), self.onehot_nc)
+        self.spade_impl = resolve_spade_impl(opt.spade_impl, self.onehot_nc)
 
     output_size = staticmethod(output_size)
 

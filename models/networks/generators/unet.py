@@ -159,8 +159,9 @@ class UnetGenerator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
-        n = getattr(opt, "num_downs", 8)
-        norm = getattr(opt, "unet_norm", "batch")
+        opt = UnetGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
+        n = opt.num_downs
+        norm = opt.unet_norm
         if getattr(opt, "use_vae", False):
             raise OptionError("--netG unet does not take a style code: pix2pix's noise is the dropout "
                               "in its decoder. Drop --use_vae (or use --netG spade for a VAE).")
@@ -229,10 +230,11 @@ class UnetGenerator(BaseNetwork):
         return out
 
     def __init__(self, opt: argparse.Namespace) -> None:
+        opt = UnetGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
         super().__init__()
         n = opt.num_downs
-        norm = getattr(opt, "unet_norm", "batch")
-        dropout = not getattr(opt, "no_dropout", False)
+        norm = opt.unet_norm
+        dropout = not opt.no_dropout
         output_nc = getattr(opt, "output_nc", 3)
         # Built inside out, as pix2pix does: the innermost level first.
         block: Optional[nn.Module] = None
