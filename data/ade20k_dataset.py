@@ -14,7 +14,7 @@ from typing import List
 
 import numpy as np
 
-from data import DATASETS
+from data import DATASETS, examples
 from data.pix2pix_dataset import Folders, Pix2pixDataset
 
 ADE20K_CLASSES = [
@@ -50,6 +50,17 @@ class ADE20KDataset(Pix2pixDataset):
                             crop_size=256, display_winsize=256, label_nc=150,
                             contain_dontcare_label=True, no_instance=True)
         return parser
+
+    @classmethod
+    def write_example(cls, root: str, phase: str = "train", num: int = 2, size: int = 32) -> List[str]:
+        """ADE_<train|val>_NNNNNNNN.jpg photos and .png annotations (raw ids, 0 = 'other')."""
+        split, tag = ("validation", "val") if phase in ("test", "val") else ("training", "train")
+        for k in range(num):
+            name = f"ADE_{tag}_{k + 1:08d}"
+            label = examples.label_map([0, 1, 13, 150], size, size, k)
+            examples.save(label, os.path.join(root, "annotations", split, name + ".png"))
+            examples.save(examples.photo(label, k), os.path.join(root, "images", split, name + ".jpg"))
+        return ["--dataroot", root]
 
     def folders(self, opt: argparse.Namespace) -> Folders:
         root = opt.dataroot or ""

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data import DATASETS
+from data import DATASETS, examples
 from data.base_dataset import BaseDataset, get_params, transform_array
 from data.image_folder import IMG_EXTENSIONS, list_files
+from util.colorize import label_colormap
 from util.errors import DatasetError, OptionError
 from util.options import add_option_once
 
@@ -71,6 +72,15 @@ class AlignedDataset(BaseDataset):
                             preprocess_mode="resize_and_crop", load_size=286 if is_train else 256,
                             crop_size=256, aspect_ratio=1.0, display_winsize=256)
         return parser
+
+    @classmethod
+    def write_example(cls, root: str, phase: str = "train", num: int = 2, size: int = 32) -> List[str]:
+        """<phase>/N.jpg files, each a colour-coded label map (A) and its photo (B) side by side."""
+        for k in range(num):
+            label = examples.label_map([1, 2, 5, 9], size, size, k)
+            ab = np.concatenate([label_colormap(16)[label], examples.photo(label, k)], axis=1)
+            examples.save(ab, os.path.join(root, phase, f"{k + 1}.jpg"))
+        return ["--dataroot", root]
 
     def __init__(self, opt: argparse.Namespace) -> None:
         super().__init__(opt)

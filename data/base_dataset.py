@@ -259,6 +259,16 @@ class BaseDataset(Dataset):
         """Add this mode's flags and set SPADE's defaults for it (called by the options parser)."""
         return parser
 
+    @classmethod
+    def write_example(cls, root: str, phase: str = "train", num: int = 2, size: int = 32) -> List[str]:
+        """Write ``num`` tiny samples (sides of about ``size`` pixels) of this mode's official layout
+        for ``phase`` into ``root``; return the extra command-line flags that read them (e.g.
+        ``["--dataroot", root]``). Every mode defines it (tests/test_contract_datasets.py
+        checks each registered one); the helpers are in ``data/examples.py``."""
+        raise NotImplementedError(f"dataset mode {getattr(cls, 'registry_name', cls.__name__)!r} "
+                                  "does not say how to write an example of its layout "
+                                  "(write_example)")
+
     def num_samples(self) -> int:
         """Samples available before ``--max_dataset_size``."""
         raise NotImplementedError

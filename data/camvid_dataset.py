@@ -24,7 +24,7 @@ from typing import List
 
 import numpy as np
 
-from data import DATASETS
+from data import DATASETS, examples
 from data.base_dataset import DONTCARE, with_dontcare
 from data.pix2pix_dataset import Folders, Pix2pixDataset
 from data.validation import FileInfo, Problems
@@ -57,6 +57,17 @@ class CamVidDataset(Pix2pixDataset):
     def split(opt: argparse.Namespace) -> str:
         """The folder the phase reads: train, val or test (other phases: train)."""
         return opt.phase if opt.phase in PHASES else "train"
+
+    @classmethod
+    def write_example(cls, root: str, phase: str = "train", num: int = 2, size: int = 32) -> List[str]:
+        """<split>/*.png photos and <split>annot/*.png ids 0..10 with void 11, 4:3 like 480x360."""
+        split = phase if phase in PHASES else "train"
+        for k in range(num):
+            name = f"0001TP_{k * 30 + 6690:06d}.png"
+            label = examples.label_map([0, 3, 8, VOID_ID], size * 4 // 3, size, k)
+            examples.save(label, os.path.join(root, f"{split}annot", name))
+            examples.save(examples.photo(label, k), os.path.join(root, split, name))
+        return ["--dataroot", root]
 
     def folders(self, opt: argparse.Namespace) -> Folders:
         root, split = opt.dataroot or "", self.split(opt)

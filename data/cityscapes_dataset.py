@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from data import DATASETS
+from data import DATASETS, examples
 from data.base_dataset import with_dontcare
 from data.pix2pix_dataset import Folders, PairedSample, Pix2pixDataset
 from data.validation import Problems
@@ -110,6 +110,23 @@ class CityscapesDataset(Pix2pixDataset):
             return None
         folder = os.path.join(opt.dataroot or "", "disparity", CityscapesDataset.split(opt))
         return folder if os.path.isdir(folder) else None
+
+    @classmethod
+    def write_example(cls, root: str, phase: str = "train", num: int = 2, size: int = 32) -> list[str]:
+        """labelIds, 16-bit instanceIds (id * 1000 + object for things), photos and 16-bit
+        disparity of one city, 2:1 like the real 2048x1024 frames."""
+        split = "val" if phase in ("test", "val") else "train"
+        city = "frankfurt" if split == "val" else "aachen"
+        for k in range(num):
+            stem = f"{city}_{k:06d}_000019"
+            label = examples.label_map([7, 8, 11, 21, 23, 24, 26], size * 2, size, k)
+            inst = np.where(label >= 24, label.astype(np.uint16) * 1000 + examples.bands(label), label)
+            files = {"label": label, "instance": inst.astype(np.uint16),
+                     "image": examples.photo(label, k), "depth": examples.inverse_depth_png(label)}
+            for kind, arr in files.items():
+                top = {"image": "leftImg8bit", "depth": "disparity"}.get(kind, "gtFine")
+                examples.save(arr, os.path.join(root, top, split, city, stem + SUFFIXES[kind]))
+        return ["--dataroot", root]
 
     def folders(self, opt: argparse.Namespace) -> Folders:
         root, split = opt.dataroot or "", self.split(opt)

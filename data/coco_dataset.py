@@ -12,7 +12,7 @@ import argparse
 import os
 from typing import List
 
-from data import DATASETS
+from data import DATASETS, examples
 from data.pix2pix_dataset import Folders, PairedSample, Pix2pixDataset
 from data.validation import FileInfo
 from util.options import add_option_once
@@ -58,6 +58,19 @@ class CocoDataset(Pix2pixDataset):
                             crop_size=256, display_winsize=256, label_nc=182,
                             contain_dontcare_label=True)
         return parser
+
+    @classmethod
+    def write_example(cls, root: str, phase: str = "train", num: int = 2, size: int = 32) -> List[str]:
+        """<split>_img/*.jpg, <split>_label/*.png (ids 0..181, 255 unlabeled), <split>_inst/*.png."""
+        split = "val" if phase in ("test", "val") else "train"
+        for k in range(num):
+            name = f"{k + 1:012d}"
+            label = examples.label_map([0, 20, 181, 255], size * 4 // 3, size, k)
+            examples.save(label, os.path.join(root, f"{split}_label", name + ".png"))
+            objects = examples.bands(label).astype("uint8")
+            examples.save(objects, os.path.join(root, f"{split}_inst", name + ".png"))
+            examples.save(examples.photo(label, k), os.path.join(root, f"{split}_img", name + ".jpg"))
+        return ["--dataroot", root]
 
     def folders(self, opt: argparse.Namespace) -> Folders:
         root = opt.dataroot or ""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import List
 
-from data import DATASETS
+from data import DATASETS, examples
 from data.pix2pix_dataset import Folders, Pix2pixDataset
 from util.errors import DatasetError
 from util.options import add_option_once
@@ -39,6 +40,19 @@ class CustomDataset(Pix2pixDataset):
                             crop_size=256, display_winsize=256, label_nc=13,
                             contain_dontcare_label=False)
         return parser
+
+    @classmethod
+    def write_example(cls, root: str, phase: str = "train", num: int = 2, size: int = 32) -> List[str]:
+        """label/ (ids 0..12), image/ (JPEG), instance/ and depth/ (16-bit) under ``root``."""
+        for k in range(num):
+            label = examples.label_map([0, 4, 12], size, size, k)
+            name = f"scene_{k:03d}"
+            examples.save(label, os.path.join(root, "label", name + ".png"))
+            examples.save(examples.photo(label, k), os.path.join(root, "image", name + ".jpg"))
+            objects = examples.bands(label).astype("uint8")
+            examples.save(objects, os.path.join(root, "instance", name + ".png"))
+            examples.save(examples.inverse_depth_png(label), os.path.join(root, "depth", name + ".png"))
+        return ["--dataroot", root]
 
     def folders(self, opt: argparse.Namespace) -> Folders:
         root = getattr(opt, "dataroot", None)

@@ -37,11 +37,12 @@ from typing import List
 import numpy as np
 from PIL import Image
 
-from data import DATASETS
+from data import DATASETS, examples
 from data.base_dataset import with_dontcare
 from data.image_folder import list_files
 from data.pix2pix_dataset import Folders, PairedSample, Pix2pixDataset
 from data.validation import FileInfo, Problems
+from util.colorize import label_colormap
 from util.options import add_option_once
 
 FACADES_CLASSES = ["background", "facade", "window", "door", "cornice", "sill", "balcony",
@@ -75,6 +76,18 @@ class FacadesDataset(Pix2pixDataset):
         return parser
 
     # ---------------------------------------------------------------- layout
+    @classmethod
+    def write_example(cls, root: str, phase: str = "train", num: int = 2, size: int = 32) -> List[str]:
+        """base/cmp_bNNNN.jpg + palette .png (indices 1..12), names on ``phase``'s side of the
+        default --facades_val_fraction split."""
+        test = phase in ("test", "val")
+        names = [n for n in (f"cmp_b{i:04d}" for i in range(1, 379)) if held_out(n, 0.1) == test][:num]
+        for k, name in enumerate(names):
+            label = examples.label_map([1, 2, 3, 12], size, size * 4 // 3, k)
+            examples.save(label, os.path.join(root, "base", name + ".png"), palette=label_colormap(256))
+            examples.save(examples.photo(label, k), os.path.join(root, "base", name + ".jpg"))
+        return ["--dataroot", root]
+
     def folders(self, opt: argparse.Namespace) -> Folders:
         root = opt.dataroot or ""
         # labels and photos lie side by side: both kinds are looked for in the same places

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data import DATASETS
+from data import DATASETS, examples
 from data.base_dataset import BaseDataset, get_params, image_tensor, transform_array
 from data.image_folder import IMG_EXTENSIONS, list_files
 from data.validation import Problems, check_decoded, run_threaded, scan_header
@@ -106,6 +106,15 @@ class NoisyDataset(BaseDataset):
                             preprocess_mode="resize_and_crop", load_size=286 if is_train else 256,
                             crop_size=256, display_winsize=256)
         return parser
+
+    @classmethod
+    def write_example(cls, root: str, phase: str = "train", num: int = 2, size: int = 32) -> List[str]:
+        """A folder of PNG photos (any folder of photos is this mode's layout; the phase does
+        not choose files: the test phase reads every photo at each --test_sigmas)."""
+        for k in range(num):
+            label = examples.label_map([0, 1, 2], size, size, k)
+            examples.save(examples.photo(label, k), os.path.join(root, f"photo_{k}.png"))
+        return ["--dataroot", root]
 
     def __init__(self, opt: argparse.Namespace) -> None:
         super().__init__(opt)

@@ -17,7 +17,7 @@ import argparse
 import os
 from typing import Dict, List, Optional
 
-from data import DATASETS
+from data import DATASETS, examples
 from data.pix2pix_dataset import Folders, PairedSample, Pix2pixDataset
 from data.validation import Problems
 
@@ -47,6 +47,18 @@ class NYUDataset(Pix2pixDataset):
     @staticmethod
     def split(opt: argparse.Namespace) -> str:
         return "test" if opt.phase in ("test", "val") else "train"
+
+    @classmethod
+    def write_example(cls, root: str, phase: str = "train", num: int = 2, size: int = 32) -> List[str]:
+        """<split>/{image,label,depth}/NNNN.png as prepare_nyu.py writes them (4:3, 255 unlabeled)."""
+        split = "test" if phase in ("test", "val") else "train"
+        for k in range(num):
+            name = f"{k + 1:04d}.png"
+            label = examples.label_map([0, 1, 39, 255], size * 4 // 3, size, k)
+            examples.save(label, os.path.join(root, split, "label", name))
+            examples.save(examples.photo(label, k), os.path.join(root, split, "image", name))
+            examples.save(examples.inverse_depth_png(label), os.path.join(root, split, "depth", name))
+        return ["--dataroot", root]
 
     def folders(self, opt: argparse.Namespace) -> Folders:
         root, split = opt.dataroot or "", self.split(opt)

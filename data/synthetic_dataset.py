@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 import numpy as np
 from PIL import Image
 
-from data import DATASETS
+from data import DATASETS, examples
 from data.base_dataset import (BaseDataset, get_params, inverse_depth, make_sample,
                                transform_array, with_dontcare)
 from datasets.synthetic_scenes import (CLASS_NAMES, NUM_CLASSES, PALETTE, TEST_INDEX_OFFSET,
@@ -43,6 +43,11 @@ class SyntheticDataset(BaseDataset):
                             preprocess_mode="fixed", crop_size=128, load_size=128,
                             aspect_ratio=1.0, display_winsize=128)
         return parser
+
+    @classmethod
+    def write_example(cls, root: str, phase: str = "train", num: int = 2, size: int = 32) -> List[str]:
+        """Nothing to write: the scenes are drawn on demand; ``num`` of them."""
+        return ["--synthetic_num", str(num)]
 
     def __init__(self, opt: argparse.Namespace) -> None:
         super().__init__(opt)

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Set
 
 import numpy as np
 
-from data import DATASETS
+from data import DATASETS, examples
 from data.base_dataset import DONTCARE
 from data.pix2pix_dataset import Folders, PairedSample, Pix2pixDataset
 from data.validation import FileInfo, Problems
@@ -101,6 +101,24 @@ class VOCDataset(Pix2pixDataset):
     def split_name(opt: argparse.Namespace) -> str:
         split = getattr(opt, "voc_split", None)
         return split or ("val" if opt.phase in ("test", "val") else "train")
+
+    @classmethod
+    def write_example(cls, root: str, phase: str = "train", num: int = 2, size: int = 32) -> List[str]:
+        """``root`` as a VOC2012 folder: JPEGImages, palette SegmentationClass (255 void) and
+        SegmentationObject, and the phase's ImageSets/Segmentation split file."""
+        split = "val" if phase in ("test", "val") else "train"
+        ids = [f"2007_{k * 7 + 32:06d}" for k in range(num)]
+        for k, i in enumerate(ids):
+            label = examples.label_map([0, 15, 20, DONTCARE], size * 4 // 3, size, k)
+            objects = np.where(np.isin(label, (0, DONTCARE)), label, examples.bands(label))
+            examples.save(label, os.path.join(root, "SegmentationClass", i + ".png"), voc_colormap())
+            examples.save(objects.astype(np.uint8), os.path.join(root, "SegmentationObject", i + ".png"),
+                          voc_colormap())
+            examples.save(examples.photo(label, k), os.path.join(root, "JPEGImages", i + ".jpg"))
+        os.makedirs(os.path.join(root, "ImageSets", "Segmentation"), exist_ok=True)
+        with open(os.path.join(root, "ImageSets", "Segmentation", split + ".txt"), "w") as f:
+            f.write("".join(i + "\n" for i in ids))
+        return ["--dataroot", root]
 
     def folders(self, opt: argparse.Namespace) -> Folders:
         root = find_voc_root(opt.dataroot or "")
