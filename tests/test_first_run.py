@@ -205,3 +205,15 @@ def test_samples_folder_comes_from_udgan_samples(tmp_path, env, expected):
                            cwd=tests, env=environ, capture_output=True, text=True, check=True).stdout.strip()
     want = tmp_path / "my_samples" if expected == "custom" else tests.parent.parent / "shared" / "samples"
     assert Path(found) == want
+
+
+def test_banner_looks_through_a_ddp_wrapper():
+    import torch
+
+    class Wrapper(torch.nn.Module):  # what DistributedDataParallel looks like from outside
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    rows = dict(banner.network_rows({"G": Wrapper(torch.nn.Linear(3, 2))}))
+    assert rows["netG"] == "Linear, 8 parameters (8)"

@@ -37,8 +37,10 @@ def human_count(n: int) -> str:
 
 
 def network_rows(networks: Mapping[str, Any]) -> Iterable[Tuple[str, str]]:
-    """One row per network: ``net<G>  <class>, <N> parameters``."""
+    """One row per network: ``net<G>  <class>, <N> parameters`` (a DDP wrapper is looked
+    through: its ``module`` is the network)."""
     for short, net in networks.items():
+        net = getattr(net, "module", net)
         n = parameter_count(net)
         yield f"net{short}", f"{type(net).__name__}, {human_count(n)} parameters ({n:,})"
 
