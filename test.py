@@ -1,6 +1,8 @@
 """Synthesize a whole test split into results/<name>/test_<epoch>/ with an HTML page.
 
     python test.py --name run --which_epoch latest [--how_many 50] [--dataroot ...]
+The network options come from the run's checkpoints/<name>/opt.json when it has one (flags given
+here win; --no_opt_file ignores the file); a bare checkpoint (no opt.json) needs its flags.
 Works from label maps alone (no real images): the real_image column is then left out.
 Also writes labels/<name>.png (raw label ids) and results.json (options, timing) for
 scripts/evaluate.py.
@@ -24,7 +26,7 @@ from data import create_dataset
 from data.loader import create_dataloader
 from models import MODELS
 from options.test_options import TestOptions
-from util import checkpoint, distributed, performance
+from util import banner, checkpoint, distributed, performance
 from util.cli import run_reporting_errors
 from util.errors import OptionError
 from util.image_io import save_label_ids, visuals_to_images
@@ -113,11 +115,31 @@ def build_and_load(opt, folder: str) -> torch.nn.Module:
         loaded = {id(t) for net in model.networks().values()
                   for t in net.state_dict(keep_vars=True).values()}
         if all(id(t) in loaded for t in list(model.parameters()) + list(model.buffers())):
-            checkpoint.load_networks(model.networks(), folder, opt.which_epoch, opt)
+            model.checkpoint_step = checkpoint.load_networks(model.networks(), folder,
+                                                             opt.which_epoch, opt)
             return model
     model = cls(opt)
-    checkpoint.load_networks(model.networks(), folder, opt.which_epoch, opt)
+    model.checkpoint_step = checkpoint.load_networks(model.networks(), folder, opt.which_epoch, opt)
     return model
+
+
+def test_banner(opt, folder: str, model: torch.nn.Module, dataset_size: int, limit: float,
+                results_dir: str) -> str:
+    """What test.py loaded, from where, and where the results go."""
+    step = getattr(model, "checkpoint_step", None)
+    which = (f"epoch {opt.which_epoch}" if str(opt.which_epoch).isdigit()
+             else f"'{opt.which_epoch}'")
+    rows = [("checkpoint", f"{folder}{os.sep} {which}"
+                           + (f", iteration {step} (samples seen)" if step else "")),
+            ("dataset", f"[{opt.dataset_mode}] {opt.phase} split, {dataset_size} label maps, "
+                        f"synthesizing {int(limit)}"
+                        + (f" x {opt.num_samples} samples" if opt.num_samples > 1 else ""))]
+    rows += list(banner.network_rows(model.networks()))
+    rows.append(("results", os.path.join(results_dir, "index.html")))
+    source = banner.option_source_line(getattr(opt, "option_origin", {}))
+    rows.append(("options", source[len("options: "):] if source else
+                 "from the command line (no opt.json in the checkpoint folder)"))
+    return banner.format_block("Test", rows)
 
 
 def set_test_mode(model: torch.nn.Module, opt) -> None:
@@ -161,7 +183,10 @@ def synthesize(opt) -> str:
     used: Set[str] = set()
     done = 0
     timing = SynthesisTimer(ctx.device)
-    bar = tqdm(total=int(limit), desc="synthesizing", unit="image", dynamic_ncols=True)
+    if ctx.is_main:
+        banner.emit(test_banner(opt, folder, model, len(dataset), limit, results_dir))
+    bar = tqdm(total=int(limit), desc="synthesizing", unit="image", dynamic_ncols=True,
+               disable=not banner.progress_bars_enabled())
     with torch.inference_mode():
         for batch in loader:
             if done >= limit:

@@ -3,21 +3,82 @@
     python train.py --name run --dataset_mode synthetic --gpu_ids -1 ...
     torchrun --nproc_per_node 4 train.py --name run --gpu_ids 0,1,2,3 ...
     python train.py --name run --gpu_ids 0,1,2,3 ...   # spawns one DDP process per GPU
+    python train.py --name run --continue_train        # resumes with the run's own options
+
+Before training, the main process prints the options that differ from their defaults (all of
+them with --verbose), then what was built: dataset, device and process count, parameters per
+network, where checkpoints and the training page go, and the point a resumed run continues from.
 """
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from typing import List, Optional
 
+from options.base_options import options_table
 from options.train_options import TrainOptions
-from trainers.train_loop import interrupted_during_start, train_process
-from util import distributed
+from trainers.train_loop import TrainingRun, interrupted_during_start
+from util import banner, distributed
 from util.cli import run_reporting_errors
+
+
+def options_banner(opt: argparse.Namespace) -> str:
+    """The options part of the banner: SPADE's table, only changed options unless --verbose."""
+    verbose = getattr(opt, "verbose", False)
+    table = options_table(opt, only_changed=not verbose)
+    if not verbose:
+        table = table.replace("--- Options ---", "--- Options (changed; --verbose for all) ---", 1)
+    source = banner.option_source_line(getattr(opt, "option_origin", {}))
+    return table + (f"\n{source}" if source else "")
+
+
+def run_banner(run: TrainingRun) -> str:
+    """What the run built and where it writes, once every start-up check passed."""
+    opt, counter = run.opt, run.counter
+    per_epoch = len(run.loader)
+    rows = [("dataset", f"[{opt.dataset_mode}] {len(run.dataset)} samples ({opt.phase} split), "
+                        f"{per_epoch} iterations per epoch per process, batch {opt.batchSize}"),
+            ("device", f"{run.ctx.device}, {run.ctx.world_size} "
+                       f"process{'es' if run.ctx.world_size != 1 else ''} (world size)")]
+    rows += list(banner.network_rows(run.model.networks()))
+    rows.append(("checkpoints", run.folder + os.sep))
+    page = os.path.join(run.folder, "web", "index.html")
+    rows.append(("training page", "off (--no_html)" if opt.no_html else page))
+    rows.append(("loss log", os.path.join(run.folder, "loss_log.txt")))
+    if opt.continue_train and run.last_saved is not None:
+        rows.append(("resumes", f"'{opt.which_epoch}' checkpoint: epoch {counter.epoch} of "
+                                f"{counter.total_epochs}, {counter.epoch_iter} samples into it, "
+                                f"iteration {counter.total_steps} (samples seen)"))
+    else:
+        rows.append(("starts", f"from scratch: epochs 1 to {counter.total_epochs}"))
+    return banner.format_block("Run", rows)
+
+
+def train_process(opt: argparse.Namespace) -> None:
+    """Entry of each training process: trainers.train_loop's, with the run's banner printed by
+    the main process between building the run and training it."""
+    def body() -> None:
+        with distributed.process_group(opt.gpu_ids) as ctx:
+            opt.is_main = ctx.is_main
+            opt.world_size = ctx.world_size
+            run = TrainingRun(opt)
+            if ctx.is_main:
+                try:
+                    banner.emit(run_banner(run))
+                except BaseException:
+                    run.close()  # the run lock is released as when training ends
+                    raise
+            run.run()
+
+    run_reporting_errors(body, interrupted=interrupted_during_start)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     def body() -> None:
         opt = TrainOptions().parse(argv)
+        if os.environ.get("RANK", "0") == "0":  # torchrun: every rank parses, one prints
+            banner.emit(options_banner(opt))
         try:
             distributed.launch(train_process, (opt,), opt.gpu_ids)
         except Exception as e:  # a spawned process failed; it already printed why

@@ -32,7 +32,19 @@ RUN_OPTIONS = {"name", "gpu_ids", "checkpoints_dir", "phase", "isTrain", "contin
                "eval_segmenter_mapping", "sigma_min", "sigma_max", "test_sigmas", "noisy_clip",
                "keep_last", "loss_warn_threshold",
                "gradient_checkpointing", "tf_log", "debug", "cache_filelist_read",
-               "cache_filelist_write", "eval_ignore_id"}
+               "cache_filelist_write", "eval_ignore_id", "no_opt_file", "verbose"}
+
+# A resumed training run (--continue_train) also takes these run options from its opt.json, so
+# that ``python train.py --name X --continue_train`` needs no flag retyped (data, schedule,
+# logging); only what names or locates the run, or says how to resume it, is never restored.
+NEVER_RESTORED = {"name", "checkpoints_dir", "isTrain", "continue_train", "which_epoch",
+                  "load_from_opt_file", "no_opt_file", "verbose", "is_main", "world_size", "phase"}
+
+# Options whose value selects a registry entry (and with it the hooks that set defaults).
+SELECTORS = ("preset", "model", "netG", "netD", "netD_depth", "dataset_mode")
+
+# Attributes parse() adds that are not options (never in opt.txt / opt.json).
+NOT_OPTIONS = {"option_defaults", "option_origin"}
 
 
 # --preset: published recipes as defaults (facts from the papers / their code). Flags a parser
@@ -127,7 +139,14 @@ class BaseOptions:
                             help="use at most this many samples")
         parser.add_argument("--load_from_opt_file", action="store_true",
                             help="load the network options from checkpoints_dir/name/opt.json "
-                                 "(flags given on the command line still win)")
+                                 "(flags given on the command line still win). Now the default "
+                                 "for test.py and --continue_train whenever that file exists; "
+                                 "with this flag a missing file is an error")
+        parser.add_argument("--no_opt_file", action="store_true",
+                            help="do not read checkpoints_dir/name/opt.json: every option comes "
+                                 "from the command line and the defaults")
+        parser.add_argument("--verbose", action="store_true",
+                            help="the start-up banner lists every option, not only the changed ones")
         parser.add_argument("--display_winsize", type=int, default=400, help="display image width")
         # generator
         parser.add_argument("--preset", type=str, default=None, choices=tuple(PRESETS),
@@ -206,11 +225,35 @@ class BaseOptions:
         parser.set_defaults(**values)
         return values
 
-    def gather_options(self, args: Optional[List[str]] = None) -> argparse.Namespace:
+    def _new_parser(self) -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(
             prog=os.path.basename(sys.argv[0]) or "udgan",
             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        parser = self.initialize(parser)
+        return self.initialize(parser)
+
+    def reads_option_file(self, opt: argparse.Namespace) -> bool:
+        """Whether this run takes its options from the run's opt.json when it exists: test-time
+        runs always, training runs when they resume (--continue_train)."""
+        return not self.isTrain or bool(getattr(opt, "continue_train", False))
+
+    def _option_file_to_read(self, opt: argparse.Namespace) -> Optional[str]:
+        if getattr(opt, "no_opt_file", False):
+            if opt.load_from_opt_file:
+                raise OptionError("--load_from_opt_file and --no_opt_file contradict each other; "
+                                  "give one of them")
+            return None
+        path = option_file_path(opt)
+        if opt.load_from_opt_file:  # asked for: a missing file is an error (load_option_file)
+            return path
+        return path if self.reads_option_file(opt) and os.path.isfile(path) else None
+
+    def _not_restored(self, opt: argparse.Namespace) -> set:
+        if self.isTrain and getattr(opt, "continue_train", False):
+            return NEVER_RESTORED
+        return RUN_OPTIONS | NEVER_RESTORED
+
+    def gather_options(self, args: Optional[List[str]] = None) -> argparse.Namespace:
+        parser = self._new_parser()
         self._hooks_applied: set = set()
         if args is None:
             args = sys.argv[1:]
@@ -218,13 +261,17 @@ class BaseOptions:
         # discriminator's, dataset mode's) must be registered before it prints
         hook_args = [a for a in args if a not in ("-h", "--help")]
         opt = self._apply_hooks(parser, hook_args)
-        if opt.load_from_opt_file:
-            saved = load_option_file(option_file_path(opt))
+        self.option_origin: Dict[str, Any] = {"file": None, "restored": [], "explicit": []}
+        self.code_defaults: Optional[Dict[str, Any]] = None
+        path = self._option_file_to_read(opt)
+        if path:
+            saved = load_option_file(path)
+            skip = self._not_restored(opt)
             restored: set = set()
             while True:  # a restored netG / model brings hooks whose flags are restored next round
                 known = {a.dest for a in parser._actions}
                 todo = {k: v for k, v in saved.items()
-                        if k in known and k not in RUN_OPTIONS and k not in restored}
+                        if k in known and k not in skip and k not in restored}
                 if not todo:
                     break
                 parser.set_defaults(**todo)
@@ -233,8 +280,28 @@ class BaseOptions:
             # Hooks that ran meanwhile (a restored dataset mode's) set their own defaults:
             # the saved values win over them.
             parser.set_defaults(**{k: saved[k] for k in restored})
+            explicit = explicit_options(parser, hook_args)
+            self.option_origin = {"file": path, "explicit": sorted(explicit),
+                                  "restored": sorted(k for k in restored if k not in explicit)}
+            # what "changed" means in opt.txt and the banner: the code's defaults for this
+            # configuration, not the values read from the file
+            self.code_defaults = self._defaults_without_file(hook_args, opt)
         self.parser = parser
         return parser.parse_args(args)  # strict: an unknown flag is an error here
+
+    def _defaults_without_file(self, args: List[str], opt: argparse.Namespace) -> Dict[str, Any]:
+        """The defaults a run with the same flags and the same selected components (model,
+        networks, dataset mode, preset) would have without an option file."""
+        fresh = type(self)()
+        fresh._hooks_applied = set()
+        parser = fresh._new_parser()
+        selection: List[str] = []
+        for dest in SELECTORS:
+            value = getattr(opt, dest, None)
+            if value is not None:
+                selection += [f"--{dest}", str(value)]
+        fresh._apply_hooks(parser, list(args) + selection)
+        return {a.dest: parser.get_default(a.dest) for a in parser._actions if a.dest != "help"}
 
     def parse(self, args: Optional[List[str]] = None, save: bool = True) -> argparse.Namespace:
         """Parse and check the options. Nothing is written here: a training run writes
@@ -245,8 +312,71 @@ class BaseOptions:
         # defaults, so that opt.txt can mark what was changed (not an option: never in opt.json)
         opt.option_defaults = {a.dest: self.parser.get_default(a.dest) for a in self.parser._actions
                                if a.dest != "help"}
+        if self.code_defaults is not None:  # read from opt.json: the code's defaults, not the file's
+            opt.option_defaults.update({k: v for k, v in self.code_defaults.items()
+                                        if k in opt.option_defaults})
+        # where the values came from (not an option either): the file read, if any, and which
+        # options it gave (explicit flags win over it)
+        opt.option_origin = self.option_origin
         finalize_options(opt)
         return opt
+
+
+def explicit_options(parser: argparse.ArgumentParser, args: List[str]) -> set:
+    """The options given on the command line ``args`` (whatever their value, in any spelling
+    argparse accepts: ``--ngf 8``, ``--ngf=8``, an unambiguous prefix): parsed once more with
+    every default suppressed, so only what was typed lands in the namespace."""
+    saved_defaults = dict(parser._defaults)
+    saved = [(a, a.default) for a in parser._actions]
+    try:
+        parser._defaults.clear()
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        namespace, _ = parser.parse_known_args(args)
+    finally:
+        for action, default in saved:
+            action.default = default
+        parser._defaults.update(saved_defaults)
+    return set(vars(namespace))
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """An option's value in the form parse() leaves it in (--gpu_ids and --cond_inputs are
+    parsed into lists), so that a default compares equal to its parsed value."""
+    try:
+        if key == "gpu_ids" and isinstance(value, str):
+            return parse_gpu_ids(value)
+        if key == "cond_inputs" and not isinstance(value, list):
+            return parse_cond_inputs(value)
+    except OptionError:
+        pass
+    return value
+
+
+def changed_options(opt: argparse.Namespace) -> Dict[str, Any]:
+    """``{option: default}`` for every option whose value differs from its default."""
+    defaults = getattr(opt, "option_defaults", {})
+    changed = {}
+    for key, value in sorted(vars(opt).items()):
+        if key in defaults and key not in NOT_OPTIONS:
+            default = defaults[key]
+            if _comparable(key, value) != _comparable(key, default):
+                changed[key] = default
+    return changed
+
+
+def options_table(opt: argparse.Namespace, only_changed: bool = False) -> str:
+    """SPADE's options table (its opt.txt): one ``name: value`` line per option, right-aligned
+    names, ``[default: X]`` after each value that differs from its default."""
+    changed = changed_options(opt)
+    lines = ["----------------- Options ---------------"]
+    for key, value in sorted(vars(opt).items()):
+        if key in NOT_OPTIONS or (only_changed and key not in changed):
+            continue
+        note = f"\t[default: {changed[key]}]" if key in changed else ""
+        lines.append(f"{key:>25}: {value!s:<30}{note}")
+    lines.append("----------------- End -------------------")
+    return "\n".join(lines)
 
 
 def parse_gpu_ids(text: str) -> List[int]:
@@ -350,7 +480,7 @@ def option_file_path(opt: argparse.Namespace) -> str:
 
 def options_to_dict(opt: argparse.Namespace) -> Dict[str, Any]:
     return {k: v for k, v in sorted(vars(opt).items())
-            if isinstance(v, (str, int, float, bool, list, type(None)))}
+            if k not in NOT_OPTIONS and isinstance(v, (str, int, float, bool, list, type(None)))}
 
 
 def save_options(opt: argparse.Namespace) -> None:
@@ -366,16 +496,7 @@ def save_options(opt: argparse.Namespace) -> None:
         return
     folder = os.path.join(opt.checkpoints_dir, opt.name)
     os.makedirs(folder, exist_ok=True)
-    defaults = getattr(opt, "option_defaults", {})
-    lines = ["----------------- Options ---------------"]
-    for key, value in sorted(vars(opt).items()):
-        if key == "option_defaults":
-            continue
-        default = defaults.get(key)
-        note = f"\t[default: {default}]" if default is not None and value != default else ""
-        lines.append(f"{key:>25}: {value!s:<30}{note}")
-    lines.append("----------------- End -------------------")
-    atomic_write_text(os.path.join(folder, "opt.txt"), "\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(folder, "opt.txt"), options_table(opt) + "\n")
     atomic_write_text(os.path.join(folder, "opt.json"),
                       json.dumps(options_to_dict(opt), indent=1) + "\n")
 
@@ -386,6 +507,11 @@ def load_option_file(path: str) -> Dict[str, Any]:
                           "--checkpoints_dir, or drop --load_from_opt_file and give the options")
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise OptionError(f"--load_from_opt_file: cannot read {path} ({e})") from None
+            saved = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise OptionError(f"cannot read the run's options {path} ({e}); repair or remove it, or "
+                          "pass --no_opt_file and give the options") from None
+    if not isinstance(saved, dict):
+        raise OptionError(f"{path} holds no options (a JSON object of option: value was "
+                          "expected); repair or remove it, or pass --no_opt_file")
+    return saved

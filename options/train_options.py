@@ -26,6 +26,16 @@ class TrainOptions(BaseOptions):
             opt.display_freq = opt.print_freq = opt.batchSize  # every iteration
         return opt
 
+    def parse(self, args: Optional[List[str]] = None, save: bool = True) -> argparse.Namespace:
+        opt = super().parse(args, save)
+        # the betas' defaults are what --no_TTUR makes of "None" (for opt.txt's [default: X])
+        defaults = opt.option_defaults
+        if defaults.get("beta1", 0) is None:
+            defaults["beta1"] = 0.5 if opt.no_TTUR else 0.0
+        if defaults.get("beta2", 0) is None:
+            defaults["beta2"] = 0.999 if opt.no_TTUR else 0.9
+        return opt
+
     def initialize(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser = super().initialize(parser)
         # display, logging, saving (frequencies count training samples, as in SPADE)

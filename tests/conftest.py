@@ -10,7 +10,10 @@ import pytest
 # Tests run on CPU whatever the machine has, with few threads so parallel processes don't fight.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-SHARED_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+# The real-data samples (Cityscapes, COCO-Stuff, ...): $UDGAN_SAMPLES, else ../shared/samples
+# beside this checkout. Tests that need them skip, naming the folder, where it is absent.
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SAMPLES = Path(os.environ.get("UDGAN_SAMPLES") or REPO.parent / "shared" / "samples").expanduser()
 
 # A tiny SPADE configuration that trains in about a second per iteration on a laptop CPU.
 TINY_TRAIN = ["--gpu_ids", "-1", "--dataset_mode", "synthetic", "--crop_size", "32",
@@ -44,7 +47,8 @@ def tiny_train_args(tmp_path) -> List[str]:
 @pytest.fixture(scope="session")
 def shared_samples() -> Path:
     if not SHARED_SAMPLES.is_dir():
-        pytest.skip("../shared/samples is not present beside this checkout")
+        pytest.skip(f"no samples folder at {SHARED_SAMPLES}: set UDGAN_SAMPLES to it "
+                    "(default ../shared/samples beside this checkout)")
     return SHARED_SAMPLES
 
 

@@ -1,5 +1,5 @@
 """train.py and test.py on real data in the official Cityscapes and COCO-Stuff layouts
-(the samples in ../shared/samples; skipped where that folder is absent)."""
+(the samples in $UDGAN_SAMPLES, default ../shared/samples; skipped where absent)."""
 from __future__ import annotations
 
 import re
