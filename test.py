@@ -179,6 +179,8 @@ def synthesize(opt) -> str:
     page = ResultsPage(results_dir, f"{opt.name}: {opt.phase} results, checkpoint {opt.which_epoch}",
                        rows_per_page=opt.results_per_page)
     palette = dataset.palette()
+    if opt.label_nc > 0:  # label maps (not image-to-image): a colour legend of the classes
+        page.set_legend(dataset.class_names(), palette)
     limit = min(len(dataset), opt.how_many)
     used: Set[str] = set()
     done = 0

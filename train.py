@@ -18,7 +18,7 @@ from typing import List, Optional
 
 from options.base_options import options_table
 from options.train_options import TrainOptions
-from trainers.train_loop import TrainingRun, interrupted_during_start
+from trainers.train_loop import interrupted_during_start, train_process
 from util import banner, distributed
 from util.cli import run_reporting_errors
 
@@ -31,47 +31,6 @@ def options_banner(opt: argparse.Namespace) -> str:
         table = table.replace("--- Options ---", "--- Options (changed; --verbose for all) ---", 1)
     source = banner.option_source_line(getattr(opt, "option_origin", {}))
     return table + (f"\n{source}" if source else "")
-
-
-def run_banner(run: TrainingRun) -> str:
-    """What the run built and where it writes, once every start-up check passed."""
-    opt, counter = run.opt, run.counter
-    per_epoch = len(run.loader)
-    rows = [("dataset", f"[{opt.dataset_mode}] {len(run.dataset)} samples ({opt.phase} split), "
-                        f"{per_epoch} iterations per epoch per process, batch {opt.batchSize}"),
-            ("device", f"{run.ctx.device}, {run.ctx.world_size} "
-                       f"process{'es' if run.ctx.world_size != 1 else ''} (world size)")]
-    rows += list(banner.network_rows(run.model.networks()))
-    rows.append(("checkpoints", run.folder + os.sep))
-    page = os.path.join(run.folder, "web", "index.html")
-    rows.append(("training page", "off (--no_html)" if opt.no_html else page))
-    rows.append(("loss log", os.path.join(run.folder, "loss_log.txt")))
-    if opt.continue_train and run.last_saved is not None:
-        rows.append(("resumes", f"'{opt.which_epoch}' checkpoint: epoch {counter.epoch} of "
-                                f"{counter.total_epochs}, {counter.epoch_iter} samples into it, "
-                                f"iteration {counter.total_steps} (samples seen)"))
-    else:
-        rows.append(("starts", f"from scratch: epochs 1 to {counter.total_epochs}"))
-    return banner.format_block("Run", rows)
-
-
-def train_process(opt: argparse.Namespace) -> None:
-    """Entry of each training process: trainers.train_loop's, with the run's banner printed by
-    the main process between building the run and training it."""
-    def body() -> None:
-        with distributed.process_group(opt.gpu_ids) as ctx:
-            opt.is_main = ctx.is_main
-            opt.world_size = ctx.world_size
-            run = TrainingRun(opt)
-            if ctx.is_main:
-                try:
-                    banner.emit(run_banner(run))
-                except BaseException:
-                    run.close()  # the run lock is released as when training ends
-                    raise
-            run.run()
-
-    run_reporting_errors(body, interrupted=interrupted_during_start)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

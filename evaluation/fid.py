@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from util.banner import progress_bars_enabled
 from util.errors import DatasetError
 from util.image_io import atomic_write_bytes
 
@@ -40,7 +41,8 @@ def compute_features(images: Iterable[torch.Tensor], extractor: torch.nn.Module,
     """
     device = torch.device(device)
     chunks: List[np.ndarray] = []
-    with tqdm(total=total, desc=desc or "inception features", unit="img", leave=False) as bar:
+    with tqdm(total=total, desc=desc or "inception features", unit="img", leave=False,
+              disable=not progress_bars_enabled()) as bar:
         for batch in images:
             if not isinstance(batch, torch.Tensor) or batch.dtype != torch.uint8:
                 got = batch.dtype if isinstance(batch, torch.Tensor) else type(batch).__name__

@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from tqdm import tqdm
+from util.banner import progress_bars_enabled
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -183,7 +184,7 @@ def evaluate_segmenter(segmenter: Any, batches: Iterable[Tuple[torch.Tensor, tor
     """
     cm = label_space.confusion_matrix()
     for images, labels in tqdm(batches, total=total, desc=desc, unit="batch", dynamic_ncols=True,
-                               leave=False):
+                               leave=False, disable=not progress_bars_enabled()):
         if labels.dim() == 4:
             labels = labels[:, 0]
         target = label_space.to_eval(labels)

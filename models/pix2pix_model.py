@@ -293,7 +293,7 @@ class Pix2PixModel(nn.Module):
                 training: bool = False) -> Columns:
         """The page columns of sample ``index`` of ``batch``, in display order: column name ->
         ``Visual`` (drawn by ``util.image_io.visuals_to_images``). test.py saves each column
-        as ``images/<name>/``; the training page shows each as a strip of the first samples.
+        as ``images/<name>/``; the training page shows them in a grid (a row per sample).
 
         ``samples``: the outputs of ``synthesize``, one per sample drawn (test.py's
         ``--num_samples``: ``synthesized_image``, ``synthesized_image_2``, ...), or, with

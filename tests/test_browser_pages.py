@@ -132,7 +132,7 @@ def test_training_and_test_pages_render_in_chromium(tmp_path, monkeypatch, tiny_
     seen = check_page(exe, test_page, profile, 1400)
     assert len(seen["imgs"]) >= 4 * 3
     check_page(exe, test_page, profile, 800)
-    assert ">SPADE</p>" in test_page.read_text()
+    assert ">SPADE</p>" in test_page.read_text() and 'id="legend"' in test_page.read_text()
     screenshot(exe, test_page, tmp_path / "test_page.png", profile)
     assert not list(web.glob("check_*")) and not list(test_page.parent.glob("check_*"))
     assert os.path.isfile(tmp_path / "training_page.png")

@@ -19,7 +19,7 @@ from models import MODELS
 from options.base_options import save_options
 from trainers import health
 from trainers.pix2pix_trainer import Pix2PixTrainer
-from util import checkpoint, distributed
+from util import banner, checkpoint, distributed
 from util.cli import run_reporting_errors
 from util.errors import TrainingDiverged
 from util.iter_counter import IterationCounter
@@ -301,7 +301,8 @@ class TrainingRun:
                     self.dataset.set_epoch(epoch)
                 bar = tqdm(self.loader, desc=f"epoch {epoch}/{counter.total_epochs}",
                            initial=skip, total=skip + len(self.loader),
-                           disable=not self.ctx.is_main, dynamic_ncols=True, leave=True)
+                           disable=not (self.ctx.is_main and banner.progress_bars_enabled()),
+                           dynamic_ncols=True, leave=True)
                 for i, batches in enumerate(_groups(bar, opt.accum_iter), start=skip // opt.accum_iter):
                     if i % opt.D_steps_per_G == 0:
                         trainer.run_generator_one_step(batches)
@@ -374,13 +375,43 @@ def _groups(batches: Iterable, size: int) -> Iterator[List]:
         yield group
 
 
+def run_banner(run: "TrainingRun") -> str:
+    """What the run built and where it writes, once every start-up check passed."""
+    opt, counter = run.opt, run.counter
+    per_epoch = len(run.loader)
+    rows = [("dataset", f"[{opt.dataset_mode}] {len(run.dataset)} samples ({opt.phase} split), "
+                        f"{per_epoch} iterations per epoch per process, batch {opt.batchSize}"),
+            ("device", f"{run.ctx.device}, {run.ctx.world_size} "
+                       f"process{'es' if run.ctx.world_size != 1 else ''} (world size)")]
+    rows += list(banner.network_rows(run.model.networks()))
+    rows.append(("checkpoints", run.folder + os.sep))
+    page = os.path.join(run.folder, "web", "index.html")
+    rows.append(("training page", "off (--no_html)" if opt.no_html else page))
+    rows.append(("loss log", os.path.join(run.folder, "loss_log.txt")))
+    if opt.continue_train and run.last_saved is not None:
+        rows.append(("resumes", f"'{opt.which_epoch}' checkpoint: epoch {counter.epoch} of "
+                                f"{counter.total_epochs}, {counter.epoch_iter} samples into it, "
+                                f"iteration {counter.total_steps} (samples seen)"))
+    else:
+        rows.append(("starts", f"from scratch: epochs 1 to {counter.total_epochs}"))
+    return banner.format_block("Run", rows)
+
+
 def train_process(opt: argparse.Namespace) -> None:
-    """Entry of each training process (called directly, by torchrun, or by the spawner)."""
+    """Entry of each training process (called directly, by torchrun, or by the spawner); the main
+    process prints the run's banner between building the run and training it."""
     def body() -> None:
         with distributed.process_group(opt.gpu_ids) as ctx:
             opt.is_main = ctx.is_main
             opt.world_size = ctx.world_size
-            TrainingRun(opt).run()
+            run = TrainingRun(opt)
+            if ctx.is_main:
+                try:
+                    banner.emit(run_banner(run))
+                except BaseException:
+                    run.close()  # the run lock is released as when training ends
+                    raise
+            run.run()
 
     run_reporting_errors(body, interrupted=interrupted_during_start)
 

@@ -390,13 +390,14 @@ def load_network(net: nn.Module, path: str, opt: Any, short: str) -> int:
         detail = ("\n  {} differing entries, e.g.:\n    ".format(count) + "\n    ".join(problems[:6])
                   if problems else "")
         raise CheckpointError(f"net{short}: {path} was built with other options: "
-                              + ", ".join(differ) + ". Pass the checkpoint's values (or "
-                              "--load_from_opt_file), or train a new model under another --name"
+                              + ", ".join(differ) + ". Drop or change those flags (the run's opt.json "
+                              "supplies its values unless --no_opt_file), or train a new model "
+                              "under another --name"
                               + detail)
     if problems:
         diffs = option_differences(saved_opts, opt, list(saved_opts))
         hint = ("the checkpoint was built with " + ", ".join(diffs) +
-                "; pass those options or --load_from_opt_file") if diffs else \
+                "; drop or change those flags (the run's opt.json supplies them)") if diffs else \
             "the checkpoint does not match the network built from these options"
         raise CheckpointError(f"net{short}: cannot load {path}: {hint}.\n  {count} differing "
                               "entries, e.g.:\n    " + "\n    ".join(problems[:6]))
