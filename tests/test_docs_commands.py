@@ -12,8 +12,8 @@ trailing ``# comments`` dropped).
   ...) are replaced by ``PLACEHOLDER_VALUES``; any other placeholder form (``<...>``, ``...``,
   ``[optional flags]``, ``$VAR``) makes the command skipped, and every skipped command must be in
   ``SKIPPED_COMMANDS`` with its reason (the list is checked both ways and kept short). A test.py
-  command with ``--load_from_opt_file`` reads the ``opt.json`` written from the documented train.py
-  command of the same ``--name``, as after a real training run; the train.py commands are parsed first.
+  command reads the ``opt.json`` written from the documented train.py command of the same
+  ``--name`` (as test.py does by default after a real training run); the train.py commands are parsed first.
 * ``scripts/X.py``: ``python scripts/X.py --help`` exits 0, each distinct script once (their
   arguments hold paths to official code and data that exist only elsewhere).
 """
@@ -48,17 +48,15 @@ SKIPPED_COMMANDS: List[Tuple[str, str, str]] = [
      "[optional flags] and the MODE placeholder"),
     ("README.md", "python train.py --name NAME --gpu_ids 0,1,2,3 --batchSize 16 ...",
      "'...' stands for the run's other options"),
-    ("README.md", "python train.py --name NAME ... --continue_train",
-     "'...' stands for the run's other options"),
     ("docs/clusters.md", "python train.py --name NAME --gpu_ids 0,1,2,3 --batchSize 16 ...",
      "'...' stands for the run's other options"),
     ("docs/models.md", "python train.py --name city_hd --preset pix2pixhd --dataset_mode cityscapes",
      "'...' stands for the run's other options"),
-    ("docs/pix2pix.md", "python test.py --name facades_pix2pix --load_from_opt_file",
+    ("docs/pix2pix.md", "python test.py --name facades_pix2pix --dataroot",
      "[--eval] is optional"),
     ("docs/reliability.md", "python train.py --name NAME ... --continue_train [",
      "'...' and [optional flags]"),
-    ("docs/sims.md", "python test.py --gpu_ids -1 --name sims_quick --load_from_opt_file --how_many 50 [",
+    ("docs/sims.md", "python test.py --gpu_ids -1 --name sims_quick --how_many 50 [",
      "[optional flags]"),
 ]
 MAX_SKIPPED = 10
@@ -209,7 +207,7 @@ def test_train_and_test_commands_parse(tmp_path):
     from options.train_options import TrainOptions
 
     commands = [(f, c) for f, c in _entry_point_commands() if not skip_reason(c)]
-    # train.py first: their opt.json is what a documented test.py --load_from_opt_file reads
+    # train.py first: their opt.json is what a documented test.py of the same --name reads
     commands.sort(key=lambda fc: not fc[1].startswith("python train.py"))
     failures = []
     parsed = 0
