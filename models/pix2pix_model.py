@@ -77,6 +77,8 @@ class Pix2PixModel(nn.Module):
 
     # the generator's GAN + feature-matching terms (SIMS's --no_gan trains without them)
     use_gan = True
+    # the --netG this model selects when none is given (None: the --netG default, spade)
+    default_netG: Optional[str] = None
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:

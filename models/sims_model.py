@@ -109,9 +109,10 @@ class SIMSModel(Pix2PixModel):
     """Pix2PixModel whose generator also sees a canvas: simulated in training, retrieved from
     the segment bank at test time."""
 
+    default_netG = "sims"  # --model sims alone selects its generator (options resolve it)
+
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
-        parser.set_defaults(netG="sims")
         add_option_once(parser, "--bank_dir", type=str, default=None,
                         help="segment bank folder for synthesis (default: CHECKPOINTS_DIR/NAME/"
                              f"segment_bank; build it with {BANK_SCRIPT})")

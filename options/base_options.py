@@ -183,52 +183,91 @@ class BaseOptions:
         return parser
 
     # ------------------------------------------------------------------ parsing
-    def _apply_hooks(self, parser: argparse.ArgumentParser, args: Optional[List[str]]) -> argparse.Namespace:
-        """Let the selected model, networks and dataset mode add flags and defaults."""
+    def _apply_hooks(self, parser: argparse.ArgumentParser, args: Optional[List[str]],
+                     saved: Optional[Dict[str, Any]] = None) -> argparse.Namespace:
+        """Select the components and let them add their flags and defaults, in one pass.
+
+        Order (later wins): the parser's defaults, then the components' hooks (model, generator,
+        discriminators, dataset mode: each runs once), then ``--preset``'s recipe (once), then
+        ``saved`` (the run's opt.json, restorable options only), then the flags typed on the
+        command line. The components themselves are chosen in the same order: typed flag >
+        opt.json > requirement (a generator's ``requires_model``, a model's ``default_netG``) >
+        preset > default. A typed flag that contradicts a requirement is an error naming both.
+        """
         # Imported here so that `options` can be imported without building every registry.
         from data import DATASETS
         from models import MODELS
         from models.networks import DISCRIMINATORS, GENERATORS
 
+        saved = saved or {}
         opt, _ = parser.parse_known_args(args)
-        preset = self._preset_defaults(parser, opt)
-        opt, _ = parser.parse_known_args(args)
-        if opt.dataset_mode is None:
-            parser.set_defaults(dataset_mode="synthetic" if opt.dataroot is None else "custom")
-        steps = [(MODELS, "model"), (GENERATORS, "netG"), (DATASETS, "dataset_mode")]
-        if self.isTrain:  # netD_depth exists once the udgan model's hook has added it
-            steps[2:2] = [(DISCRIMINATORS, "netD"), (DISCRIMINATORS, "netD_depth")]
-        # Repeat until nothing new is selected: a hook may change another default (the
-        # depthspade generator selects the udgan model, whose hook must then run too).
-        changed = True
-        while changed:
-            changed = False
-            for registry, dest in steps:
-                opt, _ = parser.parse_known_args(args)
-                name = getattr(opt, dest, None)
-                if name is not None and (dest, name) not in self._hooks_applied:  # a hook adds its flags only once
-                    self._hooks_applied.add((dest, name))
-                    registry.get(name).modify_commandline_options(parser, self.isTrain)
-                    changed = True
-        if preset:  # the recipe wins over defaults the hooks set (e.g. a generator's norm_G)
-            parser.set_defaults(**self._preset_defaults(parser, opt))
+        explicit = explicit_options(parser, args or [])
+
+        def pick(dest: str, *fallbacks: Optional[str]) -> Any:
+            if dest in explicit:
+                return getattr(opt, dest)
+            if dest in saved:
+                return saved[dest]
+            return next((f for f in fallbacks if f is not None), getattr(opt, dest, None))
+
+        preset_name = pick("preset")
+        preset = PRESETS.get(preset_name, {}) if preset_name else {}
+        given_netG = getattr(opt, "netG") if "netG" in explicit else saved.get("netG", preset.get("netG"))
+        needed = GENERATORS.get(given_netG).requires_model if given_netG else None
+        model = pick("model", needed, preset.get("model"))
+        if needed and model != needed:
+            raise OptionError(f"--netG {given_netG} needs --model {needed} (got --model {model}); "
+                              "leave --model out")
+        netG = given_netG or MODELS.get(model).default_netG or opt.netG
+        needed = GENERATORS.get(netG).requires_model
+        if needed and model != needed:
+            raise OptionError(f"--netG {netG} needs --model {needed} (got --model {model}); "
+                              "leave --model out or choose another --netG")
+        selection = {"preset": preset_name, "model": model, "netG": netG,
+                     "dataset_mode": pick("dataset_mode")
+                     or ("synthetic" if opt.dataroot is None else "custom")}
+        steps = [(MODELS, "model"), (GENERATORS, "netG")]
+        if self.isTrain:
+            selection["netD"] = pick("netD", preset.get("netD"))
+            steps.append((DISCRIMINATORS, "netD"))
+        for registry, dest in steps:
+            self._run_hook(parser, registry, selection[dest])
+        if self.isTrain and any(a.dest == "netD_depth" for a in parser._actions):  # the udgan model's
+            opt, _ = parser.parse_known_args(args)
+            selection["netD_depth"] = pick("netD_depth")
+            self._run_hook(parser, DISCRIMINATORS, selection["netD_depth"])
+        self._run_hook(parser, DATASETS, selection["dataset_mode"])
+        known = {a.dest for a in parser._actions}
+        parser.set_defaults(**{k: v for k, v in preset.items() if k in known})  # the recipe, once
+        parser.set_defaults(**selection)
+        parser.set_defaults(**{k: v for k, v in saved.items() if k in known})  # the run's own values
         opt, _ = parser.parse_known_args(args)
         return opt
 
-    @staticmethod
-    def _preset_defaults(parser: argparse.ArgumentParser, opt: argparse.Namespace) -> Dict[str, Any]:
-        """Apply ``--preset``'s defaults for the flags this parser has; returns them."""
-        if not getattr(opt, "preset", None):
-            return {}
-        known = {a.dest for a in parser._actions}
-        values = {k: v for k, v in PRESETS[opt.preset].items() if k in known}
-        parser.set_defaults(**values)
-        return values
+    def _run_hook(self, parser: argparse.ArgumentParser, registry: Any, name: Optional[str]) -> None:
+        """``name``'s hook adds its flags and defaults (each component once per parser); its
+        flags form their own group in --help, titled by the component."""
+        if name is None or (registry.kind, name) in self._hooks_applied:
+            return
+        self._hooks_applied.add((registry.kind, name))
+        before = set(map(id, parser._actions))
+        registry.get(name).modify_commandline_options(parser, self.isTrain)
+        added = [a for a in parser._actions if id(a) not in before]
+        if added:
+            group = parser.add_argument_group(f"{registry.option} {name} ({registry.kind})")
+            for action in added:
+                for other in parser._action_groups:
+                    if action in other._group_actions:
+                        other._group_actions.remove(action)
+                group._group_actions.append(action)
 
     def _new_parser(self) -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(
             prog=os.path.basename(sys.argv[0]) or "udgan",
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            epilog="The groups after the base options are the selected components' own flags "
+                   "(--netG X, --dataset_mode Y, ... show theirs); --help-all lists every "
+                   "component's flags.")
         return self.initialize(parser)
 
     def reads_option_file(self, opt: argparse.Namespace) -> bool:
@@ -257,6 +296,9 @@ class BaseOptions:
         self._hooks_applied: set = set()
         if args is None:
             args = sys.argv[1:]
+        if "--help-all" in args:
+            print(self.help_all(parser))
+            raise SystemExit(0)
         # --help waits for the final parse: the hooks' flags (the chosen generator's,
         # discriminator's, dataset mode's) must be registered before it prints
         hook_args = [a for a in args if a not in ("-h", "--help")]
@@ -265,21 +307,14 @@ class BaseOptions:
         self.code_defaults: Optional[Dict[str, Any]] = None
         path = self._option_file_to_read(opt)
         if path:
-            saved = load_option_file(path)
             skip = self._not_restored(opt)
-            restored: set = set()
-            while True:  # a restored netG / model brings hooks whose flags are restored next round
-                known = {a.dest for a in parser._actions}
-                todo = {k: v for k, v in saved.items()
-                        if k in known and k not in skip and k not in restored}
-                if not todo:
-                    break
-                parser.set_defaults(**todo)
-                restored |= set(todo)
-                opt = self._apply_hooks(parser, hook_args)
-            # Hooks that ran meanwhile (a restored dataset mode's) set their own defaults:
-            # the saved values win over them.
-            parser.set_defaults(**{k: saved[k] for k in restored})
+            saved = {k: v for k, v in load_option_file(path).items() if k not in skip}
+            # a fresh parser: only the finally selected components' hooks, each once
+            parser = self._new_parser()
+            self._hooks_applied = set()
+            opt = self._apply_hooks(parser, hook_args, saved)
+            known = {a.dest for a in parser._actions}
+            restored = {k for k in saved if k in known}
             explicit = explicit_options(parser, hook_args)
             self.option_origin = {"file": path, "explicit": sorted(explicit),
                                   "restored": sorted(k for k in restored if k not in explicit)}
@@ -288,6 +323,24 @@ class BaseOptions:
             self.code_defaults = self._defaults_without_file(hook_args, opt)
         self.parser = parser
         return parser.parse_args(args)  # strict: an unknown flag is an error here
+
+    def help_all(self, parser: argparse.ArgumentParser) -> str:
+        """--help-all: the base options, then every registered component's own flags (with the
+        defaults that apply when it is selected)."""
+        from data import DATASETS
+        from models import MODELS
+        from models.networks import DISCRIMINATORS, GENERATORS
+        parts = [parser.format_help()]
+        registries = [MODELS, GENERATORS] + ([DISCRIMINATORS] if self.isTrain else []) + [DATASETS]
+        for registry in registries:
+            for name in registry.names():
+                scratch = argparse.ArgumentParser(add_help=False, usage=argparse.SUPPRESS,
+                                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                registry.get(name).modify_commandline_options(scratch, self.isTrain)
+                if scratch._actions:
+                    scratch._optionals.title = f"{registry.option} {name} ({registry.kind})"
+                    parts.append(scratch.format_help().strip())
+        return "\n\n".join(parts)
 
     def _defaults_without_file(self, args: List[str], opt: argparse.Namespace) -> Dict[str, Any]:
         """The defaults a run with the same flags and the same selected components (model,

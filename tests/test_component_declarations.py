@@ -80,3 +80,32 @@ def test_help_lists_component_flags_in_a_fresh_process():
                          capture_output=True, text=True, timeout=120).stdout
     for flag in ("--num_D", "--label_dir", "--lr_width"):
         assert flag in out, flag
+
+
+def test_components_resolve_in_one_pass_with_requirements_and_conflicts():
+    from options.train_options import TrainOptions
+    from util.errors import OptionError
+    opt = TrainOptions().parse(["--gpu_ids", "-1", "--netG", "depthspade"])
+    assert (opt.model, opt.netD_depth) == ("udgan", "multiscale")  # depthspade requires udgan
+    assert TrainOptions().parse(["--gpu_ids", "-1", "--model", "sims"]).netG == "sims"  # the model's netG
+    opt = TrainOptions().parse(["--gpu_ids", "-1", "--preset", "pix2pixhd"])
+    assert (opt.netG, opt.norm_G, opt.n_layers_D) == ("pix2pixhd", "instance", 3)  # preset over hooks
+    opt = TrainOptions().parse(["--gpu_ids", "-1", "--preset", "pix2pixhd", "--norm_G", "batch"])
+    assert opt.norm_G == "batch"  # a typed flag over the preset
+    with pytest.raises(OptionError, match=r"--netG depthspade needs --model udgan \(got --model pix2pix\)"):
+        TrainOptions().parse(["--gpu_ids", "-1", "--netG", "depthspade", "--model", "pix2pix"])
+
+
+def test_help_groups_the_chosen_components_and_help_all_lists_every_one():
+    out = subprocess.run([sys.executable, "train.py", "--help", "--netG", "unet"],
+                         capture_output=True, text=True, timeout=120).stdout
+    group = out[out.index("--netG unet (generator):"):]
+    assert "--num_downs" in group.split("\n\n")[0]  # the generator's flags, in its own group
+    out = subprocess.run([sys.executable, "train.py", "--help-all"], capture_output=True, text=True,
+                         timeout=120).stdout
+    from data import DATASETS
+    for name in ("asapnet", "pix2pixhd", "unet"):
+        assert f"--netG {name} (generator):" in out
+    for name in DATASETS.names():
+        if name in ("custom", "voc", "noisy"):
+            assert f"--dataset_mode {name} (dataset mode):" in out

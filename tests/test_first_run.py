@@ -76,8 +76,8 @@ def test_opt_txt_is_spade_table(quickstart):
     rows = {line.split(":")[0].strip(): line for line in text[1:-1]}
     assert rows["ngf"] == f"{'ngf':>25}: {'4':<30}\t[default: 64]"
     assert rows["lr"] == f"{'lr':>25}: {'0.0002':<30}"  # unchanged: no mark
-    # a default of None is a default like any other (SPADE marks it too)
-    assert "[default: None]" in rows["dataset_mode"]
+    # the default shown is the one that applies (the synthetic dataset chosen without --dataroot)
+    assert rows["dataset_mode"].rstrip() == f"{'dataset_mode':>25}: synthetic"
     assert rows["gpu_ids"].endswith("[default: 0]")  # --gpu_ids -1, parsed to []
     assert "option_defaults" not in rows and "option_origin" not in rows
 

@@ -65,6 +65,9 @@ class BaseNetwork(nn.Module):
     preset: Optional[str] = None
     smoke_options: Optional[Tuple[str, ...]] = ()
     needs_first: Optional[str] = None
+    # The --model this network only works under (e.g. depthspade: udgan); the options select it
+    # when --model is not given and refuse a different explicit --model.
+    requires_model: Optional[str] = None
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,

@@ -34,12 +34,12 @@ class DepthSPADEGenerator(SPADEGenerator):
 
     depth_channels = 1
     uses_generated_depth = True  # the model builds a depth generator for it
+    requires_model = "udgan"  # which trains its depth generator (options resolve it)
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
         SPADEGenerator.modify_commandline_options(parser, is_train)
-        parser.set_defaults(model="udgan")
         add_option_once(parser, "--netG_depth", type=str, default="unet",
                         help="depth generator: label map -> depth "
                              f"({', '.join(DEPTH_GENERATORS.names())})")

@@ -83,13 +83,13 @@ class SIMSGenerator(BaseNetwork):
     """
 
     preset = None
+    requires_model = "sims"  # which builds the canvas it refines (options resolve it)
     smoke_options = None
     needs_first = "a segment bank (scripts/build_segment_bank.py, --bank_dir)"
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
-        parser.set_defaults(model="sims")
         add_option_once(parser, "--sims_num_downs", role="architecture", type=int, default=5,
                         help="--netG sims: stride-2 levels of its encoder-decoder, capped so the "
                              f"bottleneck keeps at least {MIN_BOTTLENECK} px a side (4 at 64 px)")
