@@ -53,7 +53,7 @@ class CocoDataset(Pix2pixDataset):
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         parser = Pix2pixDataset.modify_commandline_options(parser, is_train)
         add_option_once(parser, "--coco_no_portraits", action="store_true",
-                         help="train only on landscape images (height <= width), as in SPADE")
+                        help="train only on landscape images (height <= width), as in SPADE")
         parser.set_defaults(preprocess_mode="resize_and_crop", load_size=286 if is_train else 256,
                             crop_size=256, display_winsize=256, label_nc=182,
                             contain_dontcare_label=True)

@@ -29,13 +29,13 @@ class CustomDataset(Pix2pixDataset):
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         parser = Pix2pixDataset.modify_commandline_options(parser, is_train)
         add_option_once(parser, "--label_dir", type=str, default=None,
-                         help="folder of label maps (default: DATAROOT/label)")
+                        help="folder of label maps (default: DATAROOT/label)")
         add_option_once(parser, "--image_dir", type=str, default=None,
-                         help="folder of real images (default: DATAROOT/image)")
+                        help="folder of real images (default: DATAROOT/image)")
         add_option_once(parser, "--instance_dir", type=str, default=None,
-                         help="folder of instance maps (default: DATAROOT/instance when it exists)")
+                        help="folder of instance maps (default: DATAROOT/instance when it exists)")
         add_option_once(parser, "--depth_dir", type=str, default=None,
-                         help="folder of depth maps (default: DATAROOT/depth when it exists)")
+                        help="folder of depth maps (default: DATAROOT/depth when it exists)")
         parser.set_defaults(preprocess_mode="resize_and_crop", load_size=286 if is_train else 256,
                             crop_size=256, display_winsize=256, label_nc=13,
                             contain_dontcare_label=False)

@@ -36,9 +36,9 @@ class SyntheticDataset(BaseDataset):
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         add_option_once(parser, "--synthetic_num", type=int, default=2000 if is_train else 200,
-                         help="number of synthetic scenes in the split")
+                        help="number of synthetic scenes in the split")
         add_option_once(parser, "--synthetic_seed", type=int, default=0,
-                         help="world seed of the synthetic scenes (the test split uses other scenes)")
+                        help="world seed of the synthetic scenes (the test split uses other scenes)")
         parser.set_defaults(label_nc=NUM_CLASSES, contain_dontcare_label=False, no_instance=False,
                             preprocess_mode="fixed", crop_size=128, load_size=128,
                             aspect_ratio=1.0, display_winsize=128)
