@@ -54,10 +54,10 @@ class Pix2pixDataset(BaseDataset):
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         add_option_once(parser, "--no_pairing_check", action="store_true",
                         help="pair label maps with images / instance / depth maps by their sorted "
-                              "order, as SPADE does without its name check (default: by name)")
+                             "order, as SPADE does without its name check (default: by name)")
         add_option_once(parser, "--no_label_scan", action="store_true",
                         help="do not decode every label map before training (faster start on huge "
-                              "datasets; bad ids are then reported when a sample is loaded)")
+                             "datasets; bad ids are then reported when a sample is loaded)")
         return parser
 
     # ---------------------------------------------------------------- per-mode hooks
