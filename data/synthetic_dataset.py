@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 import numpy as np
 from PIL import Image
 
-from data import DATASETS, examples
+from data import DATASETS
 from data.base_dataset import (BaseDataset, get_params, inverse_depth, make_sample,
                                transform_array, with_dontcare)
 from datasets.synthetic_scenes import (CLASS_NAMES, NUM_CLASSES, PALETTE, TEST_INDEX_OFFSET,
