@@ -116,6 +116,8 @@ def test_output_and_logits_shapes(height, width, levels):
     with torch.no_grad():
         image, logits = net.forward_with_semantics(semantics, canvas, filled)
         alone = net(semantics, canvas, filled)
+        flagged = net(semantics, canvas, filled, with_semantics=True)
+    assert torch.equal(flagged[0], image) and torch.equal(flagged[1], logits)
     assert image.shape == (1, 3, height, width)
     assert logits.shape == (1, 5, height, width)  # label_nc 4 + dontcare
     assert torch.equal(alone, image) and torch.isfinite(image).all() and torch.isfinite(logits).all()
@@ -285,3 +287,25 @@ def test_one_training_step_with_the_papers_losses(criterion):
     optimizer.step()
     after = net.state_dict()
     assert all(not torch.equal(before[k], after[k]) for k, _ in net.named_parameters())
+
+
+def test_the_semantic_head_trains_through_a_ddp_wrapper(tmp_path):
+    """DDP sees only ``forward``: the training pass asks it for the logits (with_semantics=True);
+    without them the semantic head gets no gradient and DDP stops at the next step."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        semantics, canvas, filled, ids = inputs(2, 4, 16, 16)
+        net = define_G(crn_opt(16, 16, crn_levels=2))
+        ddp = DDP(net)
+        for _ in range(2):
+            image, logits = ddp(semantics, canvas, filled, with_semantics=True)
+            (image.square().mean() + semantic_cross_entropy(logits, ids)).backward()
+        assert net.to_semantics.weight.grad.abs().sum() > 0
+        image_only = DDP(define_G(crn_opt(16, 16, crn_levels=2)))
+        with pytest.raises(RuntimeError, match="finished reduction"):
+            for _ in range(2):
+                image_only(semantics, canvas, filled).square().mean().backward()
+    finally:
+        dist.destroy_process_group()

@@ -31,7 +31,7 @@ Training follows the paper with ``models.networks.loss.ClassMaskedVGGLoss`` plus
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -103,7 +103,8 @@ class CRNGenerator(BaseNetwork):
 
     ``forward(semantics: (N, semantic_nc, H, W), canvas: (N, 3, H, W) in [-1, 1],
     filled: (N, 1, H, W) in {0, 1}, z=None) -> (N, output_nc, H, W)``, linear (about [-1, 1]).
-    ``forward_with_semantics(...)`` also returns the logits ``(N, num_classes, H, W)``.
+    ``forward_with_semantics(...)`` (or ``forward(..., with_semantics=True)``, which wrappers such
+    as DDP see) also returns the logits ``(N, num_classes, H, W)``.
     """
 
     preset = None
@@ -175,12 +176,22 @@ class CRNGenerator(BaseNetwork):
         return self.final(torch.cat([x, resize(net, tuple(x.shape[-2:]))], dim=1))
 
     def forward(self, semantics: torch.Tensor, canvas: torch.Tensor, filled: torch.Tensor,
-                z: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.to_rgb(self._features(semantics, canvas, filled))
+                z: Optional[torch.Tensor] = None,
+                with_semantics: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """The image; with ``with_semantics`` ``(image, logits)`` as ``forward_with_semantics``.
+
+        The flag is how to get the logits through a wrapper that only sees ``forward`` (DDP,
+        torch.compile): ``netG(semantics, canvas, filled, with_semantics=True)``. Under DDP the
+        training pass must ask for them, or the semantic head's weights get no gradient and DDP
+        stops at the next step. ``z`` is ignored (no style code).
+        """
+        features = self._features(semantics, canvas, filled)
+        image = self.to_rgb(features)
+        return (image, self.to_semantics(features)) if with_semantics else image
 
     def forward_with_semantics(self, semantics: torch.Tensor, canvas: torch.Tensor,
                                filled: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(image (N, output_nc, H, W), logits (N, num_classes, H, W))``: the training pass
-        (the logits feed the semantic cross-entropy)."""
-        features = self._features(semantics, canvas, filled)
-        return self.to_rgb(features), self.to_semantics(features)
+        (the logits feed the semantic cross-entropy). On a wrapped network (DDP) call the
+        wrapper with ``with_semantics=True`` instead."""
+        return self.forward(semantics, canvas, filled, with_semantics=True)
