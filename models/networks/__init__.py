@@ -15,6 +15,7 @@ from models.networks.generators import depthspade  # noqa: F401  (netG "depthspa
 from models.networks.generators import unet  # noqa: F401  (netG "unet": pix2pix)
 from models.networks.generators import pix2pixhd  # noqa: F401  (netG "pix2pixhd")
 from models.networks.generators import asapnet  # noqa: F401  (netG "asapnet")
+from models.networks.generators import crn  # noqa: F401  (netG "crn": SIMS's cascaded refinement network)
 from models.networks import discriminators  # noqa: F401  (registers netD "multiscale", "patch")
 from models.networks import encoder  # noqa: F401  (registers netE "conv")
 from models.networks import feature_encoder  # noqa: F401  (pix2pixHD's feature encoder "pix2pixhd")

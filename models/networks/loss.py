@@ -1,4 +1,5 @@
-"""Losses of SPADE: adversarial (hinge / ls / original / w), feature matching, KLD, VGG."""
+"""Losses of SPADE: adversarial (hinge / ls / original / w), feature matching, KLD, VGG; SIMS's
+class-masked VGG loss and semantic cross-entropy."""
 from __future__ import annotations
 
 from typing import List, Optional, Sequence, Union
@@ -179,3 +180,118 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1",
     mean_g = g.sum() / count
     mean_g2 = (g * g).sum() / count
     return torch.sqrt((mean_g2 - 0.85 * mean_g * mean_g).clamp_min(1e-8))
+
+
+# SIMS's perceptual loss (official python_code/synthesis_256_512.py): the pixels and VGG-19's
+# conv1_2 .. conv5_2 (after their ReLU), each layer's class-masked L1 divided by these constants,
+# which balance the layers' magnitudes on the caffe VGG's 0-255 scale.
+SIMS_VGG_LAYERS = ("pixels", "conv1_2", "conv2_2", "conv3_2", "conv4_2", "conv5_2")
+SIMS_VGG_WEIGHTS = (1.0, 1.0 / 2.6, 1.0 / 4.8, 1.0 / 3.7, 1.0 / 5.6, 10.0 / 1.5)
+SIMS_SEMANTIC_WEIGHT = 10.0  # the paper's weight of semantic_cross_entropy next to this loss
+# torchvision vgg19().features slices ending after the ReLU of conv1_2, conv2_2, ... conv5_2
+SIMS_VGG_SLICES = ((0, 4), (4, 9), (9, 14), (14, 23), (23, 32))
+# torchvision's VGG reads (x / 255 - mean) / std; the caffe VGG of the paper reads x - 255 * mean
+# (x in 0-255). Their first convs agree when W_torchvision ~ 255 * std * W_caffe, and every later
+# layer is positively homogeneous (ReLU, pooling, the biases aside), so caffe features are about
+# 255 * std times torchvision's: multiplying by it keeps the paper's layer weights in balance
+# with the pixel term. std: the mean of ImageNet's (0.229, 0.224, 0.225).
+CAFFE_FEATURE_SCALE = 255.0 * 0.226
+
+
+def class_masked_l1(fake: torch.Tensor, real: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """sum_c mean_{n, h, w} masks[n, c] * mean_channels |fake - real|, masks resized to the
+    features' size (bilinear, corners aligned: the official resize).
+
+    ``fake``, ``real``: ``(N, K, h, w)``; ``masks``: ``(N, C, H, W)``. Returns ``()``.
+    """
+    if masks.shape[-2:] != fake.shape[-2:]:
+        masks = F.interpolate(masks, size=fake.shape[-2:], mode="bilinear", align_corners=True)
+    diff = (fake - real).abs().mean(dim=1, keepdim=True)  # (N, 1, h, w)
+    return (masks * diff).mean(dim=(0, 2, 3)).sum()
+
+
+class ClassMaskedVGGLoss(nn.Module):
+    """SIMS's loss: class-masked L1 between the pixels and VGG-19 conv1_2..conv5_2 features.
+
+    ``forward(fake: (N, 3, H, W), real: (N, 3, H, W), masks: (N, C, H, W)) -> ()``: images in
+    [-1, 1], ``masks`` float (one-hot label map or soft masks, any size: resized bilinearly to
+    each layer). Per layer l with weight w_l (``SIMS_VGG_WEIGHTS``):
+    ``w_l * sum_c mean_{n,h,w} mask_c * mean_channels |f_l(fake) - f_l(real)|``, summed over l.
+
+    The paper's scale: the pixel term compares 0-255 values; the VGG reads torchvision's
+    normalized input and its features are multiplied by ``CAFFE_FEATURE_SCALE`` (see there).
+    ``avg_pool``: the paper's VGG averages instead of max-pools (2x2, stride 2, a last partial
+    window on odd sizes, as TensorFlow's SAME); False keeps torchvision's max pooling.
+    Gradients reach ``fake`` only. ``weights_path``: see :func:`load_vgg19_features` (raises
+    WeightsError when no weights can be had).
+    """
+
+    def __init__(self, weights_path: Optional[str] = None, avg_pool: bool = True) -> None:
+        super().__init__()
+        features = load_vgg19_features(weights_path)
+        if avg_pool:
+            for i, layer in enumerate(features):
+                if isinstance(layer, nn.MaxPool2d):
+                    features[i] = nn.AvgPool2d(2, stride=2, ceil_mode=True)
+        self.vgg = nn.ModuleList(features[a:b] for a, b in SIMS_VGG_SLICES)
+        self.vgg.requires_grad_(False)
+        self.vgg.eval()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def train(self, mode: bool = True) -> "ClassMaskedVGGLoss":
+        super().train(mode)
+        self.vgg.eval()  # frozen whatever the owner's mode
+        return self
+
+    def _layers(self, img: torch.Tensor) -> List[torch.Tensor]:
+        """[pixels on 0-255, conv1_2, ..., conv5_2 on the caffe scale] of ``img`` in [-1, 1]."""
+        unit = (img + 1) / 2
+        out = [unit * 255.0]
+        h = (unit - self.mean) / self.std
+        for block in self.vgg:
+            h = block(h)
+            out.append(h * CAFFE_FEATURE_SCALE)
+        return out
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        if fake.shape != real.shape or fake.dim() != 4 or fake.size(1) != 3:
+            raise ValueError(f"ClassMaskedVGGLoss: fake and real must be (N, 3, H, W) images of one "
+                             f"shape (got {tuple(fake.shape)} and {tuple(real.shape)})")
+        if masks.dim() != 4 or masks.size(0) != fake.size(0):
+            raise ValueError(f"ClassMaskedVGGLoss: masks must be (N, C, H, W) with the images' N "
+                             f"(got {tuple(masks.shape)} for images {tuple(fake.shape)})")
+        masks = masks.to(fake.dtype)
+        fake_layers = self._layers(fake)
+        with torch.no_grad():
+            real_layers = self._layers(real)
+        loss = fake.new_zeros(())
+        for w, f, r in zip(SIMS_VGG_WEIGHTS, fake_layers, real_layers):
+            loss = loss + w * class_masked_l1(f, r.detach(), masks)
+        return loss
+
+
+def semantic_cross_entropy(logits: torch.Tensor, label: torch.Tensor,
+                           ignore_index: Optional[int] = None) -> torch.Tensor:
+    """Mean cross-entropy of ``logits (N, K, H, W)`` against the label map ``label (N, 1, H, W)``
+    (integer ids in [0, K), or ``ignore_index``: left out of the mean). ``()``; 0 (with a
+    gradient) when every pixel is ignored. SIMS weighs it ``SIMS_SEMANTIC_WEIGHT``.
+    """
+    if logits.dim() != 4 or label.dim() != 4 or label.size(1) != 1 \
+            or label.shape[0] != logits.shape[0] or label.shape[2:] != logits.shape[2:]:
+        raise ValueError(f"semantic_cross_entropy: label must be (N, 1, H, W) matching logits "
+                         f"(N, K, H, W) (got {tuple(label.shape)} and {tuple(logits.shape)})")
+    if label.dtype.is_floating_point:
+        raise ValueError(f"semantic_cross_entropy: label must hold integer class ids (got {label.dtype})")
+    target = label[:, 0].long()
+    valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    ids = target[valid]
+    lo, hi = int(ids.min()), int(ids.max())  # one sync: a clear error instead of a device assert
+    if lo < 0 or hi >= logits.size(1):
+        raise ValueError(f"semantic_cross_entropy: label ids must be in [0, {logits.size(1)}) "
+                         f"(got {lo}..{hi}); pass ignore_index for the ids to leave out")
+    return F.cross_entropy(logits, target, ignore_index=-100 if ignore_index is None else ignore_index)
