@@ -34,7 +34,8 @@ class Match:
     """One query component and the bank segment chosen for it.
 
     class_id: the component's class; bank_index: the segment's index in the bank, -1 when the
-    bank has no segment of this class (the component stays a hole); score: its retrieval score
+    component stays a hole (no candidate of its class outside the excluded sources, or smaller
+    than the retrieval's ``min_area_frac``); score: its retrieval score
     (NaN when bank_index is -1); bbox: (y0, x0, y1, x1) of the component in the query, ends
     exclusive; local_mask: (y1 - y0, x1 - x0) bool; hw: (H, W) of the query; shape: (S*S,) bool
     box-normalized component mask (the STN's second input).
@@ -110,12 +111,6 @@ def score_matrix(query_shapes: np.ndarray, query_contexts: np.ndarray, bank_shap
     q = query_contexts.astype(np.float32)
     q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     return iou + np.float32(context_weight) * (q @ bank_contexts.T)
-
-
-def _unit_contexts(bank: SegmentBank, idx: np.ndarray) -> np.ndarray:
-    """(n, C) unit context vectors of the segments ``idx`` (the shape-mode cache holds them)."""
-    contexts = bank.contexts[idx].astype(np.float32)
-    return contexts / np.maximum(np.linalg.norm(contexts, axis=1, keepdims=True), 1e-12)
 
 
 def retrieve(bank: SegmentBank, label: np.ndarray,
