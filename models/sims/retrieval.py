@@ -75,9 +75,18 @@ def _class_matrices(bank: SegmentBank, class_id: int) -> Tuple[np.ndarray, np.nd
     if key not in cache:
         idx = bank.class_indices(class_id)
         shapes = bank.shapes[idx].astype(np.float32)
-        contexts = bank.contexts[idx].astype(np.float32)
-        norms = np.linalg.norm(contexts, axis=1, keepdims=True)
-        cache[key] = (idx, shapes, shapes.sum(axis=1), contexts / np.maximum(norms, 1e-12))
+        cache[key] = (idx, shapes, shapes.sum(axis=1), _class_contexts(bank, class_id))
+    return cache[key]
+
+
+def _class_contexts(bank: SegmentBank, class_id: int) -> np.ndarray:
+    """(n, C) float32 unit context vectors of one class's segments (``class_indices`` order),
+    cached: both modes score the context term against them."""
+    key = ("retrieval-contexts", int(class_id), len(bank))
+    cache = bank._cache
+    if key not in cache:
+        contexts = bank.contexts[bank.class_indices(class_id)].astype(np.float32)
+        cache[key] = contexts / np.maximum(np.linalg.norm(contexts, axis=1, keepdims=True), 1e-12)
     return cache[key]
 
 
@@ -164,7 +173,7 @@ def retrieve(bank: SegmentBank, label: np.ndarray,
             s = iou_matrix(frames[rows], bank_frames, sizes)
             q = contexts[rows].astype(np.float32)
             q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-            s = s + np.float32(context_weight) * (q @ _class_matrices(bank, int(cls))[3].T)
+            s = s + np.float32(context_weight) * (q @ _class_contexts(bank, int(cls)).T)
         else:
             idx, bank_shapes, sizes, bank_contexts = _class_matrices(bank, int(cls))
             if idx.size == 0:
