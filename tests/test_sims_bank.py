@@ -120,12 +120,19 @@ def test_build_script_end_to_end(tmp_path, capsys):
             "--gpu_ids", "-1", "--checkpoints_dir", str(tmp_path / "ck"), "--timing_maps", "2"]
     summary = main(args + ["--bank_dir", str(bank_dir)])
     out = capsys.readouterr().out
-    assert "segments" in out and "ms per map" in out
+    assert "segments" in out and "ms per map" in out and "source size, no cap" in out
     assert summary["maps"] == 6 and summary["segments"] > 6 and summary["size_mb"] > 0
     assert summary["components_per_map"] > 0 and summary["retrieval_ms_per_map"] > 0
+    assert summary["paper_retrieval_ms_per_map"] > 0 and summary["max_crop_side"] == 0
     bank = SegmentBank.load(str(bank_dir))
     assert len(bank) == summary["segments"]
     assert set(np.unique(bank.sources)) == set(range(6))
+    # crops at the training resolution (64 px here): the background's crop spans the frame
+    assert summary["crop_side_max"] == int(bank.crop_hw.max()) == 64
+    assert np.array_equal(bank.crop_hw, bank.bboxes[:, 2:] - bank.bboxes[:, :2])
+    # each photo's path is recorded and maps back to its source id
+    assert len(bank.source_paths) == 6 and all(bank.source_paths) and summary["source_paths"] == 6
+    assert [bank.source_index(p) for p in bank.source_paths] == list(range(6))
     assert np.isfinite(bank.depths).all()  # synthetic scenes carry depth
     assert bank.info["dataset_mode"] == "synthetic" and bank.info["crop_size"] == 64
     assert (bank.areas >= 16).all()

@@ -107,7 +107,17 @@ def test_stn_identity_at_init_and_box_fit_is_exact(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(stn.state_dict().values(), again.state_dict().values()))
 
 
-def test_stn_recovers_a_known_affine_warp():
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions on 32 px masks: a second thread only adds synchronisation, which on a
+    busy 2-core machine made this test ~7x slower (98 s vs 14 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_stn_recovers_a_known_affine_warp(one_thread):
     rng = np.random.default_rng(0)
     shapes = []
     for i in range(200):
@@ -203,3 +213,28 @@ def test_compose_canvas_with_stn_and_torch_input(blob_bank):
     assert fa.mean() > 0.9 and a.min() >= -1 and a.max() <= 1
     with pytest.raises(ValueError, match="shape"):
         compose_canvas(bank, maps[1], None, stn=AffineSTN(32))
+
+
+def test_paper_mode_on_a_bank_member_rebuilds_its_photo(blob_bank):
+    """Retrieval as published on a training map: every component big enough to be in the bank
+    finds its own segment (frame IoU 1 + context 1), and pasting each at its own place (no
+    dilation) gives back the photo's pixels there; excluding the photo never returns it."""
+    bank, maps = blob_bank
+    source = 1
+    label = maps[source]
+    rgb = np.random.default_rng(100 + source).integers(0, 256, size=label.shape + (3,), dtype=np.uint8)
+    comps = find_components(label, bank.ignore_ids, 1)
+    big = comps.areas >= bank.min_segment_pixels
+    assert big.sum() >= 4 and (~big).any()
+    matches = retrieve(bank, label, components=comps, mode="paper", min_area_frac=0.0)
+    for k, m in enumerate(matches):
+        if big[k]:
+            assert bank.sources[m.bank_index] == source and m.score == pytest.approx(2.0, abs=1e-5)
+            assert np.array_equal(bank.bboxes[m.bank_index], comps.bboxes[k])
+    others = retrieve(bank, label, components=comps, mode="paper", min_area_frac=0.0, exclude_sources=[source])
+    assert all(m.bank_index >= 0 and bank.sources[m.bank_index] != source for m in others)
+    canvas, filled = compose_canvas(bank, label, retrieval="paper", min_area_frac=0.0, dilate=0)
+    photo = torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1
+    inside = torch.from_numpy(np.isin(comps.id_map, np.flatnonzero(big) + 1))
+    assert filled[0][inside].min() == 1
+    assert torch.allclose(canvas[:, inside], photo[:, inside], atol=1e-5)

@@ -10,19 +10,25 @@ Per segment ``i`` (``N`` segments, ``C = label_nc + 1`` context bins, ``S`` = sh
     depths      (N,)      float32  median normalized inverse depth (near = large), NaN = unknown
     sources     (N,)      int32    index of the source image; source_hw (N, 2) its size
     areas       (N,)      int32    pixel count at the source resolution
-    crop_hw     (N, 2)    int32    size of the stored crop (the bbox, shrunk to max_crop_side)
+    crop_hw     (N, 2)    int32    size of the stored crop: the bbox at the source size (shrunk
+                                   only when built with max_crop_side > 0)
+    frames      (N, G*G)  bool     its mask in its source frame resized to a G x G grid (G =
+                                   frame_size): where it lies in the image, for retrieval as published
+    colour_means (N, 3), colour_covs (N, 9)  float32  its pixels' colour mean and covariance
+                                   (row-major 3 x 3) in [-1, 1]
     offsets     (N,)      int64    where its RGB crop (h*w*3) and then its mask crop (h*w) start
                                    in ``pixels``, one flat uint8 array (memory-mapped on load)
 
-plus ``order_counts (C, C)``: how often a segment of class ``a`` lay above an adjacent segment
+plus ``source_paths``, the path of each source image ("" when not given), and
+``order_counts (C, C)``: how often a segment of class ``a`` lay above an adjacent segment
 of class ``b`` in the training maps (by depth where known, else by the geometric cue "the
 smaller box / the box inside the other one is in front"); ``ordering`` uses it only when no
 depth is known.
 
 On disk a bank is one folder: ``segments.npz`` (the small arrays), ``pixels.npy`` (the crops,
-memory-mappable) and ``index.json`` (label_nc, S, counts, the dataset options it was built
-from). Files are written under temporary names and renamed into place, ``index.json`` last;
-a build id shared by the three files detects a set torn by a kill.
+memory-mappable) and ``index.json`` (label_nc, S, G, counts, the source paths, the dataset
+options it was built from). Files are written under temporary names and renamed into place,
+``index.json`` last; a build id shared by the three files detects a set torn by a kill.
 """
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ from scipy import ndimage
 
 from util.errors import DatasetError
 
-FORMAT = "udgan-sims-bank-1"
+FORMAT = "udgan-sims-bank-2"  # 2: full-size crops, frame masks, colour stats, source paths
 INDEX_FILE, SEGMENTS_FILE, PIXELS_FILE = "index.json", "segments.npz", "pixels.npy"
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 # Boundary depths within this relative difference are a tie for the learned order (a contact
@@ -50,7 +56,8 @@ BOUNDARY_BAND = 3  # pixels on each side of a shared boundary compared for the l
 _ARRAYS = {  # name -> (dtype, trailing shape given S and C)
     "class_ids": np.int32, "bboxes": np.int32, "crop_hw": np.int32, "shape_bits": np.uint8,
     "contexts": np.float32, "depths": np.float32, "sources": np.int32, "areas": np.int32,
-    "offsets": np.int64, "source_hw": np.int32,
+    "offsets": np.int64, "source_hw": np.int32, "frame_bits": np.uint8, "colour_means": np.float32,
+    "colour_covs": np.float32,
 }
 
 
@@ -188,6 +195,62 @@ def shape_descriptors(masks: Sequence[np.ndarray], size: int) -> np.ndarray:
     return np.stack([shape_descriptor(m, size) for m in masks])
 
 
+def _cell_edges(n: int, cells: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) of ``cells`` equal cells over ``n`` pixels, each at least one
+    pixel (cells repeat pixels when ``n < cells``): the grid ``box_resize`` averages over."""
+    lo = (np.arange(cells) * n) // cells
+    hi = np.maximum((np.arange(1, cells + 1) * n) // cells, lo + 1)
+    return lo, np.minimum(hi, max(n, 1))
+
+
+def frame_descriptor(mask: np.ndarray, bbox: Sequence[int], hw: Tuple[int, int], size: int) -> np.ndarray:
+    """A component's mask in its image frame on a ``size`` x ``size`` grid -> (size * size,) bool.
+
+    mask: (y1 - y0, x1 - x0) bool local mask; bbox: (y0, x0, y1, x1) in the (H, W) = ``hw``
+    frame. A cell is set when the component covers at least half of it; a component too small to
+    cover half a cell still sets its most covered cell, so every segment has a position. Only the
+    cells over the bbox are computed (an integral image of the local mask), not the whole frame.
+    """
+    H, W = hw
+    y0, x0, y1, x1 = (int(v) for v in bbox)
+    h, w = mask.shape
+    integral = np.zeros((h + 1, w + 1), dtype=np.float64)
+    integral[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.float64), axis=1)
+    ylo, yhi = _cell_edges(H, size)
+    xlo, xhi = _cell_edges(W, size)
+    rows = np.flatnonzero((yhi > y0) & (ylo < y1))
+    cols = np.flatnonzero((xhi > x0) & (xlo < x1))
+    sy0, sy1 = np.clip(ylo[rows] - y0, 0, h), np.clip(yhi[rows] - y0, 0, h)
+    sx0, sx1 = np.clip(xlo[cols] - x0, 0, w), np.clip(xhi[cols] - x0, 0, w)
+    sums = integral[sy1][:, sx1] - integral[sy0][:, sx1] - integral[sy1][:, sx0] + integral[sy0][:, sx0]
+    frac = sums / ((yhi[rows] - ylo[rows])[:, None] * (xhi[cols] - xlo[cols])[None, :])
+    out = np.zeros((size, size), dtype=bool)
+    if frac.size:
+        out[np.ix_(rows, cols)] = frac >= 0.5
+        if not out.any() and frac.max() > 0:
+            r, c = np.unravel_index(int(np.argmax(frac)), frac.shape)
+            out[rows[r], cols[c]] = True
+    return out.ravel()
+
+
+def frame_descriptors(comps: Components, size: int) -> np.ndarray:
+    """Every component's frame descriptor: (K, size * size) bool."""
+    if len(comps) == 0:
+        return np.zeros((0, size * size), dtype=bool)
+    return np.stack([frame_descriptor(m, comps.bboxes[k], comps.hw, size) for k, m in enumerate(comps.masks)])
+
+
+def colour_statistics(rgb: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean (3,) and covariance (3, 3) (population, float32) of the masked pixels of an (h, w, 3)
+    uint8 crop, on the [-1, 1] scale the networks use; zeros for an empty mask."""
+    pixels = rgb[mask].astype(np.float64) / 127.5 - 1.0
+    if pixels.shape[0] == 0:
+        return np.zeros(3, np.float32), np.zeros((3, 3), np.float32)
+    mean = pixels.mean(axis=0)
+    centred = pixels - mean
+    return mean.astype(np.float32), (centred.T @ centred / pixels.shape[0]).astype(np.float32)
+
+
 def ring_radius(area: int) -> int:
     """Width of the context ring: a tenth of the segment's size, so that it scales with the
     resolution, within [2, 32] pixels."""
@@ -240,7 +303,8 @@ def segment_depth(depth: Optional[np.ndarray], bbox: Sequence[int], mask: np.nda
 
 def _resize_crop(rgb: np.ndarray, mask: np.ndarray, max_side: int) -> Tuple[np.ndarray, np.ndarray]:
     """Shrink an (h, w, 3) uint8 crop and its (h, w) bool mask so the longer side is at most
-    ``max_side`` (keeps banks of large photos at a bounded size; place_segment rescales anyway)."""
+    ``max_side``; 0 keeps the source size (the default: a shrunk crop blurs large segments when
+    pasted back at their own size)."""
     h, w = mask.shape
     if max_side <= 0 or max(h, w) <= max_side:
         return rgb, mask
@@ -257,24 +321,32 @@ class SegmentBank:
     Build with ``add_image`` per training sample, then ``save(folder)``; use with
     ``SegmentBank.load(folder)``. Segments of the ``ignore_ids`` classes (default: the dontcare
     id ``label_nc`` that datasets map 255 to, and 255) and smaller than ``min_segment_pixels``
-    are not stored.
+    are not stored. Crops are stored at their source size unless ``max_crop_side`` > 0;
+    ``frame_size`` is the side G of the frame grid that retrieval "as published" compares on.
     """
 
     def __init__(self, label_nc: int, shape_size: int = 32, min_segment_pixels: int = 16,
-                 max_crop_side: int = 256, ignore_ids: Optional[Iterable[int]] = None) -> None:
+                 max_crop_side: int = 0, ignore_ids: Optional[Iterable[int]] = None,
+                 frame_size: int = 32) -> None:
         if label_nc < 1:
             raise ValueError(f"label_nc must be at least 1 (got {label_nc}): the bank needs class ids")
         if shape_size < 4 or shape_size % 8:
             raise ValueError(f"shape_size must be a multiple of 8, at least 8 (got {shape_size})")
+        if frame_size < 4:
+            raise ValueError(f"frame_size must be at least 4 (got {frame_size})")
+        if max_crop_side < 0:
+            raise ValueError(f"max_crop_side must be 0 (no cap) or positive (got {max_crop_side})")
         self.label_nc = int(label_nc)
         self.context_dim = self.label_nc + 1  # + the dontcare id, which borders many segments
         self.shape_size = int(shape_size)
         self.min_segment_pixels = int(min_segment_pixels)
         self.max_crop_side = int(max_crop_side)
+        self.frame_size = int(frame_size)
         self.ignore_ids = tuple(sorted({self.label_nc, 255} if ignore_ids is None else
                                        {int(i) for i in ignore_ids}))
         self.order_counts = np.zeros((self.context_dim, self.context_dim), dtype=np.float64)
         self.num_sources = 0
+        self.source_paths: List[str] = []  # per source id; "" when not given
         self.info: Dict[str, Any] = {}   # dataset options, written to index.json
         self.build_id = ""
         self._arrays: Dict[str, np.ndarray] = {name: self._empty(name) for name in _ARRAYS}
@@ -287,6 +359,8 @@ class SegmentBank:
     def _empty(self, name: str) -> np.ndarray:
         trailing = {"bboxes": (4,), "crop_hw": (2,), "source_hw": (2,),
                     "shape_bits": (self.shape_size * self.shape_size // 8,),
+                    "frame_bits": ((self.frame_size * self.frame_size + 7) // 8,),
+                    "colour_means": (3,), "colour_covs": (9,),
                     "contexts": (self.context_dim,)}.get(name, ())
         return np.zeros((0,) + trailing, dtype=_ARRAYS[name])
 
@@ -327,6 +401,60 @@ class SegmentBank:
             self._pixel_chunks = []
         return self._pixels
 
+    def frame_masks(self, class_id: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The segments of ``class_id`` in their source frames: (indices (n,) int64, masks
+        (n, G*G) float32 0/1 on the G x G frame grid), cached (retrieval scores against them)."""
+        key = ("frames", int(class_id), len(self))
+        if key not in self._cache:
+            idx = self.class_indices(class_id)
+            bits = self._get("frame_bits")[idx]
+            masks = np.unpackbits(bits, axis=1, count=self.frame_size ** 2).astype(np.float32)
+            self._cache[key] = (idx, masks)
+        return self._cache[key]
+
+    def frame_mask(self, i: int, hw: Tuple[int, int]) -> np.ndarray:
+        """Segment ``i``'s mask at its place in its source frame, that frame resized to ``hw``
+        (H, W) by nearest neighbour -> (H, W) bool (exact when ``hw`` is the source size)."""
+        _, mask = self.crop(i)
+        i = i % len(self)
+        H, W = (int(v) for v in hw)
+        if H < 1 or W < 1:
+            raise ValueError(f"hw must be a positive (H, W), got {tuple(hw)}")
+        sh, sw = (int(v) for v in self.source_hw[i])
+        y0, x0, y1, x1 = (int(v) for v in self.bboxes[i])
+        ch, cw = mask.shape
+        # nearest: the source pixel under each output pixel's centre, then the crop pixel under
+        # that source pixel (the crop may be smaller than its bbox when built with max_crop_side)
+        sy = np.minimum(((np.arange(H) + 0.5) * sh / H).astype(np.int64), sh - 1)
+        sx = np.minimum(((np.arange(W) + 0.5) * sw / W).astype(np.int64), sw - 1)
+        ry, rx = np.flatnonzero((sy >= y0) & (sy < y1)), np.flatnonzero((sx >= x0) & (sx < x1))
+        out = np.zeros((H, W), dtype=bool)
+        if ry.size and rx.size:
+            cy = ((sy[ry] - y0) * ch) // (y1 - y0)
+            cx = ((sx[rx] - x0) * cw) // (x1 - x0)
+            out[np.ix_(ry, rx)] = mask[np.ix_(cy, cx)]
+        return out
+
+    def colour_stats(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Segment ``i``'s colour mean (3,) and covariance (3, 3), float32 in [-1, 1] units
+        (of its source-size pixels)."""
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"segment {i} is out of range (the bank has {n})")
+        return self._get("colour_means")[i].copy(), self._get("colour_covs")[i].reshape(3, 3).copy()
+
+    def source_index(self, path: str) -> Optional[int]:
+        """The source id of the image at ``path`` (as recorded by ``add_image``), None if the bank
+        has no segment source of that path (e.g. a test image). Paths compare normalized."""
+        key = ("paths", len(self.source_paths))
+        if key not in self._cache:
+            table: Dict[str, int] = {}
+            for j, p in enumerate(self.source_paths):
+                if p:
+                    table.setdefault(os.path.normpath(p), j)
+            self._cache[key] = table
+        return self._cache[key].get(os.path.normpath(str(path)))
+
     def class_indices(self, class_id: int) -> np.ndarray:
         """Indices of the segments of ``class_id`` (cached)."""
         key = ("class", int(class_id), len(self))
@@ -342,7 +470,7 @@ class SegmentBank:
 
     def crop(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
         """Segment ``i``'s stored pixels: (rgb (h, w, 3) uint8, mask (h, w) bool) over its bbox
-        (shrunk to ``max_crop_side`` for large segments)."""
+        (at the source size; shrunk only when the bank was built with ``max_crop_side`` > 0)."""
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"segment {i} is out of range (the bank has {n})")
@@ -380,12 +508,13 @@ class SegmentBank:
         return comps, shapes, contexts, adjacency
 
     def add_image(self, label: np.ndarray, image: np.ndarray, depth: Optional[np.ndarray] = None,
-                  source_id: Optional[int] = None) -> int:
+                  source_id: Optional[int] = None, source_path: Optional[str] = None) -> int:
         """Add every segment of one training sample; returns how many were added.
 
         label: (H, W) int class ids (dontcare = label_nc or 255); image: (H, W, 3) uint8;
         depth: (H, W) float normalized inverse depth (near = large, 0 = unknown/far) or None;
-        source_id: index of the sample (default: the next one).
+        source_id: index of the sample (default: the next one); source_path: the photo's path,
+        recorded in ``source_paths`` (training-time retrieval excludes a sample's own segments).
         """
         label = as_label_array(label)
         image = np.asarray(image)
@@ -400,6 +529,10 @@ class SegmentBank:
                 raise ValueError(f"depth must be (H, W) = {label.shape}, got {depth.shape}")
         source = self.num_sources if source_id is None else int(source_id)
         self.num_sources = max(self.num_sources, source + 1)
+        if len(self.source_paths) < self.num_sources:
+            self.source_paths.extend([""] * (self.num_sources - len(self.source_paths)))
+        if source_path is not None:
+            self.source_paths[source] = str(source_path)
         comps, shapes, contexts, adjacency = self.describe(label)
         k_count = len(comps)
         if k_count == 0:
@@ -408,8 +541,12 @@ class SegmentBank:
                           dtype=np.float32)
         crop_hw = np.zeros((k_count, 2), dtype=np.int32)
         offsets = np.zeros(k_count, dtype=np.int64)
+        means = np.zeros((k_count, 3), dtype=np.float32)
+        covs = np.zeros((k_count, 9), dtype=np.float32)
         for k in range(k_count):
             y0, x0, y1, x1 = (int(v) for v in comps.bboxes[k])
+            means[k], cov = colour_statistics(image[y0:y1, x0:x1], comps.masks[k])
+            covs[k] = cov.ravel()
             rgb, mask = _resize_crop(image[y0:y1, x0:x1], comps.masks[k], self.max_crop_side)
             crop_hw[k] = mask.shape
             offsets[k] = self._pixel_bytes
@@ -420,7 +557,9 @@ class SegmentBank:
         new = {"class_ids": comps.class_ids, "bboxes": comps.bboxes, "crop_hw": crop_hw,
                "shape_bits": np.packbits(shapes, axis=1), "contexts": contexts, "depths": depths,
                "sources": np.full(k_count, source), "areas": comps.areas, "offsets": offsets,
-               "source_hw": np.tile(np.array(label.shape), (k_count, 1))}
+               "source_hw": np.tile(np.array(label.shape), (k_count, 1)),
+               "frame_bits": np.packbits(frame_descriptors(comps, self.frame_size), axis=1),
+               "colour_means": means, "colour_covs": covs}
         for name, values in new.items():
             self._pending[name].append(np.asarray(values, dtype=_ARRAYS[name]))
         return k_count
@@ -502,7 +641,8 @@ class SegmentBank:
             index = {"format": FORMAT, "build_id": build_id, "label_nc": self.label_nc,
                      "context_dim": self.context_dim, "shape_size": self.shape_size,
                      "min_segment_pixels": self.min_segment_pixels, "max_crop_side": self.max_crop_side,
-                     "ignore_ids": list(self.ignore_ids), "count": len(self), "num_sources": self.num_sources,
+                     "ignore_ids": list(self.ignore_ids), "frame_size": self.frame_size,
+                     "count": len(self), "num_sources": self.num_sources, "source_paths": list(self.source_paths),
                      "pixel_bytes": int(self._pixel_bytes),
                      "class_counts": {str(c): n for c, n in self.class_counts().items()},
                      "dataset": self.info}
@@ -531,8 +671,14 @@ class SegmentBank:
         try:
             with open(paths[INDEX_FILE]) as f:
                 index = json.load(f)
-            if index.get("format") != FORMAT:
-                raise ValueError(f"format {index.get('format')!r}, expected {FORMAT!r}")
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"cannot read the segment bank in {folder}: {type(e).__name__}: {e}; {hint}") from None
+        if index.get("format") != FORMAT:
+            raise DatasetError(f"the segment bank in {folder} has format {index.get('format')!r}, this version "
+                               f"reads {FORMAT!r} (crops at source size, frame masks, colour statistics, "
+                               "source paths): rebuild with scripts/build_segment_bank.py --bank_dir "
+                               f"{folder} [the dataset options it was built with]")
+        try:
             data = np.load(paths[SEGMENTS_FILE])
             arrays = {name: data[name] for name in _ARRAYS}
             order_counts, build_id = data["order_counts"], str(data["build_id"])
@@ -544,12 +690,14 @@ class SegmentBank:
             raise DatasetError(f"the segment bank in {folder} is incomplete (its files come from different "
                                f"builds, e.g. after an interrupted save); {hint}")
         bank = cls(index["label_nc"], index["shape_size"], index["min_segment_pixels"],
-                   index["max_crop_side"], index["ignore_ids"])
+                   index["max_crop_side"], index["ignore_ids"], index["frame_size"])
         bank._arrays = arrays
         bank._pixels = pixels
         bank._pixel_bytes = int(pixels.shape[0])
         bank.order_counts = np.asarray(order_counts, dtype=np.float64)
         bank.num_sources = int(index["num_sources"])
+        bank.source_paths = [str(p) for p in index.get("source_paths", [])]
+        bank.source_paths += [""] * (bank.num_sources - len(bank.source_paths))
         bank.info = dict(index.get("dataset", {}))
         bank.build_id = build_id
         return bank
