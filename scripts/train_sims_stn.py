@@ -9,7 +9,8 @@ sees a segment's RGB placed in the frame, its mask and the query label map, and 
 the photometric loss on pairs made from the training split: each segment of a frame with the
 same-class segment of another frame that overlaps it most, and/or with a randomly warped copy
 of itself (``--pairs``). It takes the same dataset options as training and
-scripts/build_segment_bank.py. The weights go to ``<bank_dir>/frame_stn.pth`` (or ``--out``).
+scripts/build_segment_bank.py; those not given are taken from the bank's index.json (the data
+the bank was built from). The weights go to ``<bank_dir>/frame_stn.pth`` (or ``--out``).
 The JSON line has the training losses and, on pairs whose query frames were held out of
 training, the masked L1 and mask IoU of no transform against the network's.
 
@@ -175,8 +176,37 @@ class PaperOptions(BaseOptions):
         return parser
 
 
+def bank_dataset_args(argv: List[str]) -> List[str]:
+    """Dataset flags recorded by the bank named by ``--bank_dir`` (its index.json) that ``argv``
+    does not set: the network is trained on the data its bank was built from unless told
+    otherwise. [] without a bank."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--bank_dir", default=None)
+    bank_dir = pre.parse_known_args(argv)[0].bank_dir
+    index = os.path.join(bank_dir, "index.json") if bank_dir else ""
+    if not index or not os.path.isfile(index):
+        return []
+    try:
+        with open(index) as f:
+            recorded = json.load(f).get("dataset") or {}
+    except (OSError, ValueError, AttributeError):
+        return []  # an unreadable index: the dataset flags given (or their defaults) decide
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    extra: List[str] = []
+    for key in INFO_KEYS:
+        value = recorded.get(key)
+        if f"--{key}" in given or value is None:
+            continue
+        if isinstance(value, bool):
+            extra += [f"--{key}"] if value else []
+        else:
+            extra += [f"--{key}", str(value)]
+    return extra
+
+
 def parse_paper_options(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    opt = PaperOptions().parse(argv, save=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opt = PaperOptions().parse(bank_dataset_args(argv) + argv, save=False)
     checks = [(opt.steps >= 1, "--steps must be at least 1"), (opt.batch_size >= 1, "--batch_size must be at least 1"),
               (opt.lr > 0, "--lr must be positive"), (opt.width >= 1, "--width must be at least 1"),
               (opt.stn_size >= 16 and opt.stn_size % 16 == 0, "--stn_size must be a multiple of 16, at least 16"),
@@ -251,6 +281,11 @@ def run_paper(opt: argparse.Namespace) -> Dict[str, Any]:
             summary.update({f"eval_{k}": v for k, v in evaluate_pairs(net, eval_pairs, device=device).items()})
     info = {k: getattr(opt, k) for k in INFO_KEYS if hasattr(opt, k)}
     info.update(steps=opt.steps, pairs=opt.pairs, coverage_weight=opt.coverage_weight)
+    try:  # which bank it was trained beside, when there is one
+        with open(os.path.join(opt.bank_dir, "index.json")) as f:
+            info["bank_build_id"] = json.load(f).get("build_id")
+    except (OSError, ValueError, AttributeError):
+        pass
     net.cpu().save(opt.out, info)
     return summary
 

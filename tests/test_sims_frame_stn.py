@@ -199,3 +199,23 @@ def test_script_paper_mode_end_to_end(tmp_path, capsys, one_thread):
     with pytest.raises(SystemExit):
         main(["--stn", "nope", "--bank_dir", str(bank_dir)])
     assert "--stn must be one of" in capsys.readouterr().err
+
+
+def test_script_paper_mode_takes_the_dataset_from_the_bank(tmp_path, capsys, one_thread):
+    from scripts.build_segment_bank import main as build_bank
+    from scripts.train_sims_stn import main
+
+    bank_dir = tmp_path / "bank"
+    build_bank(["--dataset_mode", "synthetic", "--crop_size", "32", "--load_size", "32", "--synthetic_num", "5",
+                "--bank_dir", str(bank_dir), "--gpu_ids", "-1", "--timing_maps", "0"])
+    capsys.readouterr()
+    result = main(["--bank_dir", str(bank_dir), "--gpu_ids", "-1", "--steps", "2", "--batch_size", "2",
+                   "--stn_size", "16", "--width", "2", "--eval_pairs", "0"])
+    assert result["frames"] == 5 and result["held_out_frames"] == 0 and "eval_l1_stn" not in result
+    index = json.loads((bank_dir / "index.json").read_text())
+    net = FrameSTN.load(str(bank_dir / FRAME_STN_FILE), num_classes=index["label_nc"])
+    assert net.num_classes == index["label_nc"] and net.info["bank_build_id"] == index["build_id"]
+    assert net.info["crop_size"] == 32 and net.info["synthetic_num"] == 5
+    # the shape STN is still there, unchanged, beside it
+    main(["--stn", "shape", "--bank_dir", str(bank_dir), "--steps", "2", "--batch_size", "4", "--eval_pairs", "4"])
+    assert (bank_dir / "stn.pth").is_file()
