@@ -36,7 +36,7 @@ import torch
 from models.networks.base_network import add_option_once
 from models.sims.alignment import AffineSTN, train_stn, training_pairs, warp_mask
 from models.sims.bank import SegmentBank
-from models.sims.frame_stn import (FRAME_STN_FILE, FrameSTN, evaluate_pairs, train_frame_stn,
+from models.sims.frame_stn import (DEFAULT_COVERAGE_WEIGHT, FRAME_STN_FILE, FrameSTN, evaluate_pairs, train_frame_stn,
                                    training_pairs_from_frames)
 from options.base_options import BaseOptions, parse_gpu_ids
 from scripts.build_segment_bank import INFO_KEYS
@@ -71,6 +71,7 @@ def parse_options(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def parse_shape_options(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--stn", choices=STN_KINDS, default="shape", help="which network (this help: shape)")
     p.add_argument("--bank_dir", required=True, help="segment bank (scripts/build_segment_bank.py)")
     p.add_argument("--out", default=None, help=f"weights file (default: BANK_DIR/{STN_FILE})")
     p.add_argument("--steps", type=int, default=2000, help="training steps")
@@ -150,6 +151,8 @@ class PaperOptions(BaseOptions):
     def initialize(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser = super().initialize(parser)
         add = lambda *a, **k: add_option_once(parser, *a, **k)  # noqa: E731
+        add("--stn", type=str, default=DEFAULT_STN, choices=STN_KINDS,
+            help="which network: paper (this help) or shape (see --stn shape --help)")
         add("--bank_dir", type=str, default=None,
             help="the segment bank the network goes with (default: CHECKPOINTS_DIR/NAME/segment_bank)")
         add("--out", type=str, default=None, help=f"weights file (default: BANK_DIR/{FRAME_STN_FILE})")
@@ -160,7 +163,7 @@ class PaperOptions(BaseOptions):
         add("--stn_size", type=int, default=64, help="side the network resizes its inputs to (multiple of 16)")
         add("--pairs", type=str, default="both", choices=("retrieval", "warp", "both"),
             help="training pairs: a same-class segment of another frame, a warped copy of the segment, or both")
-        add("--coverage_weight", type=float, default=0.1,
+        add("--coverage_weight", type=float, default=DEFAULT_COVERAGE_WEIGHT,
             help="weight of the term that keeps the warped segment covering the query segment")
         add("--min_segment_pixels", type=int, default=16, help="smaller components are not segments")
         add("--min_iou", type=float, default=0.05,
