@@ -228,13 +228,7 @@ class Pix2PixModel(nn.Module):
         if kld is not None:
             losses["KLD"] = kld
         if self.use_gan:
-            pred_fake, pred_real = self.discriminate(semantics, fake, real)
-            if not getattr(opt, "no_adv_loss", False):  # ASAPNet's --no_adv_loss
-                losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
-            if not opt.no_ganFeat_loss:
-                # one term per scale the discriminator has (--netD patch has one, multiscale --num_D)
-                losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat,
-                                                           len(pred_fake))
+            losses.update(self.adversarial_losses(semantics, fake, real))
         if self.criterionVGG is not None:
             losses["VGG"] = self.criterionVGG(fake.float(), real.float()) * opt.lambda_vgg
         if getattr(opt, "lambda_L1", 0) > 0:  # pix2pix's reconstruction term
@@ -245,6 +239,19 @@ class Pix2PixModel(nn.Module):
         losses.update(getattr(unwrap(self.netG), "regularization_losses", dict)())
         losses.update(self.extra_generator_losses(batch, semantics, real, outputs))
         return losses, outputs
+
+    def adversarial_losses(self, semantics: torch.Tensor, fake: torch.Tensor,
+                           real: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The generator's ``GAN`` and ``GAN_Feat`` terms (weighted) for ``fake`` against ``real``."""
+        opt = self.opt
+        losses: Dict[str, torch.Tensor] = {}
+        pred_fake, pred_real = self.discriminate(semantics, fake, real)
+        if not getattr(opt, "no_adv_loss", False):  # ASAPNet's --no_adv_loss
+            losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
+        if not opt.no_ganFeat_loss:
+            # one term per scale the discriminator has (--netD patch has one, multiscale --num_D)
+            losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat, len(pred_fake))
+        return losses
 
     def extra_generator_losses(self, batch: Batch, semantics: torch.Tensor, real: torch.Tensor,
                                outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from data.base_dataset import COND_INPUTS, PREPROCESS_MODES  # what the data pipeline offers
 from util.errors import OptionError
+from util.options import upgrade_saved_options
 
 
 # Options that describe the run rather than the networks: never restored by
@@ -567,4 +568,4 @@ def load_option_file(path: str) -> Dict[str, Any]:
     if not isinstance(saved, dict):
         raise OptionError(f"{path} holds no options (a JSON object of option: value was "
                           "expected); repair or remove it, or pass --no_opt_file")
-    return saved
+    return upgrade_saved_options(saved)

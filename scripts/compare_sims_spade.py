@@ -1,23 +1,28 @@
 """SPADE vs SIMS (semi-parametric synthesis) on the synthetic dataset, same data and budget.
 
     python scripts/compare_sims_spade.py --out compare_sims --crop_size 64 --synthetic_num 400 \
-        --niter 2 --test_num 100 [--sims_long_niter 12] [--gpu_ids 0] [--stn_steps 300 | --no_stn] [--vgg]
+        --niter 2 --test_num 500 [--sims_long_niter 12] [--gpu_ids 0] [--stn_steps 300 | --no_stn] [--vgg]
 
 Steps (each skipped when its output exists, so an interrupted run continues):
 
-1. train ``spade`` (``--netG spade``) and ``sims`` (``--model sims``) with the same dataset,
-   size, widths, batch size, epochs and seed (``--no_vgg_loss`` unless ``--vgg``: the VGG19
-   weights must come from torchvision's cache);
-2. build the segment bank of the training split (``scripts/build_segment_bank.py``) and,
-   unless ``--no_stn``, train its alignment network (``scripts/train_sims_stn.py``);
-3. synthesize the test split (scenes never seen in training) with ``test.py`` for both, and for
-   SIMS also with ``--sims_depth none`` (canvas ordered by the bank's class order, not depth)
-   and, with ``--sims_long_niter N``, a SIMS network trained N epochs (e.g. SPADE's wall-clock);
+1. build the segment bank of the training split (``scripts/build_segment_bank.py``) and, unless
+   ``--no_stn``, its two alignment networks (``scripts/train_sims_stn.py --stn paper`` and
+   ``--stn shape``), and the ordering network (``scripts/train_sims_ordering.py``) unless
+   ``--no_order_net``; the bank comes first because the paper's training canvases are stencilled
+   through retrieved segments;
+2. train ``spade`` (``--netG spade``), ``sims`` (``--model sims`` with the paper's components, the
+   defaults) and ``sims_light`` (the earlier defaults: ``--netG sims_unet --sims_objective light
+   --sims_canvas light --sims_stages 1``) with the same dataset, size, widths, batch size, epochs
+   and seed (``--no_vgg_loss`` unless ``--vgg``: the VGG19 weights must come from torchvision's
+   cache);
+3. synthesize the test split (scenes never seen in training) with ``test.py``: ``sims`` with the
+   paper's retrieval and ordering network, ``sims_light`` with ``--sims_retrieval shape
+   --sims_order depth``; with ``--sims_long_niter N``, both SIMS variants also trained N epochs;
 4. train the evaluation segmenter (``scripts/train_segmenter.py``) unless ``--segmenter_path``;
 5. run the evaluation suite (``scripts/evaluate.py``: TF-FID / KID against the paired real
    test photos, mIoU / pixel accuracy of the segmenter on the synthesized images, PSNR / SSIM)
-   on every run, on the SIMS canvas alone (the pasted segments before the network, holes
-   black) and, for mIoU only, on the real test photos (the segmenter's ceiling).
+   on every run, on each SIMS variant's canvas alone (the pasted segments before the network,
+   holes black) and, for mIoU only, on the real test photos (the segmenter's ceiling).
 
 Prints a markdown table and writes ``<out>/compare_sims_spade.json``. FID over a few hundred
 small images is biased upward: compare the rows with each other, not with published numbers.
@@ -34,7 +39,12 @@ from typing import Any, Dict, List, Optional, Sequence
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-NO_DEPTH = "sims, --sims_depth none"
+# The two SIMS variants: train.py flags, test.py flags. "sims" is the paper's (the defaults).
+VARIANTS = {
+    "sims": ([], []),
+    "sims_light": (["--netG", "sims_unet", "--sims_objective", "light", "--sims_canvas", "light",
+                    "--sims_stages", "1"], ["--sims_retrieval", "shape", "--sims_order", "depth"]),
+}
 METRICS = ("fid", "kid_mean", "miou", "pixel_accuracy", "psnr", "ssim", "sec_per_image", "num_images")
 
 
@@ -51,14 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_num", type=int, default=100, help="test scenes synthesized and evaluated")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vgg", action="store_true", help="train both with the VGG loss (needs its weights)")
-    p.add_argument("--no_stn", action="store_true", help="SIMS places segments by box fit only")
-    p.add_argument("--stn_steps", type=int, default=300, help="training steps of the alignment network")
+    p.add_argument("--no_stn", action="store_true", help="SIMS places segments without alignment networks")
+    p.add_argument("--stn_steps", type=int, default=300, help="training steps of each alignment network")
+    p.add_argument("--no_order_net", action="store_true", help="no ordering network (depth orders the canvas)")
+    p.add_argument("--order_steps", type=int, default=600, help="training steps of the ordering network")
     p.add_argument("--segmenter_path", default=None, help="a trained 'unet' segmenter; default: train one")
     p.add_argument("--segmenter_epochs", type=int, default=8)
     p.add_argument("--fid_weights", default=None, help="TF-FID Inception file (default: as scripts/evaluate.py)")
     p.add_argument("--sims_long_niter", type=int, default=0,
-                   help="also train SIMS for this many epochs (e.g. SPADE's training time: SIMS's network is "
-                        "several times cheaper per step) and add its row; 0 = skip")
+                   help="also train both SIMS variants for this many epochs (e.g. SPADE's training time) "
+                        "and add their rows; 0 = skip")
     p.add_argument("--extra_spade", default="", help="more train.py flags for SPADE, quoted")
     p.add_argument("--extra_sims", default="", help="more train.py flags for SIMS, quoted")
     return p
@@ -96,18 +108,29 @@ def train_model(a: argparse.Namespace, name: str, extra: List[str]) -> float:
     return seconds
 
 
+def bank_dir(a: argparse.Namespace) -> str:
+    """The segment bank of the training split, shared by every SIMS run (``--bank_dir``)."""
+    return os.path.join(checkpoints(a), "segment_bank")
+
+
 def build_bank(a: argparse.Namespace) -> str:
-    """The SIMS run's segment bank (its default place) and, unless --no_stn, its STN."""
-    bank_dir = os.path.join(checkpoints(a), "sims", "segment_bank")
-    if not os.path.isfile(os.path.join(bank_dir, "index.json")):
+    """The bank, its alignment networks (unless --no_stn) and its ordering network (unless
+    --no_order_net), each built once."""
+    folder = bank_dir(a)
+    data = dataset_args(a) + ["--synthetic_num", str(a.synthetic_num), "--gpu_ids", a.gpu_ids]
+    if not os.path.isfile(os.path.join(folder, "index.json")):
         from scripts.build_segment_bank import main as build
-        build(dataset_args(a) + ["--bank_dir", bank_dir, "--synthetic_num", str(a.synthetic_num),
-                                 "--gpu_ids", a.gpu_ids])
-    if not a.no_stn and not os.path.isfile(os.path.join(bank_dir, "stn.pth")):
+        build(data + ["--bank_dir", folder])
+    if not a.no_stn:
         from scripts.train_sims_stn import main as train_stn
-        train_stn(["--bank_dir", bank_dir, "--steps", str(a.stn_steps), "--gpu_ids", a.gpu_ids,
-                   "--seed", str(a.seed)])
-    return bank_dir
+        for kind, file in (("paper", "frame_stn.pth"), ("shape", "stn.pth")):
+            if not os.path.isfile(os.path.join(folder, file)):
+                train_stn(["--bank_dir", folder, "--stn", kind, "--steps", str(a.stn_steps), "--seed", str(a.seed)]
+                          + (data if kind == "paper" else ["--gpu_ids", a.gpu_ids]))
+    if not a.no_order_net and not os.path.isfile(os.path.join(folder, "order.pth")):
+        from scripts.train_sims_ordering import main as train_order
+        train_order(data + ["--bank_dir", folder, "--steps", str(a.order_steps), "--seed", str(a.seed)])
+    return folder
 
 
 def synthesize(a: argparse.Namespace, name: str, extra: Sequence[str] = (), tag: str = "") -> str:
@@ -117,8 +140,8 @@ def synthesize(a: argparse.Namespace, name: str, extra: Sequence[str] = (), tag:
     args = ["--gpu_ids", a.gpu_ids, "--checkpoints_dir", checkpoints(a), "--name", name,
             "--results_dir", results, "--load_from_opt_file", "--synthetic_num", str(a.test_num),
             "--how_many", str(a.test_num), "--batchSize", str(a.batchSize)]
-    if name.startswith("sims") and a.no_stn:
-        args.append("--no_stn")
+    if name.startswith("sims"):
+        args += ["--bank_dir", bank_dir(a)] + (["--no_stn"] if a.no_stn else [])
     test_script.main(args + list(extra))
     return os.path.join(results, name, "test_latest")
 
@@ -169,26 +192,27 @@ def format_table(rows: Dict[str, Dict[str, Any]]) -> str:
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
     a = build_parser().parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
-    seconds = {"spade": train_model(a, "spade", ["--netG", "spade"] + a.extra_spade.split()),
-               "sims": train_model(a, "sims", ["--model", "sims"] + a.extra_sims.split())}
-    bank_dir = build_bank(a)
-    folders = {name: synthesize(a, name) for name in ("spade", "sims")}
-    if a.sims_long_niter > 0:  # same bank and STN, a longer-trained network
-        long_name = f"sims_{a.sims_long_niter}ep"
-        long_args = argparse.Namespace(**{**vars(a), "niter": a.sims_long_niter})
-        seconds[long_name] = train_model(long_args, long_name, ["--model", "sims"] + a.extra_sims.split())
-        folders[long_name] = synthesize(a, long_name, ["--bank_dir", bank_dir])
-    # the same SIMS network with the canvas ordered by the bank's class order instead of depth
-    folders[NO_DEPTH] = synthesize(a, "sims", ["--sims_depth", "none"], "_nodepth")
+    build_bank(a)
+    seconds = {"spade": train_model(a, "spade", ["--netG", "spade"] + a.extra_spade.split())}
+    folders = {"spade": synthesize(a, "spade")}
+    long_a = argparse.Namespace(**{**vars(a), "niter": a.sims_long_niter})
+    for variant, (train_flags, test_flags) in VARIANTS.items():
+        runs = [(variant, a)] + ([(f"{variant}_{a.sims_long_niter}ep", long_a)] if a.sims_long_niter > 0 else [])
+        for name, budget in runs:
+            flags = ["--model", "sims", "--bank_dir", bank_dir(a)] + train_flags + a.extra_sims.split()
+            seconds[name] = train_model(budget, name, flags)
+            folders[name] = synthesize(a, name, test_flags)
     seg_path = segmenter(a)
     rows: Dict[str, Dict[str, Any]] = {}
     for name, folder in folders.items():
         rows[name] = {k: v for k, v in evaluate(a, seg_path, results_dir=folder).items() if k in METRICS}
         rows[name]["train_seconds"] = round(seconds.get(name, 0.0), 1) or None
+    for variant in VARIANTS:
+        images = os.path.join(folders[variant], "images")
+        canvas = evaluate(a, seg_path, fake_dir=os.path.join(images, "canvas"), real_dir=os.path.join(images, "real_image"),
+                          label_dir=os.path.join(folders[variant], "labels"))
+        rows[f"{variant} canvas (no network)"] = {k: v for k, v in canvas.items() if k in METRICS}
     images = os.path.join(folders["sims"], "images")
-    canvas = evaluate(a, seg_path, fake_dir=os.path.join(images, "canvas"),
-                      real_dir=os.path.join(images, "real_image"), label_dir=os.path.join(folders["sims"], "labels"))
-    rows["sims canvas (no network)"] = {k: v for k, v in canvas.items() if k in METRICS}
     # the segmenter on the real test photos: the mIoU a perfect synthesizer would reach
     real = evaluate(a, seg_path, fake_dir=os.path.join(images, "real_image"),
                     real_dir=os.path.join(images, "real_image"), label_dir=os.path.join(folders["sims"], "labels"),

@@ -87,7 +87,7 @@ def test_components_resolve_in_one_pass_with_requirements_and_conflicts():
     from util.errors import OptionError
     opt = TrainOptions().parse(["--gpu_ids", "-1", "--netG", "depthspade"])
     assert (opt.model, opt.netD_depth) == ("udgan", "multiscale")  # depthspade requires udgan
-    assert TrainOptions().parse(["--gpu_ids", "-1", "--model", "sims"]).netG == "sims"  # the model's netG
+    assert TrainOptions().parse(["--gpu_ids", "-1", "--model", "sims"]).netG == "crn"  # the model's netG
     opt = TrainOptions().parse(["--gpu_ids", "-1", "--preset", "pix2pixhd"])
     assert (opt.netG, opt.norm_G, opt.n_layers_D) == ("pix2pixhd", "instance", 3)  # preset over hooks
     opt = TrainOptions().parse(["--gpu_ids", "-1", "--preset", "pix2pixhd", "--norm_G", "batch"])

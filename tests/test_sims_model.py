@@ -14,7 +14,7 @@ import test as test_script
 import train
 from conftest import TINY_TRAIN
 from helpers import network_opt
-from models.networks.generators.sims import SIMSGenerator, effective_num_downs
+from models.networks.generators.sims_unet import SIMSGenerator, effective_num_downs
 from models.sims.simulate import SimulationConfig, component_map, simulate_canvas
 from util import checkpoint, distributed
 from util.errors import CheckpointError, DatasetError, OptionError
@@ -123,7 +123,7 @@ def test_bad_simulation_inputs_are_clear_errors():
 
 # ---------------------------------------------------------------------- the network
 def test_generator_shapes_depth_cap_and_canvas_dependence():
-    opt = network_opt(netG="sims", model="sims", ngf=4, crop_size=SIZE, semantic_nc=5, sims_num_downs=5)
+    opt = network_opt(netG="sims_unet", model="sims", ngf=4, crop_size=SIZE, semantic_nc=5, sims_num_downs=5)
     assert effective_num_downs(opt) == 4  # 64 px: a 4 px bottleneck
     assert effective_num_downs(network_opt(crop_size=32, sims_num_downs=5)) == 3
     assert effective_num_downs(network_opt(crop_size=SIZE, sims_num_downs=2)) == 2
@@ -136,20 +136,21 @@ def test_generator_shapes_depth_cap_and_canvas_dependence():
     assert out.shape == (2, 3, SIZE, SIZE) and out.abs().max() <= 1
     assert (net(semantics, torch.zeros_like(canvas), filled) - out).abs().max() > 0
     with pytest.raises(OptionError, match="--model sims"):
-        SIMSGenerator.check_options(network_opt(netG="sims", model="pix2pix"))
+        SIMSGenerator.check_options(network_opt(netG="sims_unet", model="pix2pix"))
 
 
 # ---------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny --model sims run (train.main), its segment bank and a small UDGAN depth generator."""
+    """A segment bank of the training split, then one tiny --model sims run (train.main) with the
+    paper's defaults (its training canvases are stencilled through the bank's segments)."""
     root = tmp_path_factory.mktemp("sims")
     ckpt = root / "checkpoints"
-    train.main(SIMS_TRAIN + ["--checkpoints_dir", str(ckpt), "--name", "tiny"])
     bank_dir = ckpt / "tiny" / "segment_bank"
     from scripts.build_segment_bank import main as build_bank
     build_bank(["--dataset_mode", "synthetic", "--crop_size", str(SIZE), "--load_size", str(SIZE),
                 "--synthetic_num", "6", "--bank_dir", str(bank_dir), "--gpu_ids", "-1"])
+    train.main(SIMS_TRAIN + ["--checkpoints_dir", str(ckpt), "--name", "tiny"])
     return root
 
 
@@ -165,31 +166,78 @@ def test_training_step_writes_framework_checkpoints_and_losses(trained):
     for short in ("G", "D"):
         assert (folder / f"latest_net_{short}.pth").is_file()
     log = (folder / "loss_log.txt").read_text()
-    assert "L1" in log and "GAN" in log
+    # the paper's objective: class-masked VGG (its pixel term with --no_vgg_loss) + semantic CE, no GAN
+    assert "MaskedVGG" in log and "Semantic" in log and "GAN" not in log and " L1" not in log
     blob = torch.load(folder / "latest_net_G.pth", weights_only=True)
-    assert blob["options"]["netG"] == "sims" and blob["options"]["model"] == "sims"
+    assert blob["options"]["netG"] == "crn" and blob["options"]["model"] == "sims"
     # the training page shows the simulated canvas next to the output
     page = (folder / "web" / "index.html").read_text()
     canvases = list((folder / "web" / "images").glob("*canvas*"))
     assert canvases and all(c.name in page for c in canvases)
 
 
-def test_no_gan_has_only_reconstruction_losses(trained):
+def _train_model(root: Path, *extra: str):
     from options.train_options import TrainOptions
     from models.sims_model import SIMSModel
     from data import create_dataset
+    opt = TrainOptions().parse(SIMS_TRAIN + ["--checkpoints_dir", str(root / "scratch"), "--name", "m", *extra],
+                               save=False)
+    model = SIMSModel(opt)
+    samples = [create_dataset(opt)[i] for i in range(2)]
+    batch = {k: (torch.stack([s[k] for s in samples]) if isinstance(samples[0][k], torch.Tensor)
+                 else [s[k] for s in samples]) for k in samples[0]}
+    return model, batch
+
+
+def test_light_objective_without_gan_has_only_reconstruction_losses(trained):
     distributed.setup([])
     try:
-        opt = TrainOptions().parse(SIMS_TRAIN + ["--checkpoints_dir", str(trained / "scratch"), "--name", "ng",
-                                                 "--no_gan"], save=False)
-        model = SIMSModel(opt)
-        sample = create_dataset(opt)[0]
-        batch = {k: (v[None] if isinstance(v, torch.Tensor) else [v]) for k, v in sample.items()}
+        model, batch = _train_model(trained, "--netG", "sims_unet", "--sims_objective", "light",
+                                    "--sims_canvas", "light", "--sims_stages", "1", "--no_gan")
         losses, outputs = model.generator_loss(batch)
-        assert set(losses) == {"L1"} and outputs["canvas"].shape == (1, 3, SIZE, SIZE)
+        assert set(losses) == {"L1"} and outputs["canvas"].shape == (2, 3, SIZE, SIZE)
         assert float(sum(model.discriminator_loss(batch).values()).detach()) == 0.0
     finally:
         distributed.cleanup()
+
+
+def test_paper_objective_trains_coarse_to_fine(trained):
+    """--sims_stages 2 over 2 epochs: epoch 1 at half size, epoch 2 at full size; the losses are
+    the paper's; outputs for display come back at the batch's size; --sims_gan adds the GAN."""
+    distributed.setup([])
+    try:
+        model, batch = _train_model(trained, "--sims_stages", "2", "--niter", "2")
+        assert model.objective == "paper" and not model.use_gan
+        model.set_epoch(1)
+        assert model.stage_scale() == 2
+        staged = model.stage_batch(batch)
+        assert staged["label"].shape[-1] == SIZE // 2 and staged["image"].shape[-1] == SIZE // 2
+        assert model.stage_batch(batch) is staged  # G and D steps share the batch (and its canvas)
+        losses, outputs = model.generator_loss(batch)
+        assert set(losses) == {"MaskedVGG", "Semantic"}
+        assert all(torch.isfinite(v) for v in losses.values())
+        assert outputs["image"].shape == (2, 3, SIZE, SIZE) and "logits" not in outputs
+        sum(losses.values()).backward()
+        head = [p for n, p in model.netG.named_parameters() if p.grad is not None]
+        assert head  # both heads get gradients
+        model.set_epoch(2)
+        assert model.stage_scale() == 1 and model.stage_batch(batch) is batch
+        gan, _ = _train_model(trained, "--sims_gan")
+        assert {"GAN", "GAN_Feat"} <= set(gan.generator_loss(batch)[0])
+    finally:
+        distributed.cleanup()
+
+
+@pytest.mark.parametrize("flags, match", [
+    (("--no_gan",), "--no_gan belongs to --sims_objective light"),
+    (("--netG", "sims_unet", "--sims_objective", "paper"), "needs semantic logits"),
+    (("--sims_objective", "light", "--sims_gan"), "--sims_gan belongs to --sims_objective paper"),
+    (("--sims_stages", "0"), "--sims_stages must be at least 1"),
+    (("--sims_min_area", "1.5"), "--sims_min_area"),
+])
+def test_bad_objective_options_are_clear_errors(trained, flags, match):
+    with pytest.raises(OptionError, match=match):
+        _train_model(trained, *flags)
 
 
 def test_test_py_shows_the_canvas_column(trained):
@@ -292,21 +340,52 @@ def test_bad_depth_options_and_checkpoints_are_clear_errors(trained):
         model.ordering_depth(batch, torch.zeros(1, 13, SIZE, SIZE))
 
 
-def test_alignment_network_is_used_unless_no_stn(trained):
+def test_alignment_networks_follow_the_retrieval_unless_no_stn(trained):
+    """--sims_retrieval paper reads the bank's frame_stn.pth (the transformation network),
+    shape its stn.pth (the mask aligner); a missing one names the command that trains it."""
     import shutil
     bank = trained / "checkpoints" / "tiny" / "segment_bank"
-    opt = _test_opt(trained, "--results_dir", str(trained / "r4"))
-    opt.no_stn = False
-    from models.sims_model import SIMSModel
-    with pytest.raises(OptionError, match="train_sims_stn.py"):
-        SIMSModel(opt).segment_bank()
     aligned = trained / "bank_with_stn"
     shutil.copytree(bank, aligned)
+    from models.sims.alignment import AffineSTN
+    from models.sims.frame_stn import FrameSTN
+    from models.sims_model import SIMSModel
     from scripts.train_sims_stn import main as train_stn
-    train_stn(["--bank_dir", str(aligned), "--steps", "3", "--batch_size", "8", "--eval_pairs", "16"])
-    opt.bank_dir = str(aligned)
-    model = SIMSModel(opt)
-    assert model.segment_bank()[1] is not None
+    for kind, cls in (("paper", FrameSTN), ("shape", AffineSTN)):
+        opt = _test_opt(trained, "--results_dir", str(trained / f"r4_{kind}"), "--sims_retrieval", kind,
+                        "--bank_dir", str(aligned))
+        opt.no_stn = False
+        with pytest.raises(OptionError, match=f"train_sims_stn.py --stn {kind}"):
+            SIMSModel(opt).segment_bank()
+        common = ["--bank_dir", str(aligned), "--stn", kind, "--steps", "3", "--batch_size", "8"]
+        train_stn(common + (["--gpu_ids", "-1", "--eval_pairs", "8"] if kind == "paper" else ["--eval_pairs", "16"]))
+        assert isinstance(SIMSModel(opt).segment_bank()[1], cls)
+        test_script.synthesize(opt)
+        folder = trained / f"r4_{kind}" / "tiny" / "test_latest"
+        assert len(list((folder / "images" / "canvas").glob("*.png"))) == 3
+
+
+def test_runs_saved_with_the_old_generator_name_still_load(trained):
+    """Before the paper's CRN, --model sims trained --netG sims (now sims_unet): its opt.json and
+    network files name "sims" and must still load at test time."""
+    import json
+    ckpt = trained / "checkpoints"
+    train.main(SIMS_TRAIN + ["--checkpoints_dir", str(ckpt), "--name", "old", "--netG", "sims_unet",
+                             "--sims_objective", "light", "--sims_canvas", "light", "--sims_stages", "1",
+                             "--niter", "1"])
+    folder = ckpt / "old"
+    options = json.loads((folder / "opt.json").read_text())
+    (folder / "opt.json").write_text(json.dumps({**options, "netG": "sims"}))
+    for path in folder.glob("*_net_G.pth"):
+        blob = torch.load(path, weights_only=False)
+        blob["options"]["netG"] = "sims"
+        torch.save(blob, path)
+    results = trained / "r_old"
+    from options.test_options import TestOptions
+    opt = TestOptions().parse(["--gpu_ids", "-1", "--checkpoints_dir", str(ckpt), "--name", "old",
+                               "--load_from_opt_file", "--how_many", "2", "--synthetic_num", "2", "--no_stn",
+                               "--sims_retrieval", "shape", "--bank_dir", str(ckpt / "tiny" / "segment_bank"),
+                               "--results_dir", str(results)])
+    assert opt.netG == "sims_unet"
     test_script.synthesize(opt)
-    folder = trained / "r4" / "tiny" / "test_latest"
-    assert len(list((folder / "images" / "canvas").glob("*.png"))) == 3
+    assert len(list((results / "old" / "test_latest" / "images" / "synthesized_image").glob("*.png"))) == 2

@@ -152,7 +152,7 @@ def test_legend_names_and_palette_colours(tmp_path):
 
 @pytest.mark.parametrize("model, netG, shown", [
     ("pix2pix", "spade", "SPADE"), ("pix2pix", "unet", "pix2pix"), ("pix2pix", "pix2pixhd", "pix2pixHD"),
-    ("pix2pix", "asapnet", "ASAPNet"), ("udgan", "depthspade", "UDGAN"), ("sims", "sims", "SIMS"),
+    ("pix2pix", "asapnet", "ASAPNet"), ("udgan", "depthspade", "UDGAN"), ("sims", "crn", "SIMS"), ("sims", "sims_unet", "SIMS"),
     ("udgan", None, "UDGAN"), ("other", "net", "other (net)")])
 def test_model_display_name(model, netG, shown):
     assert model_display_name(model, netG) == shown

@@ -169,6 +169,9 @@ class Pix2PixTrainer:
     # ------------------------------------------------------------------ schedule
     def set_epoch_lr(self, epoch: int) -> Dict[str, float]:
         self._fix_global(epoch)
+        starts = getattr(self.model, "set_epoch", None)  # schedules that follow the epoch (SIMS's stages)
+        if callable(starts):
+            starts(epoch)
         lrs = learning_rates(self.opt, epoch)
         for group in self.optimizer_G.param_groups:
             group["lr"] = lrs["G"]

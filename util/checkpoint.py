@@ -34,6 +34,7 @@ import torch.nn as nn
 
 from util.files import fsync_dir
 from util.errors import CheckpointError
+from util.options import upgrade_saved_options
 
 FORMAT = "udgan-checkpoint-1"
 JOURNAL_SUFFIX = ".commit.json"
@@ -136,6 +137,7 @@ def option_differences(saved: Mapping[str, Any], opt: Any, keys: Iterable[str]) 
     """``--key SAVED (this run: CURRENT)`` for each of ``keys`` both sides know and that differs.
     Options this run lacks (D's at test time) or the file lacks (older files) don't count."""
     current = _source(opt)
+    saved = upgrade_saved_options(dict(saved))  # renamed registry names compare equal
     return [f"--{k} {_normalized(saved[k])!r} (this run: {_normalized(current[k])!r})"
             for k in keys
             if k in saved and k in current and _normalized(saved[k]) != _normalized(current[k])]

@@ -8,9 +8,24 @@ checkpoint metadata by being declared, with no list to update elsewhere.
 from __future__ import annotations
 
 import argparse
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 ROLES = ("architecture",)
+# Registry names that were renamed, per option: runs saved under the old name (opt.json, network
+# files) keep loading. New runs must type the new name.
+RENAMED_VALUES = {"netG": {"sims": "sims_unet"}}
+
+
+def current_value(option: str, value: Any) -> Any:
+    """``value`` of ``option`` under today's name (``RENAMED_VALUES``); other values unchanged."""
+    renamed = RENAMED_VALUES.get(option, {})
+    return renamed.get(value, value) if isinstance(value, str) else value
+
+
+def upgrade_saved_options(saved: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of a saved option dict (opt.json, a checkpoint's metadata) with renamed values
+    under today's names."""
+    return {k: current_value(k, v) for k, v in saved.items()}
 
 
 def add_option_once(parser: argparse.ArgumentParser, flag: str, *aliases: str,

@@ -16,6 +16,7 @@ from models.networks.generators import unet  # noqa: F401  (netG "unet": pix2pix
 from models.networks.generators import pix2pixhd  # noqa: F401  (netG "pix2pixhd")
 from models.networks.generators import asapnet  # noqa: F401  (netG "asapnet")
 from models.networks.generators import crn  # noqa: F401  (netG "crn": SIMS's cascaded refinement network)
+from models.networks.generators import sims_unet  # noqa: F401  (netG "sims_unet": a light U-Net for SIMS)
 from models.networks import discriminators  # noqa: F401  (registers netD "multiscale", "patch")
 from models.networks import encoder  # noqa: F401  (registers netE "conv")
 from models.networks import feature_encoder  # noqa: F401  (pix2pixHD's feature encoder "pix2pixhd")

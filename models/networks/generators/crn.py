@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.networks.base_network import GENERATORS, BaseNetwork, add_option_once
-from models.networks.generators.sims import CANVAS_NC, FILLED_NC, image_size
+from models.networks.generators.sims_unet import CANVAS_NC, FILLED_NC, image_size
 from util.errors import OptionError
 
 ENCODER_CONVS = (2, 2, 3, 3, 3, 3)  # convs per encoder block (VGG-19's first blocks, then more)

@@ -1,6 +1,6 @@
-"""SIMS's synthesis network, ``--netG sims`` (Qi, Chen, Jia, Koltun, CVPR 2018).
+"""A light synthesis network for SIMS, ``--netG sims_unet`` (before 2026-11-29: ``--netG sims``).
 
-Semi-parametric synthesis pastes real segments from a bank into the query layout (the canvas,
+Semi-parametric synthesis (Qi, Chen, Jia, Koltun, CVPR 2018) pastes real segments from a bank into the query layout (the canvas,
 ``models/sims/canvas.py``); this network turns [canvas, where the canvas is filled, label map]
 into the final image: it keeps what the canvas shows right, fixes colours and seams, and paints
 the holes. An encoder-decoder with skip connections (U-Net-like):
@@ -17,8 +17,10 @@ decoder; ``--norm_G`` is not used by it. Any image size works (the decoder match
 sizes), but the depth is capped so the bottleneck keeps at least ``MIN_BOTTLENECK`` pixels a
 side: ``--sims_num_downs 5`` gives 4 levels at 64 px and 3 at 32 px.
 
-The model ``--model sims`` (``models/sims_model.py``) builds the canvas; selecting ``--netG sims``
-selects it.
+The model ``--model sims`` (``models/sims_model.py``) builds the canvas. The paper's own synthesis
+network is ``--netG crn`` (``crn.py``), the default of ``--model sims``; this U-Net is cheaper per
+step and trains with the light objective (L1 + VGG + GAN). Runs saved with its old name ``sims``
+still load (``util/options.py``, ``RENAMED_VALUES``).
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-@GENERATORS.register("sims")
+@GENERATORS.register("sims_unet")
 class SIMSGenerator(BaseNetwork):
     """[canvas, filled, semantics] -> image.
 
@@ -91,7 +93,7 @@ class SIMSGenerator(BaseNetwork):
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
         add_option_once(parser, "--sims_num_downs", role="architecture", type=int, default=5,
-                        help="--netG sims: stride-2 levels of its encoder-decoder, capped so the "
+                        help="--netG sims_unet: stride-2 levels of its encoder-decoder, capped so the "
                              f"bottleneck keeps at least {MIN_BOTTLENECK} px a side (4 at 64 px)")
         return parser
 
@@ -99,10 +101,10 @@ class SIMSGenerator(BaseNetwork):
     def check_options(opt: argparse.Namespace) -> None:
         opt = SIMSGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
         if getattr(opt, "model", "sims") != "sims":
-            raise OptionError(f"--netG sims needs --model sims (got --model {opt.model}), which "
+            raise OptionError(f"--netG sims_unet needs --model sims (got --model {opt.model}), which "
                               "builds the canvas it refines; leave --model out")
         if getattr(opt, "use_vae", False):
-            raise OptionError("--netG sims takes no style code: its appearance comes from the canvas. "
+            raise OptionError("--netG sims_unet takes no style code: its appearance comes from the canvas. "
                               "Drop --use_vae.")
         if opt.ngf < 1:
             raise OptionError(f"--ngf must be at least 1 (got {opt.ngf})")
