@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from data import create_dataset
 from models.networks.base_network import add_option_once
-from models.sims.ordering_net import (MIN_AREA_FRAC, ORDER_FILE, adjacent_pairs, class_count_accuracy, known,
-                                      pair_accuracy, train_ordering)
+from models.sims.ordering_net import (MIN_AREA_FRAC, ORDER_FILE, adjacent_pairs, class_count_accuracy, compact,
+                                      known, pair_accuracy, train_ordering)
 from options.base_options import BaseOptions
 from util.aux_training import json_safe, split_indices
 from util.cli import run_reporting_errors
@@ -158,7 +158,9 @@ def collect(opt: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
         else:
             sources["none"] += 1
             continue
-        per_image[i] = adjacent_pairs(sample["label"][0], depth, ignore, opt.min_area_frac)
+        # kept at the network's input size: full-resolution masks of every pair would not fit
+        per_image[i] = compact(adjacent_pairs(sample["label"][0], depth, ignore, opt.min_area_frac),
+                               opt.order_size)
         if (i + 1) % max(1, n // 10) == 0 or i + 1 == n:
             print(f"pairs: {i + 1}/{n} maps, {sum(len(known(p)) for p in per_image.values())} labelled pairs",
                   flush=True)

@@ -18,11 +18,11 @@ from datasets.synthetic_scenes import NUM_CLASSES
 from models.sims.bank import SegmentBank
 from models.sims.ordering import paint_order
 from models.sims.ordering_net import (ORDER_FILE, OrderingNet, PairSample, adjacent_pairs, class_count_accuracy,
-                                      class_order_counts, encode_pairs, front_scores, known, pair_accuracy,
+                                      class_order_counts, compact, front_scores, known, pair_accuracy,
                                       pair_inputs, train_ordering)
 from models.sims.retrieval import retrieve
 from scripts.train_sims_ordering import main as train_script
-from util.errors import CheckpointError, OptionError
+from util.errors import CheckpointError
 
 SYNTH = dict(name="t", gpu_ids=[], checkpoints_dir="/tmp", model="pix2pix", phase="train", isTrain=True,
              batchSize=1, preprocess_mode="fixed", load_size=48, crop_size=48, aspect_ratio=1.0,
@@ -72,6 +72,10 @@ def test_adjacent_pairs_finds_neighbours_and_orders_by_boundary_depth():
     for p in pairs:
         assert p.mask_a.shape == p.mask_b.shape == (64, 64) and not (p.mask_a & p.mask_b).any()
         assert (label[p.mask_a] == p.class_a).all() and (label[p.mask_b] == p.class_b).all()
+    small = compact(pairs, 16)  # what the script keeps: masks at the network's input size
+    assert [(p.class_a, p.class_b, p.a_in_front) for p in small] == [(p.class_a, p.class_b, p.a_in_front)
+                                                                      for p in pairs]
+    assert all(p.mask_a.shape == (16, 16) and p.mask_a.any() and p.mask_b.any() for p in small)
     # no depth: the same pairs, unlabelled; unknown depth on B (NaN or 0): B's pairs unlabelled
     assert _by_classes(adjacent_pairs(label, None)) == {k: None for k in got}
     for unknown in (np.nan, 0.0):
@@ -177,11 +181,8 @@ def synthetic_pairs():
 def trained_net(synthetic_pairs):
     train, _ = synthetic_pairs
     torch.manual_seed(0)
-    return train_ordering(train, NUM_CLASSES, steps=STEPS, batch_size=32, lr=3e-3, seed=0, size=SIZE,
-                          width=8, log=None)
-
-
-STEPS, SIZE = 400, 32
+    return train_ordering(train, NUM_CLASSES, steps=400, batch_size=32, lr=1e-3, seed=0, size=24, width=8,
+                          log=None)
 
 
 def test_trained_network_beats_class_counts_where_classes_cannot_decide(synthetic_pairs, trained_net):
@@ -206,8 +207,8 @@ def test_trained_network_beats_class_counts_where_classes_cannot_decide(syntheti
     assert stats["loss_last"] < stats["loss_first"]
     net_hard, counts_hard = pair_accuracy(net, hard), class_count_accuracy(train, hard, NUM_CLASSES)
     assert counts_hard < 0.7  # these pairs really are undecided by classes
-    assert net_hard > counts_hard + 0.05, (net_hard, counts_hard)
-    assert pair_accuracy(net, test) > class_count_accuracy(train, test, NUM_CLASSES) - 0.02
+    assert net_hard > counts_hard + 0.1, (net_hard, counts_hard)  # measured 0.76 vs 0.54
+    assert pair_accuracy(net, test) > class_count_accuracy(train, test, NUM_CLASSES) - 0.02  # 0.92 vs 0.88
 
 
 # ---------------------------------------------------------------------- paint_order

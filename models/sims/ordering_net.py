@@ -86,25 +86,30 @@ def _widen(mask: np.ndarray, side: int) -> np.ndarray:
     return mask if side <= 1 else ndimage.maximum_filter(mask, size=side, mode="constant")
 
 
-def adjacency(masks: Sequence[np.ndarray]) -> List[Tuple[int, int]]:
+def adjacency(masks: Sequence[np.ndarray], edges: Optional[Sequence[np.ndarray]] = None) -> List[Tuple[int, int]]:
     """Pairs (i, j), i < j, of masks (each (H, W) bool) where the boundary of ``i`` widened by a
-    3 x 3 square touches ``j``."""
-    pairs = []
-    ids = np.zeros(masks[0].shape, dtype=np.int32) if masks else None
+    3 x 3 square touches ``j``. ``edges``: the masks' ``boundary`` when already computed."""
+    if not masks:
+        return []
+    ids = np.zeros(masks[0].shape, dtype=np.int32)
     for k, m in enumerate(masks):
         ids[m] = k + 1
+    pairs = []
     for i, m in enumerate(masks):
-        reach = _widen(boundary(m), ADJACENCY_SIDE)
+        reach = _widen(boundary(m) if edges is None else edges[i], ADJACENCY_SIDE)
         touched = np.unique(ids[reach])
         pairs.extend((i, int(t) - 1) for t in touched if t - 1 > i)
     return pairs
 
 
-def boundary_depths(mask_a: np.ndarray, mask_b: np.ndarray, depth: np.ndarray,
-                    side: int) -> Tuple[float, float]:
+def boundary_depths(mask_a: np.ndarray, mask_b: np.ndarray, depth: np.ndarray, side: int,
+                    bands: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[float, float]:
     """Median inverse depth of each segment inside the overlap of both boundary bands (each
-    boundary widened by a ``side`` square), over known pixels (finite, > 0); NaN where none."""
-    region = _widen(boundary(mask_a), side) & _widen(boundary(mask_b), side)
+    boundary widened by a ``side`` square), over known pixels (finite, > 0); NaN where none.
+    ``bands``: both widened boundaries when already computed."""
+    if bands is None:
+        bands = (_widen(boundary(mask_a), side), _widen(boundary(mask_b), side))
+    region = bands[0] & bands[1]
     out = []
     for m in (mask_a, mask_b):
         values = depth[m & region]
@@ -136,11 +141,16 @@ def adjacent_pairs(label: Any, depth: Optional[Any] = None, ignore_ids: Iterable
     comps = find_components(label, ignore_ids, min_pixels)
     masks = [comps.full_mask(k) for k in range(len(comps))]
     side = band_side(h)
+    edges = [boundary(m) for m in masks]
+    bands: Dict[int, np.ndarray] = {}  # widened boundaries, computed once per segment
     pairs = []
-    for i, j in adjacency(masks):
+    for i, j in adjacency(masks, edges):
         front = None
         if depth is not None:
-            di, dj = boundary_depths(masks[i], masks[j], depth, side)
+            for k in (i, j):
+                if k not in bands:
+                    bands[k] = _widen(edges[k], side)
+            di, dj = boundary_depths(masks[i], masks[j], depth, side, (bands[i], bands[j]))
             if np.isfinite(di) and np.isfinite(dj) and di != dj:
                 front = bool(di > dj)  # larger inverse depth = nearer = in front
         pairs.append(PairSample(masks[i], masks[j], int(comps.class_ids[i]), int(comps.class_ids[j]), front))
@@ -289,6 +299,16 @@ def encode_pairs(pairs: Sequence[PairSample], size: int, num_classes: int,
     return masks, torch.from_numpy(classes)
 
 
+def compact(pairs: Sequence[PairSample], size: int) -> List[PairSample]:
+    """The pairs with their masks shrunk to (size, size) (nearest, as the network sees them):
+    what a training set keeps in memory instead of full-resolution masks."""
+    out = []
+    for p in pairs:
+        m = resize_masks(np.stack([p.mask_a, p.mask_b])[None], size)[0].numpy()
+        out.append(PairSample(m[0], m[1], p.class_a, p.class_b, p.a_in_front))
+    return out
+
+
 def known(pairs: Sequence[PairSample]) -> List[PairSample]:
     """The pairs with a depth label."""
     return [p for p in pairs if p.a_in_front is not None]
@@ -335,7 +355,8 @@ def _targets(pairs: Sequence[PairSample]) -> torch.Tensor:
 
 def train_ordering(train_pairs: Sequence[PairSample], num_classes: int, steps: int = 2000, batch_size: int = 32,
                    lr: float = 1e-3, seed: int = 0, device: Union[str, torch.device] = "cpu", size: int = 64,
-                   width: int = 16, log: Optional[Callable[[str], None]] = print) -> Tuple[OrderingNet, Dict[str, float]]:
+                   width: int = 16,
+                   log: Optional[Callable[[str], None]] = print) -> Tuple[OrderingNet, Dict[str, float]]:
     """Train an OrderingNet on the pairs with a depth label (cross-entropy on which is in front).
 
     Each step draws ``batch_size`` pairs (seeded), each flipped left-right with probability 1/2
