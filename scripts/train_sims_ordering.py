@@ -10,7 +10,8 @@ a UDGAN depth generator's prediction (``--depth_checkpoint``). ``--val_fraction`
 (not pairs: pairs of one image are alike) are held out. The weights go to ``--out`` (default
 ``<bank_dir>/order.pth``, beside the segment bank). At the end it prints one JSON line: the
 pair counts and, on the held-out pairs, the network's pairwise accuracy against the class-count
-order (the class in front more often in the training pairs).
+order (the class in front more often in the training pairs), on all of them and on those the
+classes cannot decide (one class twice, or both orders common in training).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from data import create_dataset
 from models.networks.base_network import add_option_once
 from models.sims.ordering_net import (MIN_AREA_FRAC, ORDER_FILE, adjacent_pairs, class_count_accuracy, compact,
-                                      known, pair_accuracy, train_ordering)
+                                      known, pair_accuracy, train_ordering, undecided_by_classes)
 from options.base_options import BaseOptions
 from util.aux_training import json_safe, split_indices
 from util.cli import run_reporting_errors
@@ -182,12 +183,17 @@ def run(opt: argparse.Namespace) -> Dict[str, Any]:
     net, stats = train_ordering(train_pairs, opt.label_nc, steps=opt.steps, batch_size=opt.batch_size, lr=opt.lr,
                                 seed=opt.seed, device=device, size=opt.order_size, width=opt.order_width,
                                 log=lambda line: print(line, flush=True))
+    undecided = undecided_by_classes(train_pairs, val_pairs, opt.label_nc)
     summary: Dict[str, Any] = {
         "out": opt.out, "device": str(device), "maps": found["maps"], "depth_from": found["sources"],
         "train_images": len(train_ids), "val_images": len(val_ids),
         "train_pairs": len(known(train_pairs)), "val_pairs": len(known(val_pairs)),
         "val_accuracy_network": pair_accuracy(net, val_pairs),
         "val_accuracy_class_counts": class_count_accuracy(train_pairs, val_pairs, opt.label_nc),
+        # where classes alone cannot decide (one class twice, or both orders common in training)
+        "val_pairs_undecided": len(undecided),
+        "val_accuracy_network_undecided": pair_accuracy(net, undecided),
+        "val_accuracy_class_counts_undecided": class_count_accuracy(train_pairs, undecided, opt.label_nc),
         **{f"train_{k}" if not k.startswith("train") else k: v for k, v in stats.items() if k != "pairs"}}
     net.save(opt.out, {"steps": opt.steps, "train_pairs": summary["train_pairs"], "label_nc": opt.label_nc,
                        "dataset_mode": opt.dataset_mode, "val_accuracy": summary["val_accuracy_network"]})

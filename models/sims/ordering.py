@@ -76,7 +76,7 @@ def paint_order(matches: Sequence, query_depth: Optional[np.ndarray], bank: Segm
     sub = [matches[k] for k in usable]
     areas = np.array([m.area for m in sub], dtype=np.float64)
     if order_net is not None:
-        from models.sims.ordering_net import front_scores
+        from models.sims.ordering_net import front_scores  # torch only where a network is used
 
         # adjacency is judged among the painted matches only: holes are not painted anyway
         net_scores = front_scores(order_net, label, [m.mask for m in sub], [m.class_id for m in sub])

@@ -446,3 +446,17 @@ def class_count_accuracy(train_pairs: Sequence[PairSample], test_pairs: Sequence
     counts = class_order_counts(train_pairs, num_classes)
     prob = (counts + 1.0) / (counts + counts.T + 2.0)
     return _accuracy(prob[classes[:, 0], classes[:, 1]], _targets(labelled).numpy())
+
+
+def undecided_by_classes(train_pairs: Sequence[PairSample], pairs: Sequence[PairSample], num_classes: int,
+                         minority: float = 0.25) -> List[PairSample]:
+    """The labelled ``pairs`` that class counts cannot decide: one class twice, or two classes
+    seen in both orders in ``train_pairs`` with the rarer order at least ``minority`` of the time."""
+    counts = class_order_counts(train_pairs, num_classes)
+    out = []
+    for p in known(pairs):
+        ab, ba = counts[p.class_a, p.class_b], counts[p.class_b, p.class_a]
+        if p.class_a == p.class_b or (ab + ba > 0 and min(ab, ba) >= minority * (ab + ba)):
+            out.append(p)
+    return out
+
