@@ -447,7 +447,7 @@ class SIMSModel(Pix2PixModel):
                                   "--sims_order depth / classes")
             return None
         from models.sims.ordering_net import OrderingNet
-        self._order_net = OrderingNet.load(path).eval()
+        self._order_net = OrderingNet.load(path, num_classes=self.opt.label_nc).eval()  # names a mismatch
         return self._order_net
 
     def depth_generator(self) -> torch.nn.Module:

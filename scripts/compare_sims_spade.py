@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_stn", action="store_true", help="SIMS places segments without alignment networks")
     p.add_argument("--stn_steps", type=int, default=300, help="training steps of each alignment network")
     p.add_argument("--no_order_net", action="store_true", help="no ordering network (depth orders the canvas)")
-    p.add_argument("--order_steps", type=int, default=600, help="training steps of the ordering network")
+    p.add_argument("--order_steps", type=int, default=1000, help="training steps of the ordering network")
+    p.add_argument("--order_size", type=int, default=32, help="the ordering network's input size")
+    p.add_argument("--order_width", type=int, default=8, help="the ordering network's width")
     p.add_argument("--segmenter_path", default=None, help="a trained 'unet' segmenter; default: train one")
     p.add_argument("--segmenter_epochs", type=int, default=8)
     p.add_argument("--fid_weights", default=None, help="TF-FID Inception file (default: as scripts/evaluate.py)")
@@ -129,7 +131,8 @@ def build_bank(a: argparse.Namespace) -> str:
                           + (data if kind == "paper" else ["--gpu_ids", a.gpu_ids]))
     if not a.no_order_net and not os.path.isfile(os.path.join(folder, "order.pth")):
         from scripts.train_sims_ordering import main as train_order
-        train_order(data + ["--bank_dir", folder, "--steps", str(a.order_steps), "--seed", str(a.seed)])
+        train_order(data + ["--bank_dir", folder, "--steps", str(a.order_steps), "--seed", str(a.seed),
+                             "--order_size", str(a.order_size), "--order_width", str(a.order_width)])
     return folder
 
 

@@ -389,3 +389,36 @@ def test_runs_saved_with_the_old_generator_name_still_load(trained):
     assert opt.netG == "sims_unet"
     test_script.synthesize(opt)
     assert len(list((results / "old" / "test_latest" / "images" / "synthesized_image").glob("*.png"))) == 2
+
+
+def test_ordering_network_orders_the_canvas_when_beside_the_bank(trained, monkeypatch):
+    """--sims_order auto takes the bank's order.pth when it exists (no depth needed, none shown);
+    network without the file names the command that trains it; classes ignores both."""
+    import shutil
+    import models.sims.canvas as canvas_module
+    from models.sims.ordering_net import OrderingNet
+    from models.sims_model import SIMSModel
+    bank = trained / "checkpoints" / "tiny" / "segment_bank"
+    ordered = trained / "bank_with_order"
+    shutil.copytree(bank, ordered)
+    with pytest.raises(OptionError, match="train_sims_ordering.py"):
+        SIMSModel(_test_opt(trained, "--bank_dir", str(ordered), "--sims_order", "network")).order_network()
+    from scripts.train_sims_ordering import main as train_order
+    train_order(["--dataset_mode", "synthetic", "--crop_size", str(SIZE), "--load_size", str(SIZE),
+                 "--synthetic_num", "6", "--bank_dir", str(ordered), "--gpu_ids", "-1", "--steps", "3",
+                 "--order_size", "16", "--order_width", "4"])
+    seen = []
+    original = canvas_module.compose_canvas
+
+    def recording(bank, label, depth, **kw):
+        seen.append((depth, kw.get("order_net")))
+        return original(bank, label, depth, **kw)
+
+    monkeypatch.setattr(canvas_module, "compose_canvas", recording)
+    results = trained / "r_order"
+    test_script.synthesize(_test_opt(trained, "--bank_dir", str(ordered), "--results_dir", str(results)))
+    assert len(seen) == 3 and all(d is None and isinstance(net, OrderingNet) for d, net in seen)
+    folder = results / "tiny" / "test_latest" / "images"
+    assert len(list((folder / "canvas").glob("*.png"))) == 3 and not (folder / "input_depth").exists()
+    model = SIMSModel(_test_opt(trained, "--bank_dir", str(ordered), "--sims_order", "classes"))
+    assert model.order_network() is None
