@@ -54,6 +54,9 @@ import torch.nn.functional as F
 from models import MODELS
 from models.networks.base_network import GENERATORS, add_option_once
 from models.pix2pix_model import Batch, Columns, Pix2PixModel, one_hot_labels
+from models.sims import PAPER_MIN_AREA_FRAC
+from models.sims.frame_stn import FRAME_STN_FILE  # --sims_retrieval paper's transformation network
+from models.sims.ordering_net import ORDER_FILE  # the ordering network
 from models.sims.simulate import (PaperSimulationConfig, SimulationConfig, Stencil, simulate_canvas,
                                   simulate_canvas_paper, stencils_from_label_maps)
 from models.udgan_model import depth_visuals
@@ -65,14 +68,11 @@ BANK_SCRIPT = "scripts/build_segment_bank.py"
 STN_SCRIPT = "scripts/train_sims_stn.py"
 ORDER_SCRIPT = "scripts/train_sims_ordering.py"
 STN_FILE = "stn.pth"  # --sims_retrieval shape's mask aligner
-FRAME_STN_FILE = "frame_stn.pth"  # --sims_retrieval paper's transformation network
-ORDER_FILE = "order.pth"  # the ordering network
 DEPTH_MODES = ("auto", "dataset", "generator", "none")
 RETRIEVAL_MODES = ("paper", "shape")
 ORDER_MODES = ("auto", "network", "depth", "classes")
 CANVAS_MODES = ("paper", "light")
 OBJECTIVES = ("paper", "light")
-PAPER_MIN_AREA = 1000 / (256 * 512)  # the paper's 1000 px segments at 256x512
 # Options that decide what the depth generator's input channels mean: they must agree with the
 # UDGAN run it comes from, since it sees this model's semantics.
 SEMANTIC_OPTIONS = ("label_nc", "contain_dontcare_label", "no_instance", "cond_inputs")
@@ -145,7 +145,7 @@ class SIMSModel(Pix2PixModel):
                              "--sims_min_area left to the network, pasted at their own place and aligned "
                              f"by {FRAME_STN_FILE}; shape: box-normalized shapes anywhere in the image, "
                              f"aligned by {STN_FILE}")
-        add_option_once(parser, "--sims_min_area", type=float, default=PAPER_MIN_AREA,
+        add_option_once(parser, "--sims_min_area", type=float, default=PAPER_MIN_AREA_FRAC,
                         help="--sims_retrieval / --sims_canvas paper: smallest segment (fraction of the "
                              "image area) that gets a real segment; the paper's 1000 px at 256x512")
         add_option_once(parser, "--no_stn", action="store_true",
@@ -206,7 +206,7 @@ class SIMSModel(Pix2PixModel):
                               "set --label_nc to the number of classes (it cannot be 0)")
         if getattr(opt, "sims_top_k", 1) < 1:
             raise OptionError(f"--sims_top_k must be at least 1 (got {opt.sims_top_k})")
-        if not 0.0 <= getattr(opt, "sims_min_area", PAPER_MIN_AREA) < 1.0:
+        if not 0.0 <= getattr(opt, "sims_min_area", PAPER_MIN_AREA_FRAC) < 1.0:
             raise OptionError(f"--sims_min_area is a fraction of the image area in [0, 1) (got {opt.sims_min_area})")
         mode = getattr(opt, "sims_depth", "auto")
         if mode == "generator" and not getattr(opt, "sims_depth_checkpoint", None):

@@ -1,6 +1,7 @@
-"""A component's options are declared once, in its hook: a toy generator added in one place (its
-class and registry line) shows its flags in --help and has its architecture options stored in
-and compared against checkpoints, with no list to edit anywhere else."""
+"""A component's options are declared once, in its hook: a toy generator and a toy discriminator,
+each added in one place (its class and registry line), show their flags in --help and have their
+architecture options stored in and compared against checkpoints, with no list to edit anywhere
+else."""
 from __future__ import annotations
 
 import argparse
@@ -109,3 +110,48 @@ def test_help_groups_the_chosen_components_and_help_all_lists_every_one():
     for name in DATASETS.names():
         if name in ("custom", "voc", "noisy"):
             assert f"--dataset_mode {name} (dataset mode):" in out
+
+
+class ToyDiscriminator(BaseNetwork):
+    """One strided convolution and a 1-channel output: ``[[features, prediction]]`` (one scale,
+    the format every discriminator returns); ``--toy_ndf`` sizes the hidden layer."""
+
+    @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
+        add_option_once(parser, "--toy_ndf", role="architecture", type=int, default=3,
+                        help="hidden channels of the toy discriminator")
+        return parser
+
+    def __init__(self, opt: argparse.Namespace) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(opt.semantic_nc + opt.output_nc, opt.toy_ndf, 4, 2, 1),
+                                      nn.LeakyReLU(0.2))
+        self.out = nn.Conv2d(opt.toy_ndf, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> list:
+        h = self.features(x)
+        return [[h, self.out(h)]]
+
+
+def test_a_toy_discriminator_is_a_full_component(monkeypatch, tmp_path, capsys):
+    """The discriminator side of the contract: one registry line, its flag in --help, trained
+    by the framework (GAN and feature matching on its one scale), its architecture option in
+    latest_net_D.pth and a resume with another value refused by name."""
+    monkeypatch.setattr(DISCRIMINATORS, "_entries", dict(DISCRIMINATORS._entries))  # restored afterwards
+    DISCRIMINATORS.register("toy_d")(ToyDiscriminator)
+    assert ToyDiscriminator.architecture_options() == ("toy_ndf",)
+    with pytest.raises(SystemExit):
+        train_script.main(["--netD", "toy_d", "--help"])
+    assert "--toy_ndf" in capsys.readouterr().out
+    base = TINY[:TINY.index("--n_layers_D")] + ["--netD", "toy_d"]  # multiscale's flags are not declared now
+    train_script.main(base + ["--toy_ndf", "5", "--checkpoints_dir", str(tmp_path), "--name", "toyd"])
+    saved = torch.load(tmp_path / "toyd" / "latest_net_D.pth", weights_only=True)
+    assert saved["options"]["toy_ndf"] == 5 and saved["options"]["netD"] == "toy_d"
+    log = (tmp_path / "toyd" / "loss_log.txt").read_text()
+    assert "GAN_Feat" in log and "D_real" in log
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # train.py's one error line
+        train_script.main(base + ["--toy_ndf", "7", "--checkpoints_dir", str(tmp_path), "--name", "toyd",
+                                  "--continue_train", "--no_opt_file", "--niter", "2"])
+    captured = capsys.readouterr()
+    assert "latest_net_D.pth was built with other options: --toy_ndf 5 (this run: 7)" in captured.err + captured.out

@@ -212,8 +212,9 @@ def test_trained_network_beats_class_counts_where_classes_cannot_decide(syntheti
     assert stats["loss_last"] < stats["loss_first"]
     net_hard, counts_hard = pair_accuracy(net, hard), class_count_accuracy(train, hard, NUM_CLASSES)
     assert counts_hard < 0.7  # these pairs really are undecided by classes
-    # measured 0.76 vs 0.54 here (0.67 with 2 threads); other seeds 0.60-0.76
-    assert net_hard > counts_hard + 0.05, (net_hard, counts_hard)
+    # measured 0.76 vs 0.54 here (0.67 with 2 threads); other seeds 0.60-0.76: a small margin,
+    # so that another CPU's rounding (a slightly different trajectory) cannot flip it
+    assert net_hard > counts_hard + 0.02, (net_hard, counts_hard)
     assert pair_accuracy(net, test) > 0.8
 
 

@@ -6,3 +6,7 @@ an affine spatial transformer (``alignment``), the segments are ordered far to n
 (``ordering``) and pasted into a canvas (``canvas``) that a network turns into the final image.
 ``simulate`` makes the training-time canvases from the photos themselves.
 """
+
+# The paper's size threshold: segments of at most 1000 px at 256x512 get no real segment (retrieval,
+# training canvases, ordering pairs); here as a fraction of the image area.
+PAPER_MIN_AREA_FRAC = 1000 / (256 * 512)

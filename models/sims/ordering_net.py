@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
+from models.sims import PAPER_MIN_AREA_FRAC
 from models.sims.bank import as_label_array, find_components
 from util.checkpoint import read_file
 from util.errors import CheckpointError, DatasetError
@@ -40,7 +41,7 @@ from util.errors import CheckpointError, DatasetError
 ORDER_FILE = "order.pth"
 ORDER_FORMAT = "udgan-sims-order-1"
 # Paper constants at 256 x 512 (matlab_code/train_generate_order.m).
-MIN_AREA_FRAC = 1000 / (256 * 512)
+MIN_AREA_FRAC = PAPER_MIN_AREA_FRAC
 BAND_AT_256 = 11      # side of the square widening each boundary for the depth comparison
 ADJACENCY_SIDE = 3    # side of the square widening a boundary for the adjacency test
 BLOCKS = ((1, 2), (2, 2), (4, 3), (8, 3), (8, 3))  # (width multiple, convs) per VGG block

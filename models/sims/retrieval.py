@@ -22,11 +22,11 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from models.sims import PAPER_MIN_AREA_FRAC
 from models.sims.bank import (Components, SegmentBank, as_label_array, components_from_masks, find_components,
                               frame_descriptor, frame_descriptors)
 
 MODES = ("paper", "shape")
-PAPER_MIN_AREA_FRAC = 1000.0 / (256 * 512)  # the paper's 1000 px threshold at 256 x 512
 
 
 @dataclass

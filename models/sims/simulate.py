@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from models.sims import PAPER_MIN_AREA_FRAC
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -228,7 +229,7 @@ class PaperSimulationConfig:
         width (columns).
     ignore_ids: label ids that are no segment (dontcare): always holes.
     """
-    min_area_frac: float = 1000.0 / (256 * 512)
+    min_area_frac: float = PAPER_MIN_AREA_FRAC
     colour_transfer_prob: float = 0.2
     band_frac: float = 0.05
     elide_frac: float = 0.5
