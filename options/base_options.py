@@ -48,29 +48,24 @@ SELECTORS = ("preset", "model", "netG", "netD", "netD_depth", "dataset_mode")
 NOT_OPTIONS = {"option_defaults", "option_origin"}
 
 
-# --preset: published recipes as defaults (facts from the papers / their code). Flags a parser
-# does not have (training-only ones in test.py) are skipped.
-PRESETS: Dict[str, Dict[str, Any]] = {
-    # junyanz/pytorch-CycleGAN-and-pix2pix defaults for pix2pix: unet_256, PatchGAN n_layers 3,
-    # vanilla GAN + L1 100, Adam 2e-4 (0.5, 0.999), 100 epochs + 100 of linear decay
-    "pix2pix": {"netG": "unet", "netD": "patch", "lambda_L1": 100.0, "gan_mode": "original",
-                "no_ganFeat_loss": True, "no_vgg_loss": True, "no_TTUR": True, "beta1": 0.5,
-                "no_instance": True, "norm_D": "batch", "init_type": "normal", "n_layers_D": 3,
-                "niter": 100, "niter_decay": 100},
-    # NVIDIA/pix2pixHD: LSGAN summed over 2 D scales of 3 layers, feature matching and VGG 10,
-    # Adam 2e-4 (0.5, 0.999), 100 + 100 epochs
-    "pix2pixhd": {"netG": "pix2pixhd", "netD": "multiscale", "gan_mode": "ls", "norm_G": "instance",
-                  "norm_D": "instance", "no_TTUR": True, "beta1": 0.5, "lambda_feat": 10.0,
-                  "gan_loss_over_scales": "sum", "init_type": "normal", "n_layers_D": 3,
-                  "niter": 100, "niter_decay": 100},
-    # tamarott/ASAPNet: SPADE's losses and TTUR, 200 + 100 epochs
-    "asapnet": {"netG": "asapnet", "netD": "multiscale", "gan_mode": "hinge",
-                "niter": 200, "niter_decay": 100},
-    # NVlabs/SPADE defaults (50 epochs, no decay; its README trains longer per dataset)
-    "spade": {"netG": "spade", "netD": "multiscale", "gan_mode": "hinge"},
-}
-PRESET_PAPERS = {"pix2pix": "Isola et al. 2017, pix2pix", "pix2pixhd": "Wang et al. 2018, pix2pixHD",
-                 "asapnet": "Shaham et al. 2021, ASAPNet", "spade": "Park et al. 2019, SPADE/GauGAN"}
+def preset_table() -> Dict[str, Dict[str, Any]]:
+    """--preset NAME -> the recipe's option defaults, from the generators that declare one
+    (``preset``, ``recipe``). Flags a parser does not have (training-only ones in test.py) are
+    skipped."""
+    from models.networks import GENERATORS
+    table = {}
+    for name in GENERATORS.names():
+        cls = GENERATORS.get(name)
+        if cls.preset:
+            table[cls.preset] = {"netG": name, **cls.recipe}
+    return table
+
+
+def preset_paper(preset: str) -> str:
+    """Who published ``--preset`` ``preset``'s recipe."""
+    from models.networks import GENERATORS
+    return next(GENERATORS.get(n).recipe_paper for n in GENERATORS.names() if GENERATORS.get(n).preset == preset)
+
 
 
 def _describe(values: Dict[str, Any]) -> str:
@@ -150,10 +145,11 @@ class BaseOptions:
                             help="the start-up banner lists every option, not only the changed ones")
         parser.add_argument("--display_winsize", type=int, default=400, help="display image width")
         # generator
-        parser.add_argument("--preset", type=str, default=None, choices=tuple(PRESETS),
+        presets = preset_table()
+        parser.add_argument("--preset", type=str, default=None, choices=tuple(presets),
                             help="one flag for a published recipe's defaults (explicit flags still win): "
-                                 + "; ".join(f"{k} ({PRESET_PAPERS[k]}): {_describe(v)}"
-                                             for k, v in PRESETS.items()))
+                                 + "; ".join(f"{k} ({preset_paper(k)}): {_describe(v)}"
+                                             for k, v in presets.items()))
         parser.add_argument("--netG", type=str, default="spade", help="generator architecture")
         parser.add_argument("--ngf", type=int, default=64, help="generator width")
         parser.add_argument("--init_type", type=str, default="xavier",
@@ -212,7 +208,7 @@ class BaseOptions:
             return next((f for f in fallbacks if f is not None), getattr(opt, dest, None))
 
         preset_name = pick("preset")
-        preset = PRESETS.get(preset_name, {}) if preset_name else {}
+        preset = preset_table().get(preset_name, {}) if preset_name else {}
         given_netG = getattr(opt, "netG") if "netG" in explicit else saved.get("netG", preset.get("netG"))
         needed = GENERATORS.get(given_netG).requires_model if given_netG else None
         model = pick("model", needed, preset.get("model"))

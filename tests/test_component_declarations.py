@@ -27,6 +27,10 @@ TINY = ["--gpu_ids", "-1", "--crop_size", "32", "--load_size", "32", "--ndf", "4
 class ToyGenerator(BaseNetwork):
     """Two convolutions: label map -> image; ``--toy_width`` sizes the hidden layer."""
 
+    preset = "toy_recipe"  # --preset toy_recipe selects it with these defaults
+    recipe = {"netD": "patch", "toy_width": 4}
+    recipe_paper = "a test"
+
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser, is_train: bool) -> argparse.ArgumentParser:
         add_option_once(parser, "--toy_width", role="architecture", type=int, default=6,
@@ -74,6 +78,15 @@ def test_a_toy_generator_is_a_full_component(toy_generator, tmp_path, capsys):
     opt.semantic_nc = 13
     with pytest.raises(CheckpointError, match=r"--toy_width 5 \(this run: 7\)"):
         checkpoint.load_network(ToyGenerator(opt), str(tmp_path / "toy" / "latest_net_G.pth"), opt, "G")
+
+
+def test_a_toy_generators_recipe_is_a_preset(toy_generator, capsys):
+    from options.train_options import TrainOptions
+    opt = TrainOptions().parse(["--gpu_ids", "-1", "--preset", "toy_recipe"], save=False)
+    assert (opt.netG, opt.netD, opt.toy_width) == ("toy", "patch", 4)
+    with pytest.raises(SystemExit):
+        train_script.main(["--help"])
+    assert "toy_recipe (a test)" in capsys.readouterr().out
 
 
 def test_help_lists_component_flags_in_a_fresh_process():

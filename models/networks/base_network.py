@@ -63,6 +63,10 @@ class BaseNetwork(nn.Module):
     # the --preset of its paper (None: no recipe of its own), the smallest flags that train it
     # standalone at 64 px, or None with ``needs_first`` naming the step it needs before training.
     preset: Optional[str] = None
+    # With a preset: its option defaults besides --netG (facts from the paper / its code) and who
+    # published it; --preset and its --help are built from these.
+    recipe: Dict[str, Any] = {}
+    recipe_paper: str = ""
     smoke_options: Optional[Tuple[str, ...]] = ()
     needs_first: Optional[str] = None
     # The --model this network only works under (e.g. depthspade: udgan); the options select it

@@ -125,6 +125,9 @@ class ASAPNetGenerator(BaseNetwork):
     """
 
     preset = "asapnet"
+    # tamarott/ASAPNet: SPADE's losses and TTUR, 200 + 100 epochs
+    recipe = {"netD": "multiscale", "gan_mode": "hinge", "niter": 200, "niter_decay": 100}
+    recipe_paper = "Shaham et al. 2021, ASAPNet"
     smoke_options = ("--lr_width", "8", "--lr_max_width", "16", "--lr_depth", "2", "--hr_width", "8",
                      "--hr_depth", "3", "--learned_ds_factor", "4")
 

@@ -129,6 +129,12 @@ class Pix2PixHDGenerator(BaseNetwork):
     """
 
     preset = "pix2pixhd"
+    # NVIDIA/pix2pixHD: LSGAN summed over 2 D scales of 3 layers, feature matching and VGG 10,
+    # Adam 2e-4 (0.5, 0.999), 100 + 100 epochs
+    recipe = {"netD": "multiscale", "gan_mode": "ls", "norm_G": "instance", "norm_D": "instance",
+              "no_TTUR": True, "beta1": 0.5, "lambda_feat": 10.0, "gan_loss_over_scales": "sum",
+              "init_type": "normal", "n_layers_D": 3, "niter": 100, "niter_decay": 100}
+    recipe_paper = "Wang et al. 2018, pix2pixHD"
     smoke_options = ("--resnet_n_blocks", "2", "--resnet_n_downsample", "2")
 
     @staticmethod

@@ -95,6 +95,9 @@ class SPADEGenerator(BaseNetwork):
     """
 
     preset = "spade"
+    # NVlabs/SPADE defaults (50 epochs, no decay; its README trains longer per dataset)
+    recipe = {"netD": "multiscale", "gan_mode": "hinge"}
+    recipe_paper = "Park et al. 2019, SPADE/GauGAN"
     smoke_options = ("--num_upsampling_layers", "normal")
 
     @staticmethod

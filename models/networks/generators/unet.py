@@ -139,6 +139,12 @@ class UnetGenerator(BaseNetwork):
     """
 
     preset = "pix2pix"
+    # junyanz/pytorch-CycleGAN-and-pix2pix defaults for pix2pix: unet_256, PatchGAN n_layers 3,
+    # vanilla GAN + L1 100, Adam 2e-4 (0.5, 0.999), 100 epochs + 100 of linear decay
+    recipe = {"netD": "patch", "lambda_L1": 100.0, "gan_mode": "original", "no_ganFeat_loss": True,
+              "no_vgg_loss": True, "no_TTUR": True, "beta1": 0.5, "no_instance": True, "norm_D": "batch",
+              "init_type": "normal", "n_layers_D": 3, "niter": 100, "niter_decay": 100}
+    recipe_paper = "Isola et al. 2017, pix2pix"
     smoke_options = ("--num_downs", "5")
 
     # pix2pix's test.py keeps the generator in train mode unless --eval (see module docstring).
