@@ -15,7 +15,6 @@ label maps, then one JSON line with the same numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -32,7 +31,7 @@ from models.sims.bank import SegmentBank, bank_size_bytes
 from models.sims.canvas import compose_canvas
 from models.sims.retrieval import retrieve
 from options.base_options import BaseOptions
-from util.cli import run_reporting_errors
+from util.cli import run_with_summary
 from util.errors import DatasetError, OptionError
 
 # dataset options written to index.json, to tell later which data a bank came from
@@ -151,29 +150,24 @@ def build(opt: argparse.Namespace) -> Dict[str, Any]:
     return summary
 
 
+def describe(summary: Dict[str, Any]) -> None:
+    """The build's human-readable lines (the JSON line follows)."""
+    print(f"segment bank: {summary['segments']} segments of {summary['classes']} classes from "
+          f"{summary['maps']} maps -> {summary['bank_dir']} ({summary['size_mb']:.2f} MB, "
+          f"built in {summary['build_seconds']:.1f} s)", flush=True)
+    cap = f"capped at {summary['max_crop_side']} px" if summary["max_crop_side"] else "source size, no cap"
+    print(f"crops: {cap}; longest side {summary['crop_side_max']} px (median {summary['crop_side_median']:.0f}); "
+          f"frame grid {summary['frame_size']}x{summary['frame_size']}; "
+          f"{summary['source_paths']} source paths recorded", flush=True)
+    if "retrieval_ms_per_map" in summary:
+        print(f"retrieval: {summary['retrieval_ms_per_map']:.1f} ms per map by shape, "
+              f"{summary['paper_retrieval_ms_per_map']:.1f} ms as published (frame IoU) "
+              f"({summary['components_per_map']:.1f} components per map, {summary['timing_maps']} maps); "
+              f"canvas composition (as published) {summary['canvas_ms_per_map']:.1f} ms per map", flush=True)
+
+
 def main(argv: Optional[List[str]] = None) -> Optional[Dict[str, Any]]:
-    result: Dict[str, Any] = {}
-
-    def body() -> None:
-        opt = parse_options(argv)
-        summary = build(opt)
-        print(f"segment bank: {summary['segments']} segments of {summary['classes']} classes from "
-              f"{summary['maps']} maps -> {summary['bank_dir']} ({summary['size_mb']:.2f} MB, "
-              f"built in {summary['build_seconds']:.1f} s)", flush=True)
-        cap = f"capped at {summary['max_crop_side']} px" if summary["max_crop_side"] else "source size, no cap"
-        print(f"crops: {cap}; longest side {summary['crop_side_max']} px (median {summary['crop_side_median']:.0f}); "
-              f"frame grid {summary['frame_size']}x{summary['frame_size']}; "
-              f"{summary['source_paths']} source paths recorded", flush=True)
-        if "retrieval_ms_per_map" in summary:
-            print(f"retrieval: {summary['retrieval_ms_per_map']:.1f} ms per map by shape, "
-                  f"{summary['paper_retrieval_ms_per_map']:.1f} ms as published (frame IoU) "
-                  f"({summary['components_per_map']:.1f} components per map, {summary['timing_maps']} maps); "
-                  f"canvas composition (as published) {summary['canvas_ms_per_map']:.1f} ms per map", flush=True)
-        print(json.dumps(summary), flush=True)
-        result.update(summary)
-
-    run_reporting_errors(body)
-    return result
+    return run_with_summary(lambda: build(parse_options(argv)), describe)
 
 
 if __name__ == "__main__":

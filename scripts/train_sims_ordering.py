@@ -16,7 +16,6 @@ classes cannot decide (one class twice, or both orders common in training).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ from models.sims.ordering_net import (MIN_AREA_FRAC, ORDER_FILE, adjacent_pairs,
                                       known, pair_accuracy, train_ordering, undecided_by_classes)
 from options.base_options import BaseOptions
 from util.aux_training import json_safe, split_indices
-from util.cli import run_reporting_errors
+from util.cli import run_with_summary
 from util.distributed import resolve_device
 from util.errors import DatasetError, OptionError
 
@@ -202,20 +201,14 @@ def run(opt: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> Optional[Dict[str, Any]]:
-    result: Dict[str, Any] = {}
-
-    def body() -> None:
-        summary = run(parse_options(argv))
+    def describe(summary: Dict[str, Any]) -> None:
         acc_net, acc_cc = summary["val_accuracy_network"], summary["val_accuracy_class_counts"]
         if acc_net is not None and acc_cc is not None:
             print(f"ordering network: {acc_net:.3f} held-out pairwise accuracy vs {acc_cc:.3f} for the class "
                   f"counts ({summary['val_pairs']} pairs of {summary['val_images']} images; trained on "
                   f"{summary['train_pairs']} pairs) -> {summary['out']}", flush=True)
-        print(json.dumps(summary), flush=True)
-        result.update(summary)
 
-    run_reporting_errors(body)
-    return result
+    return run_with_summary(lambda: run(parse_options(argv)), describe)
 
 
 if __name__ == "__main__":

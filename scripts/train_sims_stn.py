@@ -40,7 +40,7 @@ from models.sims.frame_stn import (DEFAULT_COVERAGE_WEIGHT, FRAME_STN_FILE, Fram
                                    training_pairs_from_frames)
 from options.base_options import BaseOptions, parse_gpu_ids
 from scripts.build_segment_bank import INFO_KEYS
-from util.cli import run_reporting_errors
+from util.cli import run_with_summary
 from util.distributed import resolve_device
 from util.errors import DatasetError, OptionError
 
@@ -294,16 +294,11 @@ def run_paper(opt: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> Optional[Dict[str, Any]]:
-    result: Dict[str, Any] = {}
-
-    def body() -> None:
+    def summary() -> Dict[str, Any]:
         opt = parse_options(argv)
-        summary = run_paper(opt) if opt.stn == "paper" else run(opt)
-        print(json.dumps(summary), flush=True)
-        result.update(summary)
+        return run_paper(opt) if opt.stn == "paper" else run(opt)
 
-    run_reporting_errors(body)
-    return result
+    return run_with_summary(summary)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import signal
 import sys
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from util.errors import UserError
 
@@ -95,3 +96,21 @@ def run_reporting_errors(body: Callable[[], None],
                 signal.signal(sig, handler)
             except (ValueError, TypeError):
                 pass
+
+
+def run_with_summary(make_summary: Callable[[], Dict[str, Any]],
+                     describe: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """A script's ``main``: ``make_summary()`` under ``run_reporting_errors``; ``describe`` prints
+    its human-readable lines, then the summary goes out as one JSON line (what tools parse).
+    Returns the summary (empty when the script stopped with an error)."""
+    result: Dict[str, Any] = {}
+
+    def body() -> None:
+        summary = make_summary()
+        if describe is not None:
+            describe(summary)
+        print(json.dumps(summary), flush=True)
+        result.update(summary)
+
+    run_reporting_errors(body)
+    return result

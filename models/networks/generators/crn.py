@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.networks.base_network import GENERATORS, BaseNetwork, add_option_once
-from models.networks.generators.sims_unet import CANVAS_NC, FILLED_NC, image_size
+from models.networks.generators.sims_unet import CANVAS_NC, FILLED_NC, check_canvas_generator, image_size
 from util.errors import OptionError
 
 ENCODER_CONVS = (2, 2, 3, 3, 3, 3)  # convs per encoder block (VGG-19's first blocks, then more)
@@ -124,14 +124,7 @@ class CRNGenerator(BaseNetwork):
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
         opt = CRNGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
-        if getattr(opt, "model", "sims") != "sims":
-            raise OptionError(f"--netG crn needs --model sims (got --model {opt.model}), which "
-                              "builds the canvas it refines; leave --model out")
-        if getattr(opt, "use_vae", False):
-            raise OptionError("--netG crn takes no style code: its appearance comes from the canvas. "
-                              "Drop --use_vae.")
-        if opt.ngf < 1:
-            raise OptionError(f"--ngf must be at least 1 (got {opt.ngf})")
+        check_canvas_generator(opt, "crn")
         if not 1 <= opt.crn_levels <= MAX_LEVELS:
             raise OptionError(f"--crn_levels must be between 1 and {MAX_LEVELS} (got {opt.crn_levels})")
         if num_classes(opt) < 1:

@@ -45,6 +45,19 @@ def image_size(opt: argparse.Namespace) -> tuple:
     return max(1, round(opt.crop_size / opt.aspect_ratio)), opt.crop_size
 
 
+def check_canvas_generator(opt: argparse.Namespace, netG: str) -> None:
+    """What every generator of ``--model sims`` needs: that model (it builds the canvas), no
+    style code, ``--ngf`` >= 1."""
+    if getattr(opt, "model", "sims") != "sims":
+        raise OptionError(f"--netG {netG} needs --model sims (got --model {opt.model}), which "
+                          "builds the canvas it refines; leave --model out")
+    if getattr(opt, "use_vae", False):
+        raise OptionError(f"--netG {netG} takes no style code: its appearance comes from the canvas. "
+                          "Drop --use_vae.")
+    if opt.ngf < 1:
+        raise OptionError(f"--ngf must be at least 1 (got {opt.ngf})")
+
+
 def effective_num_downs(opt: argparse.Namespace) -> int:
     """``--sims_num_downs`` capped so the bottleneck side is at least ``MIN_BOTTLENECK`` px
     (at least one level)."""
@@ -100,14 +113,7 @@ class SIMSGenerator(BaseNetwork):
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
         opt = SIMSGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
-        if getattr(opt, "model", "sims") != "sims":
-            raise OptionError(f"--netG sims_unet needs --model sims (got --model {opt.model}), which "
-                              "builds the canvas it refines; leave --model out")
-        if getattr(opt, "use_vae", False):
-            raise OptionError("--netG sims_unet takes no style code: its appearance comes from the canvas. "
-                              "Drop --use_vae.")
-        if opt.ngf < 1:
-            raise OptionError(f"--ngf must be at least 1 (got {opt.ngf})")
+        check_canvas_generator(opt, "sims_unet")
         if opt.sims_num_downs < 1:
             raise OptionError(f"--sims_num_downs must be at least 1 (got {opt.sims_num_downs})")
 
