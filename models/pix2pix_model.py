@@ -104,8 +104,13 @@ class Pix2PixModel(nn.Module):
                 self.netE = define_E(opt, "pix2pixhd")
         if opt.isTrain:
             self.criterionGAN = GANLoss(opt.gan_mode, over_scales=getattr(opt, "gan_loss_over_scales", "mean"))
-            self.criterionVGG = None if opt.no_vgg_loss else VGGLoss(opt.vgg_weights, getattr(opt, "vgg_normalize", "none"))
+            self.criterionVGG = self.perceptual_loss(opt)
             self.KLDLoss = KLDLoss()
+
+    def perceptual_loss(self, opt: argparse.Namespace) -> Optional[nn.Module]:
+        """The ``VGG`` term's loss (None with ``--no_vgg_loss``); models with their own perceptual
+        loss return None here, so the VGG weights load once."""
+        return None if opt.no_vgg_loss else VGGLoss(opt.vgg_weights, getattr(opt, "vgg_normalize", "none"))
 
     @property
     def device(self) -> torch.device:

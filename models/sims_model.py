@@ -237,6 +237,10 @@ class SIMSModel(Pix2PixModel):
             # --eval_freq synthesizes the validation split, which needs the bank: fail now, not mid-run
             self.segment_bank()
 
+    def perceptual_loss(self, opt: argparse.Namespace) -> Optional[torch.nn.Module]:
+        """No plain VGG term with the paper objective: its class-masked loss replaces it."""
+        return None if self.objective == "paper" else super().perceptual_loss(opt)
+
     @staticmethod
     def resolve_objective(opt: argparse.Namespace) -> str:
         """``--sims_objective``, or its default for the generator (paper with crn)."""
@@ -256,7 +260,6 @@ class SIMSModel(Pix2PixModel):
         if self.objective == "paper":
             self.use_gan = bool(getattr(opt, "sims_gan", False))
             from models.networks.loss import ClassMaskedVGGLoss
-            self.criterionVGG = None  # the class-masked loss replaces the plain VGG term
             # --no_vgg_loss keeps the loss's pixel term, which needs no VGG weights
             self.criterionMaskedVGG = masked_pixel_loss if opt.no_vgg_loss else ClassMaskedVGGLoss(opt.vgg_weights)
         else:

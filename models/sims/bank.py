@@ -109,6 +109,18 @@ def as_label_array(label: Any, what: str = "label") -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def as_depth_array(depth: Any, hw: Tuple[int, int], what: str = "depth") -> np.ndarray:
+    """(H, W) or (1, H, W) depth (numpy or torch) -> (H, W) float32 numpy of the size ``hw``."""
+    if hasattr(depth, "detach"):
+        depth = depth.detach().cpu().numpy()
+    arr = np.asarray(depth, dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.shape != tuple(hw):
+        raise ValueError(f"{what} must be (H, W) = {tuple(hw)} like the label, got {arr.shape}")
+    return arr
+
+
 def find_components(label: np.ndarray, ignore: Iterable[int] = (), min_pixels: int = 1) -> Components:
     """8-connected components of each class of ``label`` (H, W) int, skipping the ``ignore``
     classes and components smaller than ``min_pixels``; ordered by class, then scan order."""

@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from models.sims.bank import SegmentBank, segment_depth
+from models.sims.bank import SegmentBank, as_depth_array, segment_depth
 
 
 def match_depths(matches: Sequence, query_depth: Optional[np.ndarray], bank: SegmentBank) -> np.ndarray:
@@ -26,15 +26,10 @@ def match_depths(matches: Sequence, query_depth: Optional[np.ndarray], bank: Seg
     """
     depths = np.full(len(matches), np.nan)
     if query_depth is not None:
-        if hasattr(query_depth, "detach"):
-            query_depth = query_depth.detach().cpu().numpy()
-        qd = np.asarray(query_depth, dtype=np.float32)
-        if qd.ndim == 3 and qd.shape[0] == 1:
-            qd = qd[0]
-        for k, m in enumerate(matches):
-            if qd.shape != tuple(m.hw):
-                raise ValueError(f"query depth must be (H, W) = {tuple(m.hw)}, got {qd.shape}")
-            depths[k] = segment_depth(qd, m.bbox, m.local_mask)
+        if matches:
+            qd = as_depth_array(query_depth, matches[0].hw, "query depth")
+            for k, m in enumerate(matches):
+                depths[k] = segment_depth(qd, m.bbox, m.local_mask)
         return depths
     bank_depths = bank.depths
     for k, m in enumerate(matches):

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from models.sims import PAPER_MIN_AREA_FRAC
-from models.sims.bank import as_label_array, find_components
+from models.sims.bank import as_depth_array, as_label_array, find_components
 from util.checkpoint import read_file
 from util.errors import CheckpointError, DatasetError
 
@@ -131,13 +131,7 @@ def adjacent_pairs(label: Any, depth: Optional[Any] = None, ignore_ids: Iterable
     label = as_label_array(label)
     h, w = label.shape
     if depth is not None:
-        if hasattr(depth, "detach"):
-            depth = depth.detach().cpu().numpy()
-        depth = np.asarray(depth, dtype=np.float32)
-        if depth.ndim == 3 and depth.shape[0] == 1:
-            depth = depth[0]
-        if depth.shape != label.shape:
-            raise ValueError(f"depth must be (H, W) = {label.shape} like the label, got {depth.shape}")
+        depth = as_depth_array(depth, label.shape)
     min_pixels = max(1, int(math.ceil(min_area_frac * h * w)))
     comps = find_components(label, ignore_ids, min_pixels)
     masks = [comps.full_mask(k) for k in range(len(comps))]
