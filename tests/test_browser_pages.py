@@ -115,7 +115,7 @@ def test_training_and_test_pages_render_in_chromium(tmp_path, monkeypatch, tiny_
     index = check_page(exe, web / "index.html", profile, 1400)
     srcs = [src for src, _, _ in index["imgs"]]
     # two steps on the page, each a grid of 2 samples x 3 visuals
-    assert "losses.png" in srcs and sum(s.startswith("images/") for s in srcs) == 2 * 2 * 3
+    assert "losses.svg" in srcs and sum(s.startswith("images/") for s in srcs) == 2 * 2 * 3
     assert "page_2.html" in [h for h, _ in index["links"]]
     check_page(exe, web / "index.html", profile, 800)
     older = check_page(exe, web / "page_2.html", profile, 800)

@@ -42,7 +42,7 @@ def test_run_shorter_than_display_freq_has_a_finished_page(tmp_path, tiny_train_
     text = index.read_text()
     # images of the first iteration and of the last one; the loss lines of both
     assert "epoch 1, iteration 2" in text and "epoch 1, iteration 4" in text
-    assert 'src="losses.png"' in text
+    assert 'src="losses.svg"' in text
     log = (folder / "loss_log.txt").read_text()
     assert re.findall(r"^\(epoch: (\d+), iters: (\d+),", log, re.M) == [("1", "2"), ("1", "4")]
     # the method as users know it and the synthetic dataset's classes in their colours

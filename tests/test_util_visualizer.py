@@ -163,13 +163,6 @@ def test_batch_tiled_visuals_show_each_sample_at_winsize(tmp_path):
 
 
 # ---------------------------------------------------------------- dashboard: header, curves, pages
-def _png_size(path: str):
-    from PIL import Image
-    with Image.open(path) as im:
-        assert im.format == "PNG"
-        return im.size
-
-
 def test_header_shows_options_progress_speed_and_eta(tmp_path):
     opt = make_opt(checkpoints_dir=str(tmp_path), niter=3, niter_decay=1, total_samples=400,
                    dataset_mode="cityscapes", batchSize=4, lr=0.0002)
@@ -198,7 +191,7 @@ def test_header_without_total_samples_says_eta_unknown(tmp_path):
     assert "iteration 10 (samples)" in progress and "ETA unknown" in progress
 
 
-def test_loss_curves_png_redrawn_on_display_and_throttled_on_print(tmp_path, monkeypatch):
+def test_loss_curves_redrawn_on_display_and_throttled_on_print(tmp_path, monkeypatch):
     import util.visualizer as V
     vis = Visualizer(make_opt(checkpoints_dir=str(tmp_path), niter=1, total_samples=100))
     drawn = []
@@ -208,14 +201,15 @@ def test_loss_curves_png_redrawn_on_display_and_throttled_on_print(tmp_path, mon
     for i in range(1, 6):
         vis.print_current_errors(1, 10 * i, 10 * i, {"G_GAN": 1.0 / i, "G_VGG": 5.0, "D_Fake": 0.3}, 0.1)
     assert len(drawn) == 1  # the first print draws; the next ones within REDRAW_SECONDS don't
-    png = os.path.join(vis.web_dir, V.LOSS_PNG)
-    w, h = _png_size(png)
+    svg = open(os.path.join(vis.web_dir, V.LOSS_SVG), encoding="utf-8").read()
+    w, h = (float(v) for v in re.match(r'<svg [^>]*width="([\d.]+)" height="([\d.]+)"', svg).groups())
     assert w > 300 and h > 150
+    assert [t for t in ("G_GAN", "G_VGG", "D_Fake") if f">{t}</text>" in svg] == ["G_GAN", "G_VGG", "D_Fake"]
     vis.display_current_results(visuals(10), epoch=1, total_iters=50)
     assert len(drawn) == 2 and list(drawn[-1]) == ["G_GAN", "G_VGG", "D_Fake"]
     assert [x for x, _ in drawn[-1]["G_GAN"]] == [10, 20, 30, 40, 50]
     text = open(os.path.join(vis.web_dir, "index.html"), encoding="utf-8").read()
-    assert f'src="{V.LOSS_PNG}"' in text
+    assert f'src="{V.LOSS_SVG}"' in text
     monkeypatch.setattr(V, "REDRAW_SECONDS", 0.0)
     vis.print_current_errors(1, 60, 60, {"G_GAN": 0.1}, 0.1)
     assert len(drawn) == 3

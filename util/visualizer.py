@@ -7,7 +7,7 @@ Layout under ``<checkpoints_dir>/<name>/``::
                                                      charts, the newest STEPS_PER_PAGE display steps
     web/page_2.html, page_3.html, ...                older display steps, newest first, with
                                                      newer/older links
-    web/losses.png                                   one subplot per logged loss (matplotlib)
+    web/losses.svg                                   one panel per logged loss (SVG)
     web/eval_<metric>.svg                            validation charts (--eval_freq)
     web/loss_epochs.json                             epoch -> samples before it (x axis of curves)
     web/images/epoch003_iter00000200_sample1_<key>.png  one file per sample and visual per step
@@ -49,7 +49,7 @@ _LOG_HEADER = "================ Training Loss"
 REFRESH_SECONDS = 30
 STEPS_PER_PAGE = 10     # display steps on index.html and on each older page
 REDRAW_SECONDS = 60.0   # print_current_errors redraws the curves and page at most this often
-LOSS_PNG = "losses.png"
+LOSS_SVG = "losses.svg"
 EPOCHS_JSON = "loss_epochs.json"
 # Options shown in the page header (those the opt Namespace has).
 SUMMARY_OPTIONS = ("model", "netG", "dataset_mode", "dataroot", "label_nc", "crop_size",
@@ -259,16 +259,12 @@ class Visualizer:
         return parse_loss_log(self.log_name, per_epoch, self._epoch_offsets)
 
     def _draw_losses(self, series: Mapping[str, Sequence[Tuple[float, float]]]) -> bool:
-        """Redraw ``web/losses.png`` (atomically); False when there is nothing to draw or
-        matplotlib is missing."""
+        """Redraw ``web/losses.svg`` (atomically); False when there is nothing to draw."""
         if not series:
             return False
-        try:
-            from util.plot import loss_curves_png
-            png = loss_curves_png(series, f"{self.name}: training losses")
-        except ImportError:
-            return False
-        atomic_write_bytes(os.path.join(self.web_dir, LOSS_PNG), png)
+        from util.plot import loss_curves_svg
+        atomic_write_text(os.path.join(self.web_dir, LOSS_SVG),
+                          loss_curves_svg(series, f"{self.name}: training losses"))
         return True
 
     # ------------------------------------------------------------------ display
@@ -458,8 +454,8 @@ class Visualizer:
         if has_curves:
             webpage.add_header("training losses")
             with webpage.doc:
-                with a(href=LOSS_PNG):
-                    img(src=LOSS_PNG, alt="training losses", id="losses", style="max-width:100%")
+                with a(href=LOSS_SVG):
+                    img(src=LOSS_SVG, alt="training losses", id="losses", style="max-width:100%")
         if self._charts:
             webpage.add_header("validation metrics (--eval_freq)")
             webpage.add_images(self._charts, [c[len("eval_"):-len(".svg")] for c in self._charts],
