@@ -37,11 +37,14 @@ def batch_flag(batch: Batch, key: str, index: int, default: bool) -> bool:
     return bool(torch.as_tensor(batch[key]).reshape(-1)[index])
 
 
-def one_hot_labels(label: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``label: (N, 1, H, W) int64`` ids in [0, num_classes) -> ``(N, num_classes, H, W)`` float."""
+def one_hot_labels(label: torch.Tensor, num_classes: int, extra_channels: int = 0) -> torch.Tensor:
+    """``label: (N, 1, H, W) int64`` ids in [0, num_classes) -> ``(N, num_classes, H, W)`` float,
+    followed by ``extra_channels`` zero channels for the caller to fill (instead of a
+    concatenation that would copy the whole map again)."""
     n, _, h, w = label.shape
-    out = torch.zeros(n, num_classes, h, w, device=label.device)
-    return out.scatter_(1, label.long(), 1.0)
+    out = torch.zeros(n, num_classes + extra_channels, h, w, device=label.device)
+    out[:, :num_classes].scatter_(1, label.long(), 1.0)
+    return out
 
 
 def instance_edges(instance: torch.Tensor) -> torch.Tensor:
@@ -138,9 +141,7 @@ class Pix2PixModel(nn.Module):
                                    f"(e.g. aligned, noisy) or set --label_nc to the number of classes")
             parts = [label]
         else:
-            label = batch["label"].to(device, non_blocking=True).long()
-            num_classes = opt.label_nc + (1 if opt.contain_dontcare_label else 0)
-            parts = [one_hot_labels(label, num_classes)]
+            parts = []
         if not opt.no_instance:
             instance = batch["instance"].to(device, non_blocking=True)
             edges = instance_edges(instance)
@@ -157,7 +158,16 @@ class Pix2PixModel(nn.Module):
                     f"Give every sample one (see README, 'Depth') or drop --cond_inputs {name}")
             parts.append(batch[key].to(device, non_blocking=True).float())
         image = batch["image"].to(device, non_blocking=True)
-        return torch.cat(parts, dim=1), image
+        if opt.label_nc == 0:
+            return torch.cat(parts, dim=1), image
+        label = batch["label"].to(device, non_blocking=True).long()
+        num_classes = opt.label_nc + (1 if opt.contain_dontcare_label else 0)
+        semantics = one_hot_labels(label, num_classes, sum(p.size(1) for p in parts))
+        start = num_classes
+        for part in parts:  # written in place after the one-hot channels
+            semantics[:, start:start + part.size(1)] = part
+            start += part.size(1)
+        return semantics, image
 
     # ------------------------------------------------------------------ pieces
     def encode_z(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -207,9 +207,10 @@ def test_bf16_autocast_fast_path_is_as_accurate_as_plain():
     assert errors[1] < 2 * errors[0]
 
 
-def test_auto_picks_fast_for_many_classes_and_conv_for_images():
-    assert resolve_spade_impl("auto", AUTO_FAST_MIN_CLASSES) == "fast"
-    assert resolve_spade_impl("auto", AUTO_FAST_MIN_CLASSES - 1) == "conv"
+def test_auto_picks_fast_for_many_classes_or_no_continuous_channel_and_conv_for_images():
+    assert resolve_spade_impl("auto", AUTO_FAST_MIN_CLASSES, 1) == "fast"
+    assert resolve_spade_impl("auto", AUTO_FAST_MIN_CLASSES - 1, 1) == "conv"  # instance edges
+    assert resolve_spade_impl("auto", 12, 0) == "fast"  # --no_instance: labels only
     assert resolve_spade_impl("fast", 12) == "fast" and resolve_spade_impl("conv", 184) == "conv"
     assert resolve_spade_impl("fast", 0) == "conv"  # --label_nc 0: an RGB input has no classes
 
@@ -234,3 +235,19 @@ def test_fast_path_stays_eager_and_equal_under_compile():
     # the marked functions were swapped for Dynamo-disabled ones before compiling
     assert hasattr(SPADE._modulate_fast, "__wrapped__")
     torch.testing.assert_close(compiled(semantics), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n,classes,dense", [(1, 184, 1), (3, 12, 0), (2, 600, 2)])
+def test_class_indices_equal_argmax_with_no_class_pixels(n, classes, dense):
+    from models.networks.fast_spade import class_indices
+    torch.manual_seed(0)
+    label = torch.randint(0, classes + 1, (n, 1, 24, 20))  # id `classes`: no channel set
+    semantics = torch.zeros(n, classes + 1 + dense, 24, 20).scatter_(1, label, 1.0)
+    semantics[:, classes] = 0
+    semantics[:, classes + 1:] = torch.rand(n, dense, 24, 20)  # continuous channels after the one-hot
+    onehot = semantics[:, :classes]
+    expected = torch.where(onehot.amax(1) > 0, onehot.argmax(1), torch.full_like(label[:, 0], classes))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 cannot hold ids above 256 exactly
+        got = class_indices(semantics, classes)
+    assert got.dtype == torch.int64 and torch.equal(got, expected)
+    assert torch.equal(got, label[:, 0])

@@ -61,3 +61,41 @@ def test_other_models_are_built_as_before(tmp_path, monkeypatch):
     loaded = test_script.build_and_load(opt, str(tmp_path / "run"))
     assert torch.equal(loaded.not_in_checkpoint, torch.ones(2))
     assert not loaded.not_in_checkpoint.is_meta
+
+
+@pytest.mark.parametrize("extra", [[], ["--use_vae"], ["--netG", "pix2pixhd", "--norm_G", "spectralinstance"]])
+def test_folded_spectral_norm_synthesizes_the_same_images(tmp_path, extra):
+    """test.py folds spectral norm's weight / sigma once (eval mode: no power iteration)."""
+    from util import performance
+    args = ["--gpu_ids", "-1", "--checkpoints_dir", str(tmp_path), "--name", "run",
+            "--crop_size", "32", "--load_size", "32", "--ngf", "4", "--nef", "4", *extra]
+    opt = TestOptions().parse(args, save=False)
+    torch.manual_seed(3)
+    model = MODELS.get(opt.model)(opt)
+    model.train()
+    with torch.no_grad():  # a few power iterations: u, v no longer at their initial values
+        for _ in range(3):
+            model.netG(torch.rand(2, opt.semantic_nc, 32, 32))
+    model.eval()
+    batch = {"label": torch.randint(0, opt.label_nc, (2, 1, 32, 32)),
+             "instance": torch.randint(0, 3, (2, 1, 32, 32)),
+             "image": torch.rand(2, 3, 32, 32) * 2 - 1, "has_image": torch.ones(2, dtype=torch.bool)}
+    torch.manual_seed(5)
+    before = model.synthesize(batch)["image"]
+    count = sum(p.numel() for p in model.netG.parameters())
+    assert performance.fold_spectral_norm(model.netG) > 0
+    names = [n for n, _ in model.netG.named_parameters()]
+    assert names and not any(n.endswith("weight_orig") for n in names)
+    assert sum(p.numel() for p in model.netG.parameters()) == count
+    torch.manual_seed(5)
+    assert torch.equal(model.synthesize(batch)["image"], before)
+    assert performance.fold_spectral_norm(model.netG) == 0  # nothing left to fold
+
+
+def test_spectral_norm_in_train_mode_is_not_folded():
+    from torch.nn.utils import spectral_norm
+    from util import performance
+    net = torch.nn.Sequential(spectral_norm(torch.nn.Conv2d(3, 4, 3)), spectral_norm(torch.nn.Conv2d(4, 4, 3)))
+    net[1].eval()  # only this one runs without power iterations
+    assert performance.fold_spectral_norm(net) == 1
+    assert hasattr(net[0], "weight_orig") and not hasattr(net[1], "weight_orig")

@@ -7,6 +7,7 @@ from typing import Callable, List
 
 import torch
 import torch.nn as nn
+from torch.nn.utils.spectral_norm import SpectralNorm
 
 _EAGER: List[Callable] = []  # functions to keep out of torch.compile graphs
 _EAGER_APPLIED = [False]
@@ -51,8 +52,25 @@ def maybe_compile(net: nn.Module, opt: argparse.Namespace) -> nn.Module:
     return net
 
 
+def fold_spectral_norm(net: nn.Module) -> int:
+    """Replace spectral norm's weight / sigma, recomputed at every forward, by its value, in
+    each module that is in eval mode (there the hook runs no power iteration, so the value is
+    the same at every call and equal bit for bit to what the hook would compute). For a loaded
+    network that only synthesizes from now on (test.py): its parameter names change
+    (``weight_orig`` -> ``weight``), so it is not saved afterwards. Returns the modules folded."""
+    folded = 0
+    for module in net.modules():
+        hooks = [h for h in module._forward_pre_hooks.values() if isinstance(h, SpectralNorm)]
+        if len(hooks) == 1 and not module.training:
+            nn.utils.remove_spectral_norm(module, hooks[0].name)
+            folded += 1
+    return folded
+
+
 def prepare_for_inference(model, opt: argparse.Namespace) -> None:
-    """Apply both options to every network of a loaded model (test.py, evaluation)."""
+    """Spectral norm folded (see ``fold_spectral_norm``), then --channels_last and --compile,
+    for every network of a loaded model in its test mode (test.py)."""
     for short in model.networks():
         name = "net" + short
+        fold_spectral_norm(getattr(model, name))
         setattr(model, name, maybe_compile(to_memory_format(getattr(model, name), opt), opt))

@@ -21,9 +21,10 @@ from util.performance import eager_under_compile
 
 UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
 SPADE_IMPLS = ("auto", "fast", "conv")
-# --spade_impl auto picks 'fast' from this many one-hot channels on: below it the plain first
-# conv is cheap and the conv path was faster end to end (README, Speed: 12 channels 1.13x slower
-# with 'fast', 184 channels 0.85x the time of 'conv' per training iteration on a 2-core CPU).
+# --spade_impl auto picks 'fast' from this many one-hot channels on, or at any count when the map
+# has no continuous channel (instance edges, depth). Measured per training iteration, fast / conv,
+# 2-core CPU (docs/speed.md): 184 channels 0.80; 12 or 36 channels with instance edges 0.94-1.04
+# (the edges' dense matmul and the region test eat the gain); 12 channels without 0.43-0.86.
 AUTO_FAST_MIN_CLASSES = 64
 
 
@@ -32,12 +33,13 @@ def _label_code(semantics: torch.Tensor, onehot_nc: int) -> LabelCode:
     return LabelCode(semantics, onehot_nc)
 
 
-def resolve_spade_impl(choice: str, onehot_nc: int) -> str:
-    """'fast' or 'conv' for ``--spade_impl choice`` with ``onehot_nc`` one-hot channels."""
+def resolve_spade_impl(choice: str, onehot_nc: int, dense_nc: int = 0) -> str:
+    """'fast' or 'conv' for ``--spade_impl choice`` with ``onehot_nc`` one-hot channels and
+    ``dense_nc`` continuous ones after them."""
     if onehot_nc == 0:
         return "conv"  # image input: nothing to look up
     if choice == "auto":
-        return "fast" if onehot_nc >= AUTO_FAST_MIN_CLASSES else "conv"
+        return "fast" if onehot_nc >= AUTO_FAST_MIN_CLASSES or dense_nc == 0 else "conv"
     return choice
 
 
@@ -113,7 +115,8 @@ class SPADEGenerator(BaseNetwork):
                              "first conv's weights by class and computes gamma/beta once per "
                              "class inside label regions (same function, a fraction of the work); "
                              "'conv' is the plain reference path; 'auto' takes 'fast' from "
-                             f"{AUTO_FAST_MIN_CLASSES} label channels on. Checkpoints are interchangeable. "
+                             f"{AUTO_FAST_MIN_CLASSES} label channels on, and at any count when the "
+                             "label map has no continuous channel (--no_instance, no depth). Checkpoints are interchangeable. "
                              "With --label_nc 0 (image input) always 'conv'")
         return parser
 
@@ -173,7 +176,7 @@ class SPADEGenerator(BaseNetwork):
         self.up = nn.Upsample(scale_factor=2)
         # --spade_impl fast needs one-hot labels in the first channels of the conditioning map
         self.onehot_nc = 0 if opt.label_nc == 0 else opt.label_nc + int(bool(opt.contain_dontcare_label))
-        self.spade_impl = resolve_spade_impl(opt.spade_impl, self.onehot_nc)
+        self.spade_impl = resolve_spade_impl(opt.spade_impl, self.onehot_nc, sem - self.onehot_nc)
 
     output_size = staticmethod(output_size)
 
