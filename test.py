@@ -227,4 +227,5 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
+    performance.tune_host_allocator()  # large CPU blocks reused, not faulted in afresh each step
     main(sys.argv[1:])

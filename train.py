@@ -19,7 +19,7 @@ from typing import List, Optional
 from options.base_options import options_table
 from options.train_options import TrainOptions
 from trainers.train_loop import interrupted_during_start, train_process
-from util import banner, distributed
+from util import banner, distributed, performance
 from util.cli import run_reporting_errors
 
 
@@ -49,4 +49,5 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
+    performance.tune_host_allocator()  # large CPU blocks reused, not faulted in afresh each step
     main(sys.argv[1:])

@@ -99,3 +99,13 @@ def test_spectral_norm_in_train_mode_is_not_folded():
     net[1].eval()  # only this one runs without power iterations
     assert performance.fold_spectral_norm(net) == 1
     assert hasattr(net[0], "weight_orig") and not hasattr(net[1], "weight_orig")
+
+
+def test_host_allocator_is_tuned_on_glibc_unless_the_user_set_it(monkeypatch):
+    import platform
+    import sys
+    from util import performance
+    glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+    assert performance.tune_host_allocator() is glibc
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")  # the user's own glibc setting wins
+    assert performance.tune_host_allocator() is False

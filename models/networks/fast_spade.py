@@ -205,13 +205,16 @@ class _WindowConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, pre: torch.Tensor, windows: torch.Tensor, weight_g: torch.Tensor, weight_b: torch.Tensor,
-                bias_g: torch.Tensor, bias_b: torch.Tensor, pad: int) -> torch.Tensor:
+                bias_g: torch.Tensor, bias_b: torch.Tensor, pad: int, column_major: bool = False) -> torch.Tensor:
         n, h, w, hidden = pre.shape
         actv = F.pad(pre.clamp_min(0), (0, 0, pad, pad, pad, pad))  # zero padding, as the plain conv
         flat = actv.view(-1, hidden)
         wmat = _window_matrix(weight_g, weight_b, pre.dtype)
         bias = torch.cat([bias_g, bias_b]).to(pre.dtype)
-        out = pre.new_empty(windows.size(0), wmat.size(0))
+        if column_major:  # (pixels, 2C) stored as its transpose: a contiguous (2C, pixels) for the caller
+            out = pre.new_empty(wmat.size(0), windows.size(0)).t()
+        else:
+            out = pre.new_empty(windows.size(0), wmat.size(0))
         for start, stop in _chunks(windows.size(0), windows.size(1) * hidden):
             patches = flat.index_select(0, windows[start:stop].reshape(-1)).view(stop - start, -1)
             torch.addmm(bias, patches, wmat.t(), out=out[start:stop])
@@ -223,7 +226,7 @@ class _WindowConv(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         actv, windows, weight_g, weight_b = ctx.saved_tensors
-        need_pre, _, need_wg, need_wb, need_bg, need_bb, _ = ctx.needs_input_grad
+        need_pre, _, need_wg, need_wb, need_bg, need_bb, _, _ = ctx.needs_input_grad
         need_w = need_wg or need_wb
         hidden = actv.size(-1)
         flat = actv.view(-1, hidden)
@@ -250,7 +253,7 @@ class _WindowConv(torch.autograd.Function):
         grads_b = (None, None)
         if need_bg or need_bb:
             grads_b = tuple(g.to(weight_g.dtype) for g in grad.sum(0).split(weight_g.size(0)))
-        return grad_pre, None, *grads_w, *grads_b, None
+        return grad_pre, None, *grads_w, *grads_b, None, None
 
 
 class _FusedConv(torch.autograd.Function):
@@ -356,7 +359,8 @@ def gamma_beta(code: LabelCode, pre: torch.Tensor, shared_weight: torch.Tensor,
         index, _ = code.at((h, w))
         values = None
         if positions.numel():
-            values = _WindowConv.apply(pre, code.windows((h, w), ks), *weights, *biases, ks // 2)
+            values = _WindowConv.apply(pre, code.windows((h, w), ks), *weights, *biases, ks // 2,
+                                       not channels_last)
         if channels_last:
             out = F.embedding(index.reshape(-1), constants)  # (N*h*w, 2C)
             if values is not None:
