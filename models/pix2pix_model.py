@@ -221,10 +221,10 @@ class Pix2PixModel(nn.Module):
         netD = self.netD if netD is None else netD
         fake_and_real = torch.cat([fake, real], dim=0)
         if takes_label_and_image(netD):
-            # the label half of the input is shared: convolved and pooled once (exact)
-            pred = netD(semantics, fake_and_real)
-        else:
-            pred = netD(torch.cat([semantics.repeat(2, 1, 1, 1), fake_and_real], dim=1))
+            # The label half of the input is shared: convolved and pooled once (exact). While D
+            # is frozen (the generator step) the real half runs without gradients (exact too).
+            return netD(semantics, fake_and_real, split=fake.size(0))
+        pred = netD(torch.cat([semantics.repeat(2, 1, 1, 1), fake_and_real], dim=1))
         half = fake.size(0)
         split_fake = [[t[:half] for t in scale] for scale in pred]
         split_real = [[t[half:] for t in scale] for scale in pred]

@@ -273,3 +273,60 @@ def test_takes_label_and_image_sees_through_wrappers():
     d = define_D(make_opt())
     assert takes_label_and_image(d) and takes_label_and_image(Wrapper(d))
     assert not takes_label_and_image(nn.Conv2d(7, 1, 3))
+
+
+# ---------------------------------------------------------------- generator step: real half without gradients
+def _frozen_pair(norm_D: str, **kw):
+    opt = make_opt(num_D=2, n_layers_D=3, ndf=4, norm_D=norm_D, **kw)
+    torch.manual_seed(0)
+    joint = define_D(opt).double().train()
+    split = copy.deepcopy(joint)
+    for d in (joint, split):
+        d.requires_grad_(False)  # the generator step freezes D
+    return opt, joint, split
+
+
+@pytest.mark.parametrize("norm_D,get_features", [("spectralinstance", True), ("spectralinstance", False),
+                                                 ("spectral", True), ("instance", True)])
+def test_split_pass_equals_the_joint_pass(norm_D, get_features):
+    opt, joint, split = _frozen_pair(norm_D, no_ganFeat_loss=not get_features)
+    n = 2
+    torch.manual_seed(1)
+    label = torch.rand(n, opt.semantic_nc, 32, 24, dtype=torch.double)
+    fake = torch.rand(n, opt.output_nc, 32, 24, dtype=torch.double, requires_grad=True)
+    real = torch.rand(n, opt.output_nc, 32, 24, dtype=torch.double)
+    fake2 = fake.detach().clone().requires_grad_(True)
+    whole = joint(label, torch.cat([fake, real]))
+    ref_fake = [[t[:n] for t in s] for s in whole]
+    ref_real = [[t[n:] for t in s] for s in whole]
+    got_fake, got_real = split(label, torch.cat([fake2, real]), split=n)
+    assert all(d.can_split() for d in split.children())
+    for r_scale, g_scale in zip(ref_fake + ref_real, got_fake + got_real):
+        assert len(r_scale) == len(g_scale)
+        for r, g in zip(r_scale, g_scale):
+            torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    assert not any(t.requires_grad for s in got_real for t in s)  # nothing kept for the real half
+    loss = lambda f, r: sum((a * b.detach()).sum() + a.square().sum() for fs, rs in zip(f, r) for a, b in zip(fs, rs))
+    loss(ref_fake, ref_real).backward()
+    loss(got_fake, got_real).backward()
+    torch.testing.assert_close(fake2.grad, fake.grad, rtol=1e-10, atol=1e-12)
+    # one power iteration per spectral-norm layer, as in the joint pass
+    for (name, a), (_, b) in zip(joint.named_buffers(), split.named_buffers()):
+        assert torch.equal(a, b), name
+
+
+def test_split_falls_back_to_the_joint_pass_when_it_would_not_be_exact():
+    opt, joint, split = _frozen_pair("spectralbatch")  # batch statistics span both halves
+    label = torch.rand(1, opt.semantic_nc, 32, 32, dtype=torch.double)
+    images = torch.rand(2, opt.output_nc, 32, 32, dtype=torch.double)
+    assert not any(d.can_split() for d in split.children())
+    whole = joint(label, images)
+    got_fake, got_real = split(label, images, split=1)
+    for w, f, r in zip(whole, got_fake, got_real):
+        for a, b, c in zip(w, f, r):
+            assert torch.equal(a[:1], b) and torch.equal(a[1:], c)
+    _, trainable, _ = _frozen_pair("spectralinstance")
+    trainable.requires_grad_(True)  # the discriminator step: its weights need both halves
+    assert not any(d.can_split() for d in trainable.children())
+    _, got_real = trainable(label, images, split=1)
+    assert all(t.requires_grad for s in got_real for t in s)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Dict, List, Optional, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils.spectral_norm import SpectralNorm
 
 from models.networks.base_network import DISCRIMINATORS, BaseNetwork, add_option_once
 from models.networks.normalization import get_nonspade_norm_layer
@@ -25,6 +27,8 @@ class NLayerDiscriminator(BaseNetwork):
     ``(N, 1, h, w)`` last; only ``[prediction]`` when ``opt.no_ganFeat_loss``.
     ``forward(label, image)`` with ``image`` of ``k * N`` samples gives the same as
     ``forward(cat([label repeated k times, image], 1))`` (see ``first_conv_split``).
+    ``forward(label, image, split=s)`` returns that result as two lists, the first ``s``
+    samples and the rest, computing the rest without gradients (see ``forward_split``).
     """
 
     @staticmethod
@@ -86,7 +90,61 @@ class NLayerDiscriminator(BaseNetwork):
                 and not hasattr(conv, "parametrizations") and conv.groups == 1
                 and conv.padding_mode == "zeros")
 
-    def forward(self, x: torch.Tensor, image: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+    def can_split(self) -> bool:
+        """Whether ``forward_split`` computes exactly the joint pass: the first conv is plain,
+        no batch norm (whose statistics would span both halves) and no weight needs a gradient
+        (the generator step, where the discriminator is frozen)."""
+        return (self._plain_first_conv()
+                and not any(isinstance(m, _BatchNorm) for m in self.modules())
+                and not any(p.requires_grad for p in self.parameters()))
+
+    def forward_split(self, label: torch.Tensor, image: torch.Tensor,
+                      split: int) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """``forward(label, image)`` as (outputs of ``image[:split]``, outputs of the rest).
+
+        The rest (the real images of the generator step, whose features feature matching uses
+        as constants) runs under ``no_grad``: its activations are not kept and no input
+        gradient is formed for it. Each spectral-norm layer iterates once, on the first part,
+        and the rest reuses that weight (``compute_weight`` without iterating gives it bit for
+        bit), so buffers advance exactly as in the joint pass. Needs ``can_split()``.
+        """
+        n = label.size(0)
+        if split % n or (image.size(0) - split) % n or not 0 < split < image.size(0):
+            raise ValueError(f"split {split} of {image.size(0)} images is not whole label batches of {n}")
+        conv = self.model0[0]
+        weight, nc = conv.weight, label.size(1)
+        dtype = torch.promote_types(label.dtype, image.dtype)
+        label_part = F.conv2d(label.to(dtype), weight[:, :nc], conv.bias, conv.stride, conv.padding,
+                              conv.dilation)
+
+        def first(images: torch.Tensor) -> torch.Tensor:
+            out = F.conv2d(images.to(dtype), weight[:, nc:], None, conv.stride, conv.padding, conv.dilation)
+            out = out + label_part.repeat(images.size(0) // n, 1, 1, 1)
+            for layer in list(self.model0)[1:]:
+                out = layer(out)
+            return out
+
+        groups = list(self.children())[1:]
+        a = [first(image[:split])]
+        for group in groups:
+            a.append(group(a[-1]))
+        with torch.no_grad():
+            b = [first(image[split:])]
+            for group in groups:
+                b.append(_replay(group, b[-1]))
+        if not self.get_features:
+            a, b = a[-1:], b[-1:]
+        return a, b
+
+    def forward(self, x: torch.Tensor, image: Optional[torch.Tensor] = None,
+                split: Optional[int] = None):
+        if split is not None:
+            if image is None:
+                raise ValueError("split needs the label and the images apart: forward(label, image, split)")
+            if self.can_split():
+                return self.forward_split(x, image, split)
+            joint = self.forward(x, image)
+            return [t[:split] for t in joint], [t[split:] for t in joint]
         groups = list(self.children())
         if image is not None:
             if image.size(0) % x.size(0):
@@ -107,6 +165,21 @@ class NLayerDiscriminator(BaseNetwork):
             x = group(x)
             results.append(x)
         return results if self.get_features else results[-1:]
+
+
+def _replay(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` with each spectral-norm layer using the weight its last forward computed
+    (``compute_weight`` from the current u, v without iterating) instead of iterating again."""
+    if isinstance(module, nn.Sequential):
+        for child in module:
+            x = _replay(child, x)
+        return x
+    hooks = [h for h in module._forward_pre_hooks.values() if isinstance(h, SpectralNorm)]
+    if hooks and isinstance(module, nn.Conv2d):
+        return module._conv_forward(x, hooks[0].compute_weight(module, do_power_iteration=False), module.bias)
+    if hooks:
+        raise TypeError(f"spectral norm on {type(module).__name__} is not replayed")
+    return module(x)
 
 
 # --netD_subarch choices: the single-scale discriminator stacked by MultiscaleDiscriminator.
@@ -156,16 +229,20 @@ class MultiscaleDiscriminator(BaseNetwork):
     def downsample(x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, kernel_size=3, stride=2, padding=[1, 1], count_include_pad=False)
 
-    def forward(self, x: torch.Tensor, image: Optional[torch.Tensor] = None) -> List[List[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, image: Optional[torch.Tensor] = None, split: Optional[int] = None):
         """``x`` the concatenated input; or ``x`` the label and ``image`` the images sharing
-        it (``NLayerDiscriminator.forward``): the label is then pooled once per scale."""
+        it (``NLayerDiscriminator.forward``): the label is then pooled once per scale. With
+        ``split``: (results of ``image[:split]``, results of the rest), the rest without
+        gradients where that is exact (``NLayerDiscriminator.forward_split``)."""
         results = []
         for i, d in enumerate(self.children()):
             if i:
                 x = self.downsample(x)
                 image = None if image is None else self.downsample(image)
-            results.append(d(x, image))
-        return results
+            results.append(d(x, image, split))
+        if split is None:
+            return results
+        return [r[0] for r in results], [r[1] for r in results]
 
 
 @DISCRIMINATORS.register("patch")
@@ -188,8 +265,9 @@ class PatchDiscriminator(BaseNetwork):
         super().__init__()
         self.discriminator_0 = NLayerDiscriminator(opt)
 
-    def forward(self, x: torch.Tensor, image: Optional[torch.Tensor] = None) -> List[List[torch.Tensor]]:
-        return [self.discriminator_0(x, image)]
+    def forward(self, x: torch.Tensor, image: Optional[torch.Tensor] = None, split: Optional[int] = None):
+        out = self.discriminator_0(x, image, split)
+        return [out] if split is None else ([out[0]], [out[1]])
 
 
 def takes_label_and_image(net: nn.Module) -> bool:
