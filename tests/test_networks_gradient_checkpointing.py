@@ -155,6 +155,47 @@ def test_generator_blocks_keep_no_activations(tmp_path, impl):
         distributed.cleanup()
 
 
+def _weight_copies(net) -> int:
+    """Spectral-norm layers of ``net`` holding a normalized weight copy (not ``weight_orig``)."""
+    return sum(m.weight.data_ptr() != m.weight_orig.data_ptr()
+               for m in net.modules() if hasattr(m, "weight_orig"))
+
+
+def test_vae_encoder_recomputed_as_a_whole(tmp_path):
+    opt, model, trainer, batch = _build(ARGS + ["--use_vae", "--crop_size", "64", "--load_size", "64"],
+                                        tmp_path, on=False)
+    try:
+        _, real = model.preprocess_input(batch)
+        netE = model.netE
+        plain = _saved_bytes(lambda: netE(real))
+        done = checkpointing.apply(model, _with(opt, gradient_checkpointing=True))
+        assert "E" in done and checkpointing.is_checkpointed(netE)
+        # only the image (its input) is kept
+        assert _saved_bytes(lambda: netE(real)) <= real.numel() * real.element_size() < 0.1 * plain
+        assert _count_checkpoint_calls(lambda: netE(real)) == 1
+    finally:
+        distributed.cleanup()
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_d_step_keeps_no_spectral_norm_weight_copies_of_g_and_e(tmp_path, on):
+    """The D step's generator and encoder run without gradients: with the option their
+    blocks drop the normalized weight copies spectral norm keeps as attributes (about G's
+    size), as they do after a forward with gradients; without it the copies stay."""
+    opt, model, trainer, batch = _build(ARGS + ["--use_vae", "--spade_impl", "fast"], tmp_path, on=on)
+    try:
+        trainer.run_generator_one_step(batch)
+        copies_after_g = _weight_copies(model.netG) + _weight_copies(model.netE)
+        trainer.run_discriminator_one_step(batch)
+        copies = _weight_copies(model.netG) + _weight_copies(model.netE)
+        if on:
+            assert copies_after_g == 0 and copies == 0 and _weight_copies(model.netD) == 0
+        else:  # the test can tell: every layer keeps its copy
+            assert copies > 0
+    finally:
+        distributed.cleanup()
+
+
 def _with(opt, **values):
     opt = copy.copy(opt)
     vars(opt).update(values)

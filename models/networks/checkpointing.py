@@ -4,7 +4,9 @@ their activations, with exactly the gradients and buffer updates of a step witho
 A block's ``forward`` is replaced on the instance (no wrapper module), so parameter and buffer
 names, state_dicts and checkpoints stay as they are. It runs under
 ``torch.utils.checkpoint(use_reentrant=False)`` only when gradients are on and the block is
-training; inference, ``no_grad`` and eval mode run the plain forward.
+training; inference, ``no_grad`` and eval mode run the plain forward (and drop the spectral-norm
+weight copies after it, as the checkpointed forward does: the D step's no_grad generator would
+otherwise hold a copy of G's spectral-norm weights through the whole D step).
 
 A plain recompute would not be exact, so the recompute context fixes two layers with state:
 
@@ -74,11 +76,7 @@ class _Call:
         self._release_weights()
 
     def _release_weights(self) -> None:
-        """Drop the normalized weight copies the spectral-norm layers keep as attributes: the
-        backward does not need them (they are recomputed) and each forward sets them anew.
-        The attribute is left as spectral_norm itself leaves it before a first forward."""
-        for m, _, hook in self.hooks:
-            setattr(m, hook.name, getattr(m, hook.name + "_orig").data)
+        _release_weights(self.hooks)
 
     @contextlib.contextmanager
     def _recompute(self) -> Iterator[None]:
@@ -109,6 +107,14 @@ class _Call:
                 self._release_weights()
 
 
+def _release_weights(hooks: List[Tuple[nn.Module, int, SpectralNorm]]) -> None:
+    """Drop the normalized weight copies the spectral-norm layers keep as attributes: the
+    backward does not need them (they are recomputed) and each forward sets them anew.
+    The attribute is left as spectral_norm itself leaves it before a first forward."""
+    for m, _, hook in hooks:
+        setattr(m, hook.name, getattr(m, hook.name + "_orig").data)
+
+
 def _running(norm: _BatchNorm) -> List[torch.Tensor]:
     return [t for t in (norm.running_mean, norm.running_var, norm.num_batches_tracked) if t is not None]
 
@@ -116,7 +122,12 @@ def _running(norm: _BatchNorm) -> List[torch.Tensor]:
 def _checkpointed_forward(self: nn.Module, *args, **kwargs):
     plain = functools.partial(type(self).forward, self)
     if not torch.is_grad_enabled() or not (self.training or getattr(self, "_checkpoint_in_eval", False)):
-        return plain(*args, **kwargs)
+        out = plain(*args, **kwargs)
+        # Without gradients nothing is recomputed, but the weight copies are dropped as well:
+        # e.g. the D step's no_grad generator forward would otherwise keep one copy of every
+        # spectral-norm weight of G (about G's size) through the whole D step.
+        _release_weights(_spectral_hooks(self))
+        return out
     call = _Call(self)
     return checkpoint(plain, *args, use_reentrant=False, context_fn=call.contexts, **kwargs)
 
@@ -144,8 +155,10 @@ def block_classes() -> Dict[str, tuple]:
     from models.networks.architecture import SPADEResnetBlock
     from models.networks.discriminators import NLayerDiscriminator
     from models.networks.generators.pix2pixhd import ResnetBlock
+    from models.networks.encoder import ConvEncoder
     from models.networks.normalization import SPADE
-    return {"G": (SPADEResnetBlock, ResnetBlock), "D": (NLayerDiscriminator,), "SPADE": (SPADE,)}
+    return {"G": (SPADEResnetBlock, ResnetBlock), "D": (NLayerDiscriminator,), "SPADE": (SPADE,),
+            "E": (ConvEncoder,)}
 
 
 def apply(model: nn.Module, opt: argparse.Namespace) -> List[str]:
@@ -169,10 +182,14 @@ def apply(model: nn.Module, opt: argparse.Namespace) -> List[str]:
             checkpoint_module(block, in_eval=True)
             done.append(f"VGG.{i}")
     for short, net in model.networks().items():
-        kind = "D" if short.startswith("D") else "G"
+        kind = "D" if short.startswith("D") else "E" if short == "E" else "G"
         if kind == "D":  # each layer group: conv, norm, activation
             blocks = [(f"{name}.{child}", m) for name, d in _blocks(net, classes["D"])
                       for child, m in d.named_children()]
+        elif kind == "E":
+            # the VAE's encoder as a whole: it keeps only the image, and is recomputed at the
+            # very end of the backward, when the generator's activations are gone
+            blocks = _blocks(net, classes["E"])
         else:
             blocks = _blocks(net, classes["G"])
             # nested: inside a block's recompute each SPADE layer keeps only its input and
