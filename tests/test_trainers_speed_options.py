@@ -60,6 +60,19 @@ def test_two_micro_batches_give_the_gradient_of_one_batch(tiny_train_args):
     assert all(p.requires_grad for s, n in nets.items() if s.startswith("D") for p in n.parameters())
 
 
+def test_each_step_frees_the_other_sides_gradients(tiny_train_args):
+    """G's gradients are gone during the D step and D's during the G step (memory), while each
+    step's own gradients are there after it."""
+    run = _run(tiny_train_args + EXACT, train=False)
+    batch = next(iter(run.loader))
+    trainer, nets = run.trainer, run.trainer.networks()
+    for _ in range(2):
+        trainer.run_generator_one_step(batch)
+        assert _grads(nets, d_side=False) and not _grads(nets, d_side=True)
+        trainer.run_discriminator_one_step(batch)
+        assert _grads(nets, d_side=True) and not _grads(nets, d_side=False)
+
+
 def test_accum_iter_counts_samples_and_uses_a_short_last_group(tmp_path, tiny_train_args):
     """5 samples, batch 1, accumulate 2: optimizer steps over 2, 2 and 1 samples."""
     args = tiny_train_args + ["--batchSize", "1", "--synthetic_num", "5", "--accum_iter", "2",
