@@ -5,6 +5,8 @@ import json
 import math
 import re
 
+import pytest
+
 import train as train_script
 from util.plot import line_chart_svg
 
@@ -49,3 +51,14 @@ def test_line_chart_places_points_by_value():
     ys = [y for _, y in xs_ys]
     assert ys[1] < ys[2] < ys[0]  # 5.0 highest on screen (smallest y), then 3.0, then 1.0
     assert "no data yet" in line_chart_svg([], "empty")
+
+
+@pytest.mark.parametrize("lo,hi", [(2, 8), (0.999, 1.03), (-0.028, 0.001), (0, 1999), (2.54, 4.82), (-3, -1)])
+def test_chart_ticks_are_round_distinct_and_inside_the_range(lo, hi):
+    from util.plot import _ticks
+    ticks = _ticks(lo, hi)
+    values, labels = [t for t, _ in ticks], [label for _, label in ticks]
+    assert 3 <= len(ticks) <= 6 and values == sorted(values)
+    assert len(set(labels)) == len(labels)  # no two ticks print alike
+    assert all(lo - 1e-9 <= v <= hi + 1e-9 for v in values)
+    assert all(abs(float(label) - v) < 1e-9 * max(1, abs(v)) for v, label in ticks)

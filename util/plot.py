@@ -16,10 +16,23 @@ MAX_POINTS = 600  # per drawn line: a long run's log is thinned so the page stay
 Points = Sequence[Tuple[float, float]]
 
 
-def _ticks(lo: float, hi: float, n: int = 4) -> List[float]:
+def _ticks(lo: float, hi: float, n: int = 4) -> List[Tuple[float, str]]:
+    """About ``n`` round tick values (steps of 1, 2 or 5 x 10^k) inside [lo, hi], with labels
+    of as many decimals as the step needs."""
     if hi <= lo:
-        return [lo]
-    return [lo + (hi - lo) * i / n for i in range(n + 1)]
+        return [(lo, f"{lo:.4g}")]
+    raw = (hi - lo) / n
+    power = 10 ** math.floor(math.log10(raw))
+    step = min((m * power for m in (1, 2, 5, 10)), key=lambda s: abs(math.log(s / raw)))
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    first = math.ceil(lo / step - 1e-9)
+    ticks = []
+    for k in range(first, first + n + 2):
+        t = k * step
+        if t > hi + step * 1e-9:
+            break
+        ticks.append((t, f"{t:.{decimals}f}" if abs(t) < 1e6 else f"{t:.3g}"))
+    return ticks or [(lo, f"{lo:.4g}")]
 
 
 def _finite_sorted(points: Points) -> List[Tuple[float, float]]:
@@ -61,11 +74,11 @@ def _panel(ox: float, oy: float, title: str, xlabel: str, lines: Sequence[dict],
         return bottom - (y - y0) / (y1 - y0) * (bottom - top)
     out.append(f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#444"/>')
     out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="#444"/>')
-    for t in _ticks(y0, y1):
+    for t, label in _ticks(y0, y1):
         out.append(f'<line x1="{left}" y1="{sy(t):.1f}" x2="{right}" y2="{sy(t):.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 4}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:.3g}</text>')
-    for t in _ticks(x0, x1):
-        out.append(f'<text x="{sx(t):.1f}" y="{bottom + 14}" text-anchor="middle">{t:.0f}</text>')
+        out.append(f'<text x="{left - 4}" y="{sy(t) + 4:.1f}" text-anchor="end">{label}</text>')
+    for t, label in _ticks(x0, x1):
+        out.append(f'<text x="{sx(t):.1f}" y="{bottom + 14}" text-anchor="middle">{label}</text>')
     out.append(f'<text x="{(left + right) / 2}" y="{oy + HEIGHT - 4}" text-anchor="middle">{escape(xlabel)}</text>')
     for line in lines:
         if not line["points"]:
