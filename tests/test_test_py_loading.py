@@ -9,11 +9,15 @@ from models import MODELS
 from options.test_options import TestOptions
 
 
-@pytest.mark.parametrize("extra", [[], ["--use_vae"], ["--no_instance"]])
-def test_meta_built_model_equals_initialized_model(tmp_path, extra):
+def _tiny_options(tmp_path, extra):
     args = ["--gpu_ids", "-1", "--checkpoints_dir", str(tmp_path), "--name", "run",
             "--crop_size", "32", "--load_size", "32", "--ngf", "4", "--nef", "4", *extra]
-    opt = TestOptions().parse(args, save=False)
+    return TestOptions().parse(args, save=False)
+
+
+@pytest.mark.parametrize("extra", [[], ["--use_vae"], ["--no_instance"]])
+def test_meta_built_model_equals_initialized_model(tmp_path, extra):
+    opt = _tiny_options(tmp_path, extra)
     torch.manual_seed(3)
     reference = MODELS.get(opt.model)(opt)
     folder = tmp_path / "run"
@@ -67,9 +71,7 @@ def test_other_models_are_built_as_before(tmp_path, monkeypatch):
 def test_folded_spectral_norm_synthesizes_the_same_images(tmp_path, extra):
     """test.py folds spectral norm's weight / sigma once (eval mode: no power iteration)."""
     from util import performance
-    args = ["--gpu_ids", "-1", "--checkpoints_dir", str(tmp_path), "--name", "run",
-            "--crop_size", "32", "--load_size", "32", "--ngf", "4", "--nef", "4", *extra]
-    opt = TestOptions().parse(args, save=False)
+    opt = _tiny_options(tmp_path, extra)
     torch.manual_seed(3)
     model = MODELS.get(opt.model)(opt)
     model.train()

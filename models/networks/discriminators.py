@@ -71,16 +71,22 @@ class NLayerDiscriminator(BaseNetwork):
         ``k`` images sharing it, and no input gradient is formed for it; exact up to float
         summation order. Slices of the one ``model0.0.weight`` keep the checkpoint layout.
         """
-        conv = self.model0[0]
-        weight, nc = conv.weight, label.size(1)
         dtype = torch.promote_types(label.dtype, image.dtype)  # as torch.cat would promote
-        label, image = label.to(dtype), image.to(dtype)
-        label_part = F.conv2d(label, weight[:, :nc], conv.bias, conv.stride, conv.padding,
-                              conv.dilation)
-        image_part = F.conv2d(image, weight[:, nc:], None, conv.stride, conv.padding,
-                              conv.dilation)
-        k = image.size(0) // label.size(0)
-        return image_part + label_part.repeat(k, 1, 1, 1)
+        return self._add_image_part(self._label_part(label, dtype), image, label.size(1))
+
+    def _label_part(self, label: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The first conv's label channels (+ bias) over ``label``, once per label map."""
+        conv = self.model0[0]
+        return F.conv2d(label.to(dtype), conv.weight[:, :label.size(1)], conv.bias, conv.stride,
+                        conv.padding, conv.dilation)
+
+    def _add_image_part(self, label_part: torch.Tensor, image: torch.Tensor, nc: int) -> torch.Tensor:
+        """``label_part`` (repeated for the images sharing each label map) + the first conv's
+        image channels over ``image``."""
+        conv = self.model0[0]
+        image_part = F.conv2d(image.to(label_part.dtype), conv.weight[:, nc:], None, conv.stride,
+                              conv.padding, conv.dilation)
+        return image_part + label_part.repeat(image.size(0) // label_part.size(0), 1, 1, 1)
 
     def _plain_first_conv(self) -> bool:
         """True when ``model0.0`` is a bare Conv2d (SPADE's: never normalized), so that its
@@ -111,15 +117,10 @@ class NLayerDiscriminator(BaseNetwork):
         n = label.size(0)
         if split % n or (image.size(0) - split) % n or not 0 < split < image.size(0):
             raise ValueError(f"split {split} of {image.size(0)} images is not whole label batches of {n}")
-        conv = self.model0[0]
-        weight, nc = conv.weight, label.size(1)
-        dtype = torch.promote_types(label.dtype, image.dtype)
-        label_part = F.conv2d(label.to(dtype), weight[:, :nc], conv.bias, conv.stride, conv.padding,
-                              conv.dilation)
+        label_part = self._label_part(label, torch.promote_types(label.dtype, image.dtype))
 
         def first(images: torch.Tensor) -> torch.Tensor:
-            out = F.conv2d(images.to(dtype), weight[:, nc:], None, conv.stride, conv.padding, conv.dilation)
-            out = out + label_part.repeat(images.size(0) // n, 1, 1, 1)
+            out = self._add_image_part(label_part, images, label.size(1))
             for layer in list(self.model0)[1:]:
                 out = layer(out)
             return out
