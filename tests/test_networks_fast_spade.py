@@ -148,6 +148,77 @@ def test_region_constant_shortcut_is_used_and_exact(monkeypatch):
     assert _max_rel(plain, layer(x, LabelCode(semantics, onehot_nc=6))) < 1e-10
 
 
+def _layer_results(layer, x, segs):
+    """Output, input gradient and parameter gradients of ``layer`` for each of ``segs``."""
+    results = []
+    for seg in segs:
+        layer.zero_grad()
+        xi = x.detach().clone().requires_grad_(True)
+        y = layer(xi, seg)
+        (y * torch.linspace(-1, 1, y.numel()).view(y.shape)).sum().backward()
+        results.append([y.detach(), xi.grad] + [p.grad.clone() for p in layer.parameters()])
+    return results
+
+
+@pytest.mark.parametrize("binary_nc", [0, 1, 2])
+def test_distinct_windows_are_computed_once_and_exactly(binary_nc):
+    """Labels plus 0/1 channels (instance edges) fold into one id: each distinct label window is
+    computed once (far fewer than the pixels), and the layer equals the plain conv path."""
+    label_nc, h, w = 5, 40, 48
+    semantics = _semantics(2, h, w, label_nc, dontcare=False, edges=False, dense=0, block=8)
+    for e in range(binary_nc):  # vertical / horizontal stripes of ones
+        stripes = torch.zeros(2, 1, h, w)
+        if e == 0:
+            stripes[..., ::7] = 1
+        else:
+            stripes[:, :, ::5] = 1
+        semantics = torch.cat([semantics, stripes], 1)
+    code = LabelCode(semantics, onehot_nc=label_nc)
+    found = code.patches((h, w), 3)
+    assert found is not None
+    pixel_ids, patch_rows, arrangements = found
+    assert pixel_ids.shape == (2 * h * w,) and arrangements.size(0) < 0.6 * pixel_ids.numel()
+    assert int(pixel_ids.max()) == arrangements.size(0) - 1
+    assert int(arrangements.max()) == patch_rows.size(0)  # "outside the image" is used at the border
+    torch.manual_seed(0)
+    layer = SPADE("spadebatch3x3", norm_nc=4, label_nc=label_nc + binary_nc)
+    x = torch.randn(2, 4, h, w)
+    plain, fast = _layer_results(layer, x, (semantics, code))
+    for a, b in zip(plain, fast):
+        assert _max_rel(a, b) < 1e-10
+
+
+def test_windows_fall_back_for_continuous_channels_and_noise():
+    """A depth-like channel cannot be folded into ids, and per-pixel noise labels have no
+    repeats: both take the per-pixel lookup path, still exact."""
+    depth = _semantics(1, 32, 32, label_nc=4, dontcare=False, edges=False, dense=1, block=8)
+    assert LabelCode(depth, onehot_nc=4).patches((32, 32), 3) is None
+    noise = _semantics(1, 32, 32, label_nc=30, dontcare=False, edges=False, dense=0, block=1)
+    assert LabelCode(noise, onehot_nc=30).patches((32, 32), 3) is None
+    torch.manual_seed(0)
+    for semantics, onehot_nc in ((depth, 4), (noise, 30)):
+        layer = SPADE("spadeinstance3x3", norm_nc=3, label_nc=semantics.size(1))
+        x = torch.randn(1, 3, 32, 32)
+        plain, fast = _layer_results(layer, x, (semantics, LabelCode(semantics, onehot_nc)))
+        for a, b in zip(plain, fast):
+            assert _max_rel(a, b) < 1e-10
+
+
+@pytest.mark.parametrize("bound", [3, 1000, 1 << 30])
+def test_tuple_ids_number_each_distinct_tuple_once(bound):
+    """Packed keys stay exact when three parts do not fit in 63 bits (they are made dense
+    between parts then): equal tuples share an id, different tuples never do."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randint(0, bound, (50, 3), generator=g)
+    tuples = base[torch.randint(0, 50, (400,), generator=g)]  # many repeats
+    ids, count = fast_spade._tuple_ids([tuples[:, 0], tuples[:, 1], tuples[:, 2]], bound)
+    expected = {}
+    for t, i in zip(map(tuple, tuples.tolist()), ids.tolist()):
+        assert expected.setdefault(t, i) == i
+    assert count == len(expected) == len(set(expected.values()))
+    assert sorted(expected.values()) == list(range(count))
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fast_layer_matches_in_both_memory_layouts(channels_last):
     """Batch of 2 with region constants: the fast path writes its modulation NCHW per sample or

@@ -14,6 +14,14 @@ one-hot label map two facts make most of that work unnecessary:
    kernel, so ``gamma/beta = b + sum_offsets(W) @ a_c``: one small matrix product per class.
    Only the remaining pixels (near label boundaries, edges and the image border) need the
    second conv; they are gathered and multiplied as one matrix.
+3. **gamma/beta depend only on the pixel's label patch.** Without continuous channels (or with
+   binary ones, SPADE's instance edges, folded into the class id) a pixel's gamma and beta are a
+   function of the labels in its ``(2 * (k // 2) * 2 + 1)``-wide window (zero padding included:
+   "no class"). Far fewer distinct windows occur than pixels (2-4x fewer than boundary pixels on
+   CamVid- and COCO-like maps), so each distinct window is computed once: the first conv once per
+   distinct k x k label patch, the second once per distinct k x k arrangement of those, and the
+   result is looked up per pixel. This subsumes 2. (a region's pixels share one window) and also
+   covers the image border. Maps with continuous channels (depth) keep 1. + 2.
 
 Everything is built from differentiable ops on the layer's own parameters (same names and
 shapes as the plain layer), so outputs and parameter gradients agree to float rounding and the
@@ -32,6 +40,8 @@ from torch.autograd.function import once_differentiable
 REGION_CONSTANT_MAX_BOUNDARY = 0.6
 # Boundary pixels are gathered into patch matrices of at most this many elements at a time.
 BOUNDARY_CHUNK_ELEMENTS = 1 << 20
+# At most this many binary continuous channels (instance edges: 1) are folded into the class id.
+MAX_FOLDED_CHANNELS = 2
 
 
 def class_indices(semantics: torch.Tensor, onehot_nc: int) -> torch.Tensor:
@@ -69,10 +79,28 @@ class LabelCode:
         self.dense = semantics[:, onehot_nc:] if semantics.size(1) > onehot_nc else None
         self.size = tuple(semantics.shape[2:])
         self._cache: Dict[tuple, object] = {}
+        self.folded = self._fold_binary_channels()
 
     @property
     def dense_nc(self) -> int:
         return 0 if self.dense is None else self.dense.size(1)
+
+    @property
+    def num_ids(self) -> int:
+        """How many values ``folded`` ids take: (classes + "no class") x binary channel states."""
+        return (self.onehot_nc + 1) << self.dense_nc
+
+    def _fold_binary_channels(self) -> Optional[torch.Tensor]:
+        """``(N, H, W)`` ids ``class + (onehot_nc + 1) * bits`` (bit e: continuous channel e is 1)
+        when every continuous channel is exactly 0 or 1 (instance edges), else None (depth)."""
+        if self.dense is None:
+            return self.index
+        if self.dense_nc > MAX_FOLDED_CHANNELS or not self.region_constant:
+            return None
+        if not bool(((self.dense == 0) | (self.dense == 1)).all()):
+            return None
+        bits = sum(self.dense[:, e].detach().long() << e for e in range(self.dense_nc))
+        return self.index + (self.onehot_nc + 1) * bits
 
     def _cached(self, key: tuple, make):
         if key not in self._cache:
@@ -163,15 +191,91 @@ class LabelCode:
             return top_left[:, None] + offsets[None, :]
         return self._cached(("win", tuple(size), ks), make)
 
+    def patches(self, size: Tuple[int, int], ks: int) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The distinct label windows at ``size`` (module docstring, 3.), or None when the map has
+        non-binary continuous channels or too few repeats for the lookup to pay:
 
-def first_conv_table(weight: torch.Tensor, onehot_nc: int) -> torch.Tensor:
-    """``(hidden, C, k, k)`` conv weight -> ``(k*k*(onehot_nc+1), hidden)`` lookup table:
-    row ``offset * (onehot_nc + 1) + class`` is the weight column of that class at that
-    kernel offset; the extra row per offset is zero (no class / padding)."""
+        * ``pixel_ids: (N*h*w,)`` int64: each pixel's distinct ks x ks arrangement of label patches;
+        * ``patch_rows: (U1, ks*ks)``: per distinct ks x ks label patch, its lookup-table rows
+          (``offset * num_ids + folded id``) for ``first_conv_table``;
+        * ``arrangements: (U2, ks*ks)``: per distinct arrangement, the patch of each kernel offset
+          (``U1`` stands for "outside the image": a zero activation, as the conv's zero padding).
+        """
+        def make():
+            if self.folded is None or ks == 1:
+                return None
+            ids = self._folded_at(size)
+            n, (h, w), pad = ids.size(0), size, ks // 2
+            labels = F.pad(ids, (pad, pad, pad, pad), value=self.onehot_nc)  # "no class" outside
+            patch_ids, num_patches = _window_ids(labels, ks, self.num_ids)
+            offsets = torch.arange(ks * ks, device=ids.device) * self.num_ids
+            patch_rows = _window_values(labels, patch_ids, num_patches, ks) + offsets
+            around = F.pad(patch_ids, (pad, pad, pad, pad), value=num_patches)
+            pixel_ids, num_arrangements = _window_ids(around, ks, num_patches + 1)
+            if num_arrangements > REGION_CONSTANT_MAX_BOUNDARY * n * h * w:
+                return None  # hardly any repeats: the dense conv is cheaper
+            arrangements = _window_values(around, pixel_ids, num_arrangements, ks)
+            return pixel_ids.reshape(-1), patch_rows, arrangements
+        return self._cached(("patches", tuple(size), ks), make)
+
+    def _folded_at(self, size: Tuple[int, int]) -> torch.Tensor:
+        if tuple(size) == self.size:
+            return self.folded
+        return F.interpolate(self.folded[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def _tuple_ids(parts, bound: int) -> Tuple[torch.Tensor, int]:
+    """Dense ids (``0 .. count-1``) of the tuples ``(parts[0][i], parts[1][i], ...)`` of int64
+    tensors with values below ``bound``, and ``count``. The parts are packed into one int64 key,
+    made dense again (``torch.unique``) whenever the next part would not fit in 63 bits."""
+    bits = max(1, (bound - 1).bit_length())
+    key, key_bound = parts[0], bound
+    for part in parts[1:]:
+        if max(1, (key_bound - 1).bit_length()) + bits > 63:
+            uniq, key = torch.unique(key, return_inverse=True)
+            key_bound = uniq.numel()
+        key = (key << bits) | part
+        key_bound <<= bits
+    uniq, inverse = torch.unique(key, return_inverse=True)
+    return inverse, uniq.numel()
+
+
+def _window_ids(grid: torch.Tensor, ks: int, bound: int) -> Tuple[torch.Tensor, int]:
+    """``grid: (N, h + ks - 1, w + ks - 1)`` int64 below ``bound`` -> ``(N, h, w)`` dense ids of
+    each ks x ks window, and how many distinct windows there are (rows first, then columns)."""
+    h, w = grid.size(1) - ks + 1, grid.size(2) - ks + 1
+    rows, count = _tuple_ids([grid[:, :, dx:dx + w] for dx in range(ks)], bound)
+    return _tuple_ids([rows[:, dy:dy + h] for dy in range(ks)], count)
+
+
+def _window_values(grid: torch.Tensor, window_ids: torch.Tensor, count: int, ks: int) -> torch.Tensor:
+    """``(count, ks*ks)``: the ``grid`` values of one window per id (offset-major), read at the
+    id's first pixel (any pixel with that id has the same window)."""
+    n, h, w = window_ids.shape
+    hp, wp = grid.size(1), grid.size(2)
+    flat = window_ids.reshape(-1)
+    pixel = torch.arange(flat.numel(), device=flat.device)
+    first = pixel.new_full((count,), flat.numel()).scatter_reduce_(0, flat, pixel, "amin")
+    b, rem = first // (h * w), first % (h * w)
+    top_left = b * (hp * wp) + (rem // w) * wp + rem % w
+    offsets = torch.tensor([dy * wp + dx for dy in range(ks) for dx in range(ks)], device=flat.device)
+    return grid.reshape(-1)[top_left[:, None] + offsets[None, :]]
+
+
+def first_conv_table(weight: torch.Tensor, onehot_nc: int, binary_nc: int = 0) -> torch.Tensor:
+    """``(hidden, C, k, k)`` conv weight -> ``(k*k*V, hidden)`` lookup table, ``V = (onehot_nc + 1)
+    * 2**binary_nc``: row ``offset * V + bits * (onehot_nc + 1) + class`` is the weight column of
+    that class at that kernel offset plus those of the binary channels set in ``bits`` (the
+    channels right after the one-hot ones); the extra class row is zero (no class / padding)."""
     k = weight.size(-1)
     table = weight[:, :onehot_nc].permute(2, 3, 1, 0)  # (k, k, L, hidden)
     table = F.pad(table, (0, 0, 0, 1))  # zero row for "no class"
-    return table.reshape(k * k * (onehot_nc + 1), weight.size(0))
+    if binary_nc:
+        states = torch.arange(1 << binary_nc, device=weight.device)
+        bits = ((states[:, None] >> torch.arange(binary_nc, device=weight.device)) & 1).to(weight.dtype)
+        columns = weight[:, onehot_nc:onehot_nc + binary_nc].permute(2, 3, 1, 0)  # (k, k, E, hidden)
+        table = table[:, :, None] + torch.matmul(bits, columns)[:, :, :, None]  # (k, k, 2**E, L+1, hidden)
+    return table.reshape(-1, weight.size(0))
 
 
 class _BagSum(torch.autograd.Function):
@@ -371,4 +475,35 @@ def gamma_beta(code: LabelCode, pre: torch.Tensor, shared_weight: torch.Tensor,
         out = constants.t().contiguous().index_select(1, index.reshape(-1))
         if values is not None:
             out.index_copy_(1, positions, values.t())  # in place: index_select's backward needs only indices
+    return out.view(-1, n, h, w).transpose(0, 1)
+
+
+def modulation(code: LabelCode, size: Tuple[int, int], shared_weight: torch.Tensor,
+               shared_bias: Optional[torch.Tensor], weights: Tuple[torch.Tensor, torch.Tensor],
+               biases: Tuple[torch.Tensor, torch.Tensor], channels_last: bool = True) -> torch.Tensor:
+    """A SPADE layer's gamma and beta at ``size`` -> ``(N, 2C, h, w)`` (gamma's C channels, then
+    beta's), NHWC (``channels_last``) or with each sample's planes contiguous: once per distinct
+    label window where the map allows it (module docstring, 3.), else from the per-pixel lookup
+    (1.) and the region constants (2.)."""
+    ks = shared_weight.size(-1)
+    found = code.patches(size, ks)
+    if found is None:
+        pre = shared_preactivation(code, size, shared_weight, shared_bias)
+        return gamma_beta(code, pre, shared_weight, shared_bias, weights, biases, channels_last)
+    pixel_ids, patch_rows, arrangements = found
+    n, (h, w) = code.index.size(0), size
+    dtype = _compute_dtype(shared_weight)
+    with torch.autocast(shared_weight.device.type, enabled=False):  # dtypes are settled: dtype
+        table = first_conv_table(shared_weight, code.onehot_nc, code.dense_nc).to(dtype)
+        pre = _BagSum.apply(table, patch_rows)  # (U1, hidden): the first conv once per patch
+        if shared_bias is not None:
+            pre = pre.add_(shared_bias.to(dtype))
+        # A last row of zeros stands for "outside the image" (relu keeps it 0: zero padding).
+        pre = F.pad(pre, (0, 0, 0, 1))
+        # The second conv once per arrangement: _WindowConv over a one-row "image" of patches.
+        per_window = _WindowConv.apply(pre[None, None], arrangements, *weights, *biases, 0, False)
+        if channels_last:
+            return F.embedding(pixel_ids, per_window).view(n, h, w, -1).permute(0, 3, 1, 2)
+        # Channel-major (2C, N*h*w): each sample's planes come out NCHW-contiguous.
+        out = per_window.t().contiguous().index_select(1, pixel_ids)
     return out.view(-1, n, h, w).transpose(0, 1)

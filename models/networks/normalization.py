@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import spectral_norm
 
-from models.networks.fast_spade import LabelCode, gamma_beta, shared_preactivation
+from models.networks.fast_spade import LabelCode, modulation as fast_modulation
 from util.errors import OptionError
 from util.performance import eager_under_compile
 
@@ -113,12 +113,11 @@ class SPADE(nn.Module):
     @eager_under_compile
     def _modulate_fast(self, normalized: torch.Tensor, code: LabelCode) -> torch.Tensor:
         shared = self.mlp_shared[0]
-        pre = shared_preactivation(code, tuple(normalized.shape[2:]), shared.weight, shared.bias)
         layout = _memory_format(normalized)
-        modulation = gamma_beta(code, pre, shared.weight, shared.bias,
-                                (self.mlp_gamma.weight, self.mlp_beta.weight),
-                                (self.mlp_gamma.bias, self.mlp_beta.bias),
-                                channels_last=layout == torch.channels_last)
+        modulation = fast_modulation(code, tuple(normalized.shape[2:]), shared.weight, shared.bias,
+                                     (self.mlp_gamma.weight, self.mlp_beta.weight),
+                                     (self.mlp_gamma.bias, self.mlp_beta.bias),
+                                     channels_last=layout == torch.channels_last)
         if modulation.stride(-1) != normalized.stride(-1):
             # match x's memory layout once, so the elementwise ops below run on aligned strides
             modulation = modulation.contiguous(memory_format=layout)
