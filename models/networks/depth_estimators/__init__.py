@@ -50,11 +50,12 @@ class FrozenEstimator(nn.Module):
     """Base of every registered estimator: frozen, always in eval mode.
 
     Subclasses build their network, implement ``forward`` (see the module docstring) and
-    ``from_options(opt)``, which returns the estimator with its weights loaded.
+    ``from_options(opt)``, which returns the estimator with its weights loaded; ``opt`` is
+    ``estimator_config(...)``: the three estimator options only.
     """
 
     @classmethod
-    def from_options(cls, opt: argparse.Namespace) -> FrozenEstimator:
+    def from_options(cls, opt: NetworkConfig) -> FrozenEstimator:
         raise NotImplementedError
 
     def weights_module(self) -> nn.Module:
