@@ -165,7 +165,10 @@ def block_classes() -> Dict[str, tuple]:
 def apply(model: nn.Module, opt: argparse.Namespace) -> List[str]:
     """Apply ``--gradient_checkpointing`` to ``model``'s networks (before DDP / compile
     wrapping); returns the names of the recomputed modules ('G.up_0', ...)."""
-    opt = make_config("--gradient_checkpointing", opt, {}, ("gradient_checkpointing", "compile", "netG"))
+    # the three options read here; train-only flags missing from other namespaces (scripts,
+    # test-time options) take the network-level defaults (off)
+    opt = make_config("gradient checkpointing (models/networks/checkpointing.py)", opt, {},
+                      ("gradient_checkpointing", "compile", "netG"))
     if not opt.gradient_checkpointing:
         return []
     if opt.netG not in COVERED_GENERATORS:
