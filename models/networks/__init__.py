@@ -10,6 +10,7 @@ from typing import Optional
 
 from models.networks.base_network import (DEPTH_GENERATORS, DISCRIMINATORS,  # noqa: F401
                                           ENCODERS, GENERATORS, BaseNetwork)
+from models.networks.config import NETWORK_BASE_DEFAULTS, NetworkConfig  # noqa: F401
 from models.networks.generators import spade  # noqa: F401  (registers netG "spade")
 from models.networks.generators import depthspade  # noqa: F401  (netG "depthspade", netG_depth "unet")
 from models.networks.generators import unet  # noqa: F401  (netG "unet": pix2pix)
@@ -23,8 +24,8 @@ from models.networks import feature_encoder  # noqa: F401  (pix2pixHD's feature 
 
 
 def _build(cls: type, opt: argparse.Namespace) -> BaseNetwork:
-    cls.check_options(opt)
-    net = cls(opt)
+    cls.check_options(opt)  # the whole namespace: combinations across components
+    net = cls(cls.config(opt))  # the network sees only its own options
     net.init_weights(opt.init_type, opt.init_variance)
     return net
 
@@ -45,9 +46,10 @@ def define_G_depth(opt: argparse.Namespace) -> BaseNetwork:
 
 
 def define_E(opt: argparse.Namespace, name: Optional[str] = None) -> BaseNetwork:
-    """The encoder ``name`` (default ``opt.netE``, else the VAE's 'conv'), weights initialized."""
-    return _build(ENCODERS.get(name or getattr(opt, "netE", "conv")), opt)
+    """The encoder ``name`` (default: the VAE's 'conv'), weights initialized."""
+    return _build(ENCODERS.get(name or "conv"), opt)
 
 
 __all__ = ["GENERATORS", "DISCRIMINATORS", "ENCODERS", "DEPTH_GENERATORS", "BaseNetwork",
+           "NetworkConfig", "NETWORK_BASE_DEFAULTS",
            "define_G", "define_D", "define_E", "define_G_depth"]

@@ -16,7 +16,7 @@ class SPADEResnetBlock(nn.Module):
 
     ``forward(x: (N, fin, H, W), seg: (N, semantic_nc, h, w)) -> (N, fout, H, W)``.
     The shortcut is learned (SPADE norm + 1x1 conv without bias) only when fin != fout.
-    ``opt.norm_G`` like 'spectralspadesyncbatch3x3': 'spectral' puts spectral norm on the
+    ``opt`` is the generator's config (or options); ``opt.norm_G`` like 'spectralspadesyncbatch3x3': 'spectral' puts spectral norm on the
     convs, the rest configures the SPADE layers.
     """
 

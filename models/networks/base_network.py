@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch.nn import init
 from torch.nn.utils.spectral_norm import SpectralNorm
 
+from models.networks.config import (COMMON_OPTIONS, NetworkConfig, hook_defaults,  # noqa: F401
+                                    make_config)
 from util.errors import OptionError
 from util.options import add_option_once, declared_options  # noqa: F401  (re-exported for the hooks)
 from util.registry import Registry
@@ -57,7 +59,19 @@ def refresh_spectral_norm(module: nn.Module, n_iter: int = 5) -> None:
 
 
 class BaseNetwork(nn.Module):
-    """Base class of the generators, discriminators and encoders."""
+    """Base class of the generators, discriminators and encoders.
+
+    A network is built from its own ``NetworkConfig`` (``models/networks/config.py``), not the
+    whole options namespace: ``define_G`` / ``define_D`` / ``define_E`` / ``define_G_depth``
+    build ``cls(cls.config(opt))``. Constructors also take a Namespace (scripts and tests build
+    networks directly): their first line is ``opt = self.config(opt)``, which converts it once
+    (a config of the class itself passes through) and keeps it as ``self.opt``. The config holds
+    the options the class's ``modify_commandline_options`` hook declares, the base options it
+    lists in ``base_options`` (a subclass extends its parent's tuple) and ``COMMON_OPTIONS``;
+    reading any other option is an AttributeError naming the class and the option.
+    ``check_options(opt)`` still receives the full namespace: it checks combinations across
+    components.
+    """
 
     # What the registry tells the tools about a network (the zoo tests, scripts/benchmark_*.py):
     # the --preset of its paper (None: no recipe of its own), the smallest flags that train it
@@ -72,6 +86,9 @@ class BaseNetwork(nn.Module):
     # The --model this network only works under (e.g. depthspade: udgan); the options select it
     # when --model is not given and refuse a different explicit --model.
     requires_model: Optional[str] = None
+    # The base options (options/base_options.py and friends, not declared by the hook) this
+    # network reads besides COMMON_OPTIONS; subclasses extend their parent's tuple.
+    base_options: Tuple[str, ...] = ()
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
@@ -93,22 +110,24 @@ class BaseNetwork(nn.Module):
 
     @classmethod
     def declared_defaults(cls) -> Dict[str, Any]:
-        """Every option this network's hook declares, with its declared default (read once)."""
+        """Every option this network's hook declares, with its declared default, including the
+        defaults it sets with ``parser.set_defaults`` (e.g. ``norm_G``) (read once)."""
         if "_declared_defaults" not in cls.__dict__:
-            parser = argparse.ArgumentParser(add_help=False)
-            for is_train in (True, False):
-                cls.modify_commandline_options(parser, is_train)
-            cls._declared_defaults = {a.dest: a.default for a in parser._actions
-                                      if a.option_strings and a.default is not argparse.SUPPRESS}
+            def add(parser: argparse.ArgumentParser) -> None:
+                for is_train in (True, False):  # some flags exist only in training
+                    cls.modify_commandline_options(parser, is_train)
+            cls._declared_defaults = hook_defaults(add)
         return cls._declared_defaults
 
     @classmethod
-    def with_defaults(cls, opt: Any) -> argparse.Namespace:
-        """``opt`` (a Namespace or dict) completed by this network's declared defaults: the
-        network reads its own options as attributes, defaults stated once, in its hook (scripts
-        and tests may build it from a partial namespace)."""
-        values = opt if isinstance(opt, dict) else vars(opt)
-        return argparse.Namespace(**{**cls.declared_defaults(), **values})
+    def config(cls, opt: Any) -> NetworkConfig:
+        """The options this network reads, from ``opt`` (a Namespace, a dict or a
+        ``NetworkConfig``): what its hook declares (declared defaults, overridden by ``opt``),
+        its ``base_options`` and ``COMMON_OPTIONS`` (from ``opt``, else
+        ``NETWORK_BASE_DEFAULTS``). A config of this very class is returned as it is."""
+        if isinstance(opt, NetworkConfig) and opt.owner is cls:
+            return opt
+        return make_config(cls, opt, cls.declared_defaults(), (*COMMON_OPTIONS, *cls.base_options))
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:

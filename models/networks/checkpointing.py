@@ -30,6 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.utils.checkpoint import checkpoint
 
+from models.networks.config import make_config
 from util.errors import OptionError
 
 # Generators whose residual blocks are covered (others raise an OptionError naming the option).
@@ -164,13 +165,17 @@ def block_classes() -> Dict[str, tuple]:
 def apply(model: nn.Module, opt: argparse.Namespace) -> List[str]:
     """Apply ``--gradient_checkpointing`` to ``model``'s networks (before DDP / compile
     wrapping); returns the names of the recomputed modules ('G.up_0', ...)."""
-    if not getattr(opt, "gradient_checkpointing", False):
+    # the three options read here; train-only flags missing from other namespaces (scripts,
+    # test-time options) take the network-level defaults (off)
+    opt = make_config("gradient checkpointing (models/networks/checkpointing.py)", opt, {},
+                      ("gradient_checkpointing", "compile", "netG"))
+    if not opt.gradient_checkpointing:
         return []
     if opt.netG not in COVERED_GENERATORS:
         raise OptionError(f"--gradient_checkpointing covers the residual blocks of --netG "
                           f"{', '.join(COVERED_GENERATORS)}; --netG {opt.netG} has none: drop "
                           "--gradient_checkpointing")
-    if getattr(opt, "compile", False):
+    if opt.compile:
         raise OptionError("--gradient_checkpointing and --compile cannot be combined (the exact "
                           "recompute swaps spectral-norm hooks, which torch.compile does not "
                           "trace); drop one of them")

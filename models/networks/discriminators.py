@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.spectral_norm import SpectralNorm
 
-from models.networks.base_network import DISCRIMINATORS, BaseNetwork, add_option_once
+from models.networks.base_network import DISCRIMINATORS, BaseNetwork, NetworkConfig, add_option_once
 from models.networks.normalization import get_nonspade_norm_layer
 from util.errors import OptionError
 
@@ -31,6 +31,8 @@ class NLayerDiscriminator(BaseNetwork):
     samples and the rest, computing the rest without gradients (see ``forward_split``).
     """
 
+    base_options = ("ndf", "norm_D", "no_ganFeat_loss")
+
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
@@ -40,14 +42,17 @@ class NLayerDiscriminator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
+        opt = NLayerDiscriminator.config(opt)
         if opt.n_layers_D < 1:
             raise OptionError(f"--n_layers_D must be at least 1 (got {opt.n_layers_D})")
         if opt.ndf < 1:
             raise OptionError(f"--ndf must be at least 1 (got {opt.ndf})")
 
-    def __init__(self, opt: argparse.Namespace) -> None:
+    def __init__(self, opt: Union[NetworkConfig, argparse.Namespace]) -> None:
+        opt = self.config(opt)
         super().__init__()
-        self.get_features = not getattr(opt, "no_ganFeat_loss", False)
+        self.opt = opt
+        self.get_features = not opt.no_ganFeat_loss
         kw = 4
         padw = int(math.ceil((kw - 1.0) / 2))
         nf = opt.ndf
@@ -195,6 +200,8 @@ class MultiscaleDiscriminator(BaseNetwork):
     scale (finest first), intermediate features then the prediction last.
     """
 
+    base_options = NLayerDiscriminator.base_options  # what its sub-discriminators read
+
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
@@ -210,7 +217,7 @@ class MultiscaleDiscriminator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
-        opt = MultiscaleDiscriminator.with_defaults(opt)  # this network's own options, defaults from its hook
+        opt = MultiscaleDiscriminator.config(opt)  # its own options and its sub-discriminators'
         if opt.num_D < 1:
             raise OptionError(f"--num_D must be at least 1 (got {opt.num_D})")
         subarch = opt.netD_subarch
@@ -219,9 +226,10 @@ class MultiscaleDiscriminator(BaseNetwork):
                               f"{', '.join(SUBARCHS)}")
         SUBARCHS[subarch].check_options(opt)
 
-    def __init__(self, opt: argparse.Namespace) -> None:
-        opt = MultiscaleDiscriminator.with_defaults(opt)  # this network's own options, defaults from its hook
+    def __init__(self, opt: Union[NetworkConfig, argparse.Namespace]) -> None:
+        opt = self.config(opt)
         super().__init__()
+        self.opt = opt
         sub = SUBARCHS[opt.netD_subarch]
         for i in range(opt.num_D):
             self.add_module(f"discriminator_{i}", sub(opt))
@@ -253,6 +261,8 @@ class PatchDiscriminator(BaseNetwork):
     patch. Same output format as ``multiscale`` with one scale: ``[[features..., prediction]]``.
     """
 
+    base_options = NLayerDiscriminator.base_options
+
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
@@ -262,8 +272,10 @@ class PatchDiscriminator(BaseNetwork):
     def check_options(opt: argparse.Namespace) -> None:
         NLayerDiscriminator.check_options(opt)
 
-    def __init__(self, opt: argparse.Namespace) -> None:
+    def __init__(self, opt: Union[NetworkConfig, argparse.Namespace]) -> None:
+        opt = self.config(opt)
         super().__init__()
+        self.opt = opt
         self.discriminator_0 = NLayerDiscriminator(opt)
 
     def forward(self, x: torch.Tensor, image: Optional[torch.Tensor] = None, split: Optional[int] = None):

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Tuple
+from typing import Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.networks.base_network import ENCODERS, BaseNetwork
+from models.networks.base_network import ENCODERS, BaseNetwork, NetworkConfig
 from models.networks.normalization import get_nonspade_norm_layer
 
 
@@ -24,13 +24,16 @@ class ConvEncoder(BaseNetwork):
     """
 
     final_size = 4
+    base_options = ("ngf", "norm_E", "crop_size", "z_dim")
 
-    def __init__(self, opt: argparse.Namespace) -> None:
+    def __init__(self, opt: Union[NetworkConfig, argparse.Namespace]) -> None:
+        opt = self.config(opt)
         super().__init__()
+        self.opt = opt
         kw = 3
         pw = int(math.ceil((kw - 1.0) / 2))
         ndf = opt.ngf
-        in_nc = getattr(opt, "output_nc", 3)
+        in_nc = opt.output_nc
         norm_layer = get_nonspade_norm_layer(opt, opt.norm_E)
         self.layer1 = norm_layer(nn.Conv2d(in_nc, ndf, kw, stride=2, padding=pw))
         self.layer2 = norm_layer(nn.Conv2d(ndf * 1, ndf * 2, kw, stride=2, padding=pw))

@@ -17,13 +17,13 @@ import argparse
 import os
 import pickle
 import warnings
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from models.networks.base_network import ENCODERS, BaseNetwork, add_option_once
+from models.networks.base_network import ENCODERS, BaseNetwork, NetworkConfig, add_option_once
 from util.errors import OptionError
 
 ENCODE_SCRIPT = "python scripts/encode_features.py --name {name} --load_from_opt_file"
@@ -34,27 +34,29 @@ AREA_THRESHOLD = 0.5
 
 
 # ---------------------------------------------------------------------- options
-def uses_features(opt: argparse.Namespace) -> bool:
-    """Whether the generator is conditioned on instance-wise features."""
-    opt = FeatureEncoder.with_defaults(opt)  # this network's own options, defaults from its hook
-    return bool(opt.instance_feat or opt.label_feat)
+def uses_features(opt: Any) -> bool:
+    """Whether the generator is conditioned on instance-wise features (``opt``: options or
+    the encoder's config)."""
+    cfg = FeatureEncoder.config(opt)
+    return bool(cfg.instance_feat or cfg.label_feat)
 
 
-def feature_channels(opt: argparse.Namespace) -> int:
+def feature_channels(opt: Any) -> int:
     """Channels the features add to the generator input: ``--feat_num`` when used, else 0."""
-    return int(opt.feat_num) if uses_features(opt) else 0
+    cfg = FeatureEncoder.config(opt)
+    return int(cfg.feat_num) if uses_features(cfg) else 0
 
 
-def uses_clusters(opt: argparse.Namespace) -> bool:
+def uses_clusters(opt: Any) -> bool:
     """Test time without ``--use_encoded_image``: features come from the cluster file."""
-    opt = FeatureEncoder.with_defaults(opt)  # this network's own options, defaults from its hook
-    return uses_features(opt) and not opt.isTrain and not opt.use_encoded_image
+    cfg = FeatureEncoder.config(opt)
+    return uses_features(cfg) and not cfg.isTrain and not cfg.use_encoded_image
 
 
 def cluster_file_path(opt: argparse.Namespace) -> str:
     """``--cluster_path`` (relative to checkpoints_dir/name) or ``features_clustered_NNN.npy``."""
-    opt = FeatureEncoder.with_defaults(opt)  # this network's own options, defaults from its hook
-    name = opt.cluster_path or f"features_clustered_{opt.n_clusters:03d}.npy"
+    cfg = FeatureEncoder.config(opt)
+    name = cfg.cluster_path or f"features_clustered_{cfg.n_clusters:03d}.npy"
     return os.path.join(opt.checkpoints_dir, opt.name, name)
 
 
@@ -67,34 +69,35 @@ def encode_command(opt: argparse.Namespace) -> str:
 
 
 def check_feature_options(opt: argparse.Namespace) -> None:
-    """One clear OptionError for combinations the feature encoder cannot serve."""
-    opt = FeatureEncoder.with_defaults(opt)  # this network's own options, defaults from its hook
-    if not uses_features(opt):
+    """One clear OptionError for combinations the feature encoder cannot serve. Reads the
+    encoder's own options through its config, the other components' from ``opt``."""
+    cfg = FeatureEncoder.config(opt)
+    if not uses_features(cfg):
         for flag in ("load_features", "use_encoded_image"):
-            if getattr(opt, flag, False):
+            if getattr(cfg, flag):
                 raise OptionError(f"--{flag} needs --instance_feat or --label_feat (pix2pixHD's "
                                   "instance-wise features): add one, or drop --" + flag)
         return
-    which = "--label_feat" if opt.label_feat else "--instance_feat"
+    which = "--label_feat" if cfg.label_feat else "--instance_feat"
     if opt.netG != "pix2pixhd":
         raise OptionError(f"{which} feeds pix2pixHD's feature encoder into --netG pix2pixhd; "
                           f"got --netG {opt.netG}: use --netG pix2pixhd (or --preset pix2pixhd)")
-    if getattr(opt, "use_vae", False):
+    if opt.use_vae:
         raise OptionError(f"{which} and --use_vae both use the encoder slot E: drop --use_vae")
-    if opt.instance_feat and not opt.label_feat and opt.no_instance:
+    if cfg.instance_feat and not cfg.label_feat and opt.no_instance:
         raise OptionError("--instance_feat averages the features over instance ids, but --no_instance "
                           "drops the instance maps: drop --no_instance, or use --label_feat (label "
                           "ids as regions)")
-    if opt.feat_num < 1 or opt.nef < 1 or opt.n_downsample_E < 0:
+    if cfg.feat_num < 1 or cfg.nef < 1 or cfg.n_downsample_E < 0:
         raise OptionError(f"--feat_num and --nef must be at least 1 and --n_downsample_E not negative "
-                          f"(got {opt.feat_num}, {opt.nef}, {opt.n_downsample_E})")
-    step = 2 ** opt.n_downsample_E
+                          f"(got {cfg.feat_num}, {cfg.nef}, {cfg.n_downsample_E})")
+    step = 2 ** cfg.n_downsample_E
     height = max(1, round(opt.crop_size / opt.aspect_ratio))
     if opt.crop_size % step or height % step:
         raise OptionError(f"{which}: the feature encoder halves the image --n_downsample_E "
-                          f"{opt.n_downsample_E} times, so width and height must be multiples of "
+                          f"{cfg.n_downsample_E} times, so width and height must be multiples of "
                           f"{step}; got {opt.crop_size}x{height}: change --crop_size or --n_downsample_E")
-    if opt.isTrain and opt.load_features:
+    if opt.isTrain and cfg.load_features:
         raise OptionError("--load_features in training would read precomputed feature maps per "
                           "image, which no dataset mode provides: train without it (E is trained "
                           "with G) and use --load_features at test time")
@@ -249,6 +252,8 @@ class FeatureEncoder(BaseNetwork):
     2**n_downsample_E.
     """
 
+    base_options = ("norm_G", "nef")
+
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
                                    is_train: bool) -> argparse.ArgumentParser:
@@ -274,13 +279,15 @@ class FeatureEncoder(BaseNetwork):
                              "sampling cluster centres")
         return parser
 
-    def __init__(self, opt: argparse.Namespace) -> None:
+    def __init__(self, opt: Union[NetworkConfig, argparse.Namespace]) -> None:
+        opt = self.config(opt)
         super().__init__()
+        self.opt = opt
         norm = _norm_layer(opt.norm_G)
         nef, n_down = opt.nef, opt.n_downsample_E
         # Indices are part of the state_dict keys: pad, conv, norm, ReLU, ... as pix2pixHD.
         layers: List[nn.Module] = [nn.ReflectionPad2d(3),
-                                   nn.Conv2d(getattr(opt, "output_nc", 3), nef, kernel_size=7),
+                                   nn.Conv2d(opt.output_nc, nef, kernel_size=7),
                                    norm(nef), nn.ReLU()]
         nc = nef
         for _ in range(n_down):

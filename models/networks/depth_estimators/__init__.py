@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.networks.config import NetworkConfig, hook_defaults, make_config
 from util import checkpoint
 from util.errors import CheckpointError, OptionError, WeightsError
 from util.options import add_option_once
@@ -49,11 +50,12 @@ class FrozenEstimator(nn.Module):
     """Base of every registered estimator: frozen, always in eval mode.
 
     Subclasses build their network, implement ``forward`` (see the module docstring) and
-    ``from_options(opt)``, which returns the estimator with its weights loaded.
+    ``from_options(opt)``, which returns the estimator with its weights loaded; ``opt`` is
+    ``estimator_config(...)``: the three estimator options only.
     """
 
     @classmethod
-    def from_options(cls, opt: argparse.Namespace) -> FrozenEstimator:
+    def from_options(cls, opt: NetworkConfig) -> FrozenEstimator:
         raise NotImplementedError
 
     def weights_module(self) -> nn.Module:
@@ -87,13 +89,25 @@ def add_depth_estimator_options(parser: argparse.ArgumentParser) -> argparse.Arg
     return parser
 
 
-def build_depth_estimator(opt: argparse.Namespace) -> FrozenEstimator:
+def estimator_config(opt: Any) -> NetworkConfig:
+    """The estimator options of ``opt`` (a Namespace, dict or config): ``depth_estimator``,
+    ``depth_estimator_path`` and ``i2d_max_depth``, defaults from
+    ``add_depth_estimator_options`` (partial namespaces of scripts and tests lack some)."""
+    if not _ESTIMATOR_DEFAULTS:
+        _ESTIMATOR_DEFAULTS.update(hook_defaults(add_depth_estimator_options))
+    return make_config("the depth estimator (--depth_estimator)", opt, _ESTIMATOR_DEFAULTS, ())
+
+
+_ESTIMATOR_DEFAULTS: dict[str, Any] = {}  # filled once by estimator_config
+
+
+def build_depth_estimator(opt: Any) -> FrozenEstimator:
     """The frozen estimator named by ``opt.depth_estimator`` with its weights loaded (CPU;
     move it with ``.to(device)``). Reads ``opt.depth_estimator_path`` and, for i2d,
-    ``opt.i2d_max_depth``."""
-    name = getattr(opt, "depth_estimator", None) or "unet"
-    cls = DEPTH_ESTIMATORS.get(name)
-    return cls.from_options(opt).freeze()
+    ``opt.i2d_max_depth``; the estimator's ``from_options`` gets ``estimator_config(opt)``."""
+    cfg = estimator_config(opt)
+    cls = DEPTH_ESTIMATORS.get(cfg.depth_estimator or "unet")  # None: the default
+    return cls.from_options(cfg).freeze()
 
 
 def save_estimator(path: str, net: nn.Module, arch: str, config: dict[str, Any],
@@ -124,9 +138,9 @@ def save_estimator(path: str, net: nn.Module, arch: str, config: dict[str, Any],
 
 
 # ---------------------------------------------------------------------- shared loading helpers
-def require_weights_path(opt: argparse.Namespace, arch: str, where: str = "") -> str:
+def require_weights_path(opt: Any, arch: str, where: str = "") -> str:
     """``opt.depth_estimator_path``, or a WeightsError saying how to get weights for ``arch``."""
-    path = getattr(opt, "depth_estimator_path", None)
+    path = estimator_config(opt).depth_estimator_path
     if not path:
         raise WeightsError(f"--depth_estimator {arch} needs pretrained weights and none were "
                            f"given (they never default to random ones): {where}{HOW_TO_GET_WEIGHTS}")

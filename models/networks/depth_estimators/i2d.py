@@ -23,6 +23,7 @@ from models.networks.depth_estimators import (
     DEPTH_ESTIMATORS,
     FrozenEstimator,
     check_image,
+    estimator_config,
     extract_state_dict,
     load_strict,
     positive,
@@ -128,7 +129,7 @@ class I2DEstimator(FrozenEstimator):
 
     @classmethod
     def from_options(cls, opt: argparse.Namespace) -> I2DEstimator:
-        max_depth = positive(getattr(opt, "i2d_max_depth", DEFAULT_MAX_DEPTH), "--i2d_max_depth")
+        max_depth = positive(estimator_config(opt).i2d_max_depth, "--i2d_max_depth")
         path = require_weights_path(
             opt, "i2d", where="I2D's NYU v2 checkpoint comes from haofengac/MonoDepth-FPN-PyTorch; ")
         state = extract_state_dict(read_weights_file(path), path)

@@ -23,6 +23,7 @@ from models.networks.depth_estimators import (
     DEPTH_ESTIMATORS,
     FrozenEstimator,
     check_image,
+    estimator_config,
     extract_state_dict,
     load_strict,
     read_weights_file,
@@ -101,7 +102,7 @@ class MidasSmallEstimator(FrozenEstimator):
 
     @classmethod
     def from_options(cls, opt: argparse.Namespace) -> MidasSmallEstimator:
-        path = getattr(opt, "depth_estimator_path", None)
+        path = estimator_config(opt).depth_estimator_path
         if not path:
             return cls(load_hub_model(pretrained=True))
         state = extract_state_dict(read_weights_file(path), path)  # file problems first

@@ -25,11 +25,11 @@ stream; the MLPs see the labels alone.
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from models.networks.base_network import GENERATORS, BaseNetwork, add_option_once
+from models.networks.base_network import GENERATORS, BaseNetwork, NetworkConfig, add_option_once
 from models.networks.generators.asapnet_streams import (LowResStream, PixelwiseMLP,
                                                         bilinear_downsample)
 from util.errors import OptionError
@@ -104,9 +104,10 @@ def edge_distance(edges: torch.Tensor) -> torch.Tensor:
     return out.to(edges.device)
 
 
-def instance_channel(opt: argparse.Namespace) -> Optional[int]:
-    """Index of the instance channel (edges or their distance) in the semantics, or None."""
-    opt = ASAPNetGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
+def instance_channel(opt: Any) -> Optional[int]:
+    """Index of the instance channel (edges or their distance) in the semantics, or None
+    (``opt``: options or the generator's config)."""
+    opt = ASAPNetGenerator.config(opt)
     if opt.no_instance:
         return None
     if opt.label_nc == 0:
@@ -130,6 +131,8 @@ class ASAPNetGenerator(BaseNetwork):
     recipe_paper = "Shaham et al. 2021, ASAPNet"
     smoke_options = ("--lr_width", "8", "--lr_max_width", "16", "--lr_depth", "2", "--hr_width", "8",
                      "--hr_depth", "3", "--learned_ds_factor", "4")
+    base_options = ("crop_size", "aspect_ratio", "label_nc", "contain_dontcare_label", "norm_G",
+                    "no_instance")
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
@@ -182,17 +185,18 @@ class ASAPNetGenerator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
-        opt = ASAPNetGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
-        if getattr(opt, "use_vae", False):
+        if opt.use_vae:
             raise OptionError("--netG asapnet has no style encoder (the ASAPNet paper has no VAE); "
                               "drop --use_vae or use --netG spade")
+        opt = ASAPNetGenerator.config(opt)  # the rest is this network's own
         lds = int(opt.learned_ds_factor)
         if not _is_power_of_two(lds):
             raise OptionError(f"--learned_ds_factor {lds} must be a power of two (one stride-2 "
                               "conv per factor 2), e.g. 16")
         for flag in ("lr_width", "lr_max_width", "hr_width", "hr_depth"):
-            if getattr(opt, flag) < 1:
-                raise OptionError(f"--{flag} must be at least 1 (got {getattr(opt, flag)})")
+            value = opt.as_dict()[flag]
+            if value < 1:
+                raise OptionError(f"--{flag} must be at least 1 (got {value})")
         if opt.lr_depth < 0:
             raise OptionError(f"--lr_depth must be 0 or more (got {opt.lr_depth})")
         if opt.reflection_pad and opt.replicate_pad:
@@ -224,16 +228,17 @@ class ASAPNetGenerator(BaseNetwork):
                 f"aspect_ratio) px, a power of two of at least --learned_ds_factor. Use "
                 + (f"--crop_size {sizes}, or " if sizes else "")
                 + "a smaller --learned_ds_factor.")
-        norm_G = getattr(opt, "norm_G", "instanceaffine")
+        norm_G = opt.norm_G  # the hook's default: instanceaffine
         sub = norm_G[len("spectral"):] if norm_G.startswith("spectral") else norm_G
         if sub not in ("instanceaffine", "instance", "batch", "syncbatch", "sync_batch", "none", ""):
             raise OptionError(f"--norm_G {norm_G!r} does not fit --netG asapnet; use "
                               "[spectral]instanceaffine (default), [spectral]instance, "
                               "[spectral]batch, [spectral]syncbatch or [spectral]none")
 
-    def __init__(self, opt: argparse.Namespace) -> None:
-        opt = ASAPNetGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
+    def __init__(self, opt: Union[NetworkConfig, argparse.Namespace]) -> None:
+        opt = self.config(opt)
         super().__init__()
+        self.opt = opt
         self.cell = cell_size(opt)
         self.learned_ds_factor = int(opt.learned_ds_factor)
         # The instance channel goes to the low-resolution stream only (--lr_instance).
@@ -241,14 +246,14 @@ class ASAPNetGenerator(BaseNetwork):
         self.mlp_skips = inst if (inst is not None and opt.lr_instance) else None
         coor = opt.hr_coor
         hr_in = opt.semantic_nc - (1 if self.mlp_skips is not None else 0)
-        self.highres_stream = PixelwiseMLP(hr_in, getattr(opt, "output_nc", 3), opt.hr_width,
+        self.highres_stream = PixelwiseMLP(hr_in, opt.output_nc, opt.hr_width,
                                            opt.hr_depth, self.cell,
                                            None if coor in ("none", "None") else coor)
         self.lowres_stream = LowResStream(
-            opt.semantic_nc, self.highres_stream.num_params, getattr(opt, "norm_G", "instanceaffine"),
+            opt.semantic_nc, self.highres_stream.num_params, opt.norm_G,
             opt.lr_width, opt.lr_max_width, opt.lr_depth, self.learned_ds_factor,
             bool(opt.reflection_pad), bool(opt.replicate_pad))
-        use_wd = getattr(opt, "isTrain", False) and opt.use_weight_decay
+        use_wd = opt.isTrain and opt.use_weight_decay
         self.lambda_WD = float(opt.lambda_WD) if use_wd else 0.0
         self._wd_term: Optional[torch.Tensor] = None
 

@@ -31,13 +31,13 @@ Training follows the paper with ``models.networks.loss.ClassMaskedVGGLoss`` plus
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.networks.base_network import GENERATORS, BaseNetwork, add_option_once
+from models.networks.base_network import GENERATORS, BaseNetwork, NetworkConfig, add_option_once
 from models.networks.generators.sims_unet import CANVAS_NC, FILLED_NC, check_canvas_generator, image_size
 from util.errors import OptionError
 
@@ -52,10 +52,10 @@ def pooled_size(size: int, levels: int) -> int:
     return -(-size // (2 ** levels))
 
 
-def effective_levels(opt: argparse.Namespace) -> int:
+def effective_levels(opt: Any) -> int:
     """``--crn_levels`` capped so the coarsest map of the ``opt`` image size keeps at least
-    ``MIN_COARSEST`` px a side (at least one level)."""
-    opt = CRNGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
+    ``MIN_COARSEST`` px a side (at least one level). ``opt``: options or the generator's config."""
+    opt = CRNGenerator.config(opt)
     side = min(image_size(opt))
     fits = 0
     while fits < MAX_LEVELS and pooled_size(side, fits + 1) >= MIN_COARSEST:
@@ -63,9 +63,10 @@ def effective_levels(opt: argparse.Namespace) -> int:
     return max(1, min(int(opt.crn_levels), fits))
 
 
-def num_classes(opt: argparse.Namespace) -> int:
+def num_classes(opt: Any) -> int:
     """Channels of the semantic head: the label classes, plus dontcare when it is a class."""
-    return int(opt.label_nc) + (1 if getattr(opt, "contain_dontcare_label", False) else 0)
+    opt = CRNGenerator.config(opt)
+    return int(opt.label_nc) + (1 if opt.contain_dontcare_label else 0)
 
 
 def same_avg_pool(x: torch.Tensor) -> torch.Tensor:
@@ -111,6 +112,7 @@ class CRNGenerator(BaseNetwork):
     requires_model = "sims"  # which builds the canvas it refines (options resolve it)
     smoke_options = None  # --model sims needs a segment bank first (tests/test_networks_crn.py)
     needs_first = "a segment bank (scripts/build_segment_bank.py, --bank_dir)"
+    base_options = ("ngf", "crop_size", "aspect_ratio", "label_nc", "contain_dontcare_label")
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
@@ -123,16 +125,18 @@ class CRNGenerator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
-        opt = CRNGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
         check_canvas_generator(opt, "crn")
+        opt = CRNGenerator.config(opt)
         if not 1 <= opt.crn_levels <= MAX_LEVELS:
             raise OptionError(f"--crn_levels must be between 1 and {MAX_LEVELS} (got {opt.crn_levels})")
         if num_classes(opt) < 1:
             raise OptionError("--netG crn predicts a label map and needs --label_nc >= 1 "
                               f"(got {opt.label_nc})")
 
-    def __init__(self, opt: argparse.Namespace) -> None:
+    def __init__(self, opt: Union[NetworkConfig, argparse.Namespace]) -> None:
+        opt = self.config(opt)
         super().__init__()
+        self.opt = opt
         ngf = opt.ngf
         self.levels = effective_levels(opt)
         self.num_classes = num_classes(opt)
@@ -148,7 +152,7 @@ class CRNGenerator(BaseNetwork):
             conv_stack(in_nc + widths[b] + (dec[b + 1] if b + 1 < self.levels else 0), dec[b], 2)
             for b in range(self.levels))
         self.final = conv_stack(in_nc + dec[0], ngf * 4, 2)
-        self.to_rgb = nn.Conv2d(ngf * 4, getattr(opt, "output_nc", 3), 1)
+        self.to_rgb = nn.Conv2d(ngf * 4, opt.output_nc, 1)
         self.to_semantics = nn.Conv2d(ngf * 4, self.num_classes, 1)
 
     def _features(self, semantics: torch.Tensor, canvas: torch.Tensor,

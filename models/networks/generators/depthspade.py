@@ -13,12 +13,12 @@ the depth discriminator (``models/udgan_model.py``).
 from __future__ import annotations
 
 import argparse
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from models.networks.base_network import (DEPTH_GENERATORS, GENERATORS, BaseNetwork,
-                                          add_option_once)
+                                          NetworkConfig, add_option_once)
 from models.networks.depth_unet import DepthUNet
 from models.networks.generators.spade import SPADEGenerator
 from util.errors import OptionError
@@ -43,20 +43,21 @@ class DepthSPADEGenerator(SPADEGenerator):
         add_option_once(parser, "--netG_depth", type=str, default="unet",
                         help="depth generator: label map -> depth "
                              f"({', '.join(DEPTH_GENERATORS.names())})")
-        add_option_once(parser, "--ngf_depth", type=int, default=32, help="depth generator width")
-        add_option_once(parser, "--depth_num_down", type=int, default=4,
-                        help="downsampling steps of the depth generator's U-Net")
+        # The depth generators' own flags, added whichever is chosen (the hook cannot see the
+        # command line), as MultiscaleDiscriminator adds its sub-architecture's.
+        for name in DEPTH_GENERATORS.names():
+            DEPTH_GENERATORS.get(name).modify_commandline_options(parser, is_train)
         return parser
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
         SPADEGenerator.check_options(opt)
-        if getattr(opt, "model", "udgan") != "udgan":
+        if opt.model != "udgan":
             raise OptionError(f"--netG depthspade needs --model udgan (got --model {opt.model}), "
                               "which trains its depth generator; leave --model out")
 
     @classmethod
-    def conditioning_nc(cls, opt: argparse.Namespace) -> int:
+    def conditioning_nc(cls, opt: Union[NetworkConfig, argparse.Namespace]) -> int:
         return opt.semantic_nc + cls.depth_channels
 
     def forward(self, semantics: torch.Tensor, z: Optional[torch.Tensor] = None,
@@ -72,14 +73,25 @@ class UNetDepthGenerator(BaseNetwork):
     in [0, 1] (near = 1, sky = 0), the same convention as the datasets' depth maps."""
 
     @staticmethod
+    def modify_commandline_options(parser: argparse.ArgumentParser,
+                                   is_train: bool) -> argparse.ArgumentParser:
+        add_option_once(parser, "--ngf_depth", type=int, default=32, help="depth generator width")
+        add_option_once(parser, "--depth_num_down", type=int, default=4,
+                        help="downsampling steps of the depth generator's U-Net")
+        return parser
+
+    @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
+        opt = UNetDepthGenerator.config(opt)
         if opt.ngf_depth < 1:
             raise OptionError(f"--ngf_depth must be at least 1 (got {opt.ngf_depth})")
         if opt.depth_num_down < 1:
             raise OptionError(f"--depth_num_down must be at least 1 (got {opt.depth_num_down})")
 
-    def __init__(self, opt: argparse.Namespace) -> None:
+    def __init__(self, opt: Union[NetworkConfig, argparse.Namespace]) -> None:
+        opt = self.config(opt)
         super().__init__()
+        self.opt = opt
         self.net = DepthUNet(opt.semantic_nc, opt.ngf_depth, opt.depth_num_down)
 
     def forward(self, semantics: torch.Tensor) -> torch.Tensor:

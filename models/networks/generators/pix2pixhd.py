@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
 from torch.nn.utils import spectral_norm
 
-from models.networks.base_network import GENERATORS, BaseNetwork, add_option_once
+from models.networks.base_network import GENERATORS, BaseNetwork, NetworkConfig, add_option_once
 from models.networks.generators.unet import image_height, twos_in
 from models.networks.normalization import NONSPADE_SUBNORMS
 from util.errors import CheckpointError, OptionError
@@ -80,7 +80,7 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
-def global_layers(opt: argparse.Namespace, input_nc: int, ngf: int) -> List[nn.Module]:
+def global_layers(opt: Union[NetworkConfig, argparse.Namespace], input_nc: int, ngf: int) -> List[nn.Module]:
     """The official ``GlobalGenerator.model`` as a list (the local enhancer drops its last 3)."""
     norms = NormFactory(opt.norm_G)
     n_down = opt.resnet_n_downsample
@@ -99,7 +99,7 @@ def global_layers(opt: argparse.Namespace, input_nc: int, ngf: int) -> List[nn.M
         layers += [norms.conv(nn.ConvTranspose2d(nc, nc // 2, kernel_size=3, stride=2, padding=1,
                                                  output_padding=1)), norms.norm(nc // 2), nn.ReLU()]
         nc //= 2
-    layers += [nn.ReflectionPad2d(3), nn.Conv2d(nc, getattr(opt, "output_nc", 3), kernel_size=7), nn.Tanh()]
+    layers += [nn.ReflectionPad2d(3), nn.Conv2d(nc, opt.output_nc, kernel_size=7), nn.Tanh()]
     return layers
 
 
@@ -136,6 +136,7 @@ class Pix2PixHDGenerator(BaseNetwork):
               "init_type": "normal", "n_layers_D": 3, "niter": 100, "niter_decay": 100}
     recipe_paper = "Wang et al. 2018, pix2pixHD"
     smoke_options = ("--resnet_n_blocks", "2", "--resnet_n_downsample", "2")
+    base_options = ("ngf", "norm_G", "crop_size", "aspect_ratio")
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
@@ -165,11 +166,11 @@ class Pix2PixHDGenerator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
-        opt = Pix2PixHDGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
-        if getattr(opt, "use_vae", False):
+        if opt.use_vae:
             raise OptionError(
                 "--netG pix2pixhd cannot use SPADE's VAE style encoder (--use_vae): drop it; for "
                 "pix2pixHD's own multimodal synthesis use --instance_feat (or --label_feat)")
+        opt = Pix2PixHDGenerator.config(opt)  # the rest is this network's own
         norm = opt.norm_G
         sub = norm[len("spectral"):] if norm.startswith("spectral") else norm
         if sub not in NONSPADE_SUBNORMS:
@@ -224,9 +225,10 @@ class Pix2PixHDGenerator(BaseNetwork):
             raise OptionError(f"--netG pix2pixhd pads the image by {pad} pixels (reflection), which needs "
                               f"more than {pad} pixels a side; got {width}x{height}: use a larger --crop_size")
 
-    def __init__(self, opt: argparse.Namespace) -> None:
-        opt = Pix2PixHDGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
+    def __init__(self, opt: Union[NetworkConfig, argparse.Namespace]) -> None:
+        opt = self.config(opt)
         super().__init__()
+        self.opt = opt
         from models.networks.generators.pix2pixhd_local import add_local_enhancers
         self.n_local_enhancers = opt.n_local_enhancers
         input_nc = generator_input_nc(opt)

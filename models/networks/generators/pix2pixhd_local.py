@@ -19,16 +19,17 @@ after its own downsampling: ``out_n = model<n>_2(model<n>_1(input_n) + out_{n-1}
 """
 from __future__ import annotations
 
-import argparse
 from typing import List
 
 import torch.nn as nn
 
+from models.networks.config import NetworkConfig
 from models.networks.generators.pix2pixhd import NormFactory, ResnetBlock, global_layers
 
 
-def add_local_enhancers(net: nn.Module, opt: argparse.Namespace, input_nc: int) -> None:
-    """Give ``net`` the global trunk and the K enhancers of the module docstring."""
+def add_local_enhancers(net: nn.Module, opt: NetworkConfig, input_nc: int) -> None:
+    """Give ``net`` the global trunk and the K enhancers of the module docstring (``opt``: the
+    generator's config)."""
     k = opt.n_local_enhancers
     norms = NormFactory(opt.norm_G)
     net.model = nn.Sequential(*global_layers(opt, input_nc, opt.ngf * 2 ** k)[:-3])
@@ -40,7 +41,7 @@ def add_local_enhancers(net: nn.Module, opt: argparse.Namespace, input_nc: int) 
         up += [norms.conv(nn.ConvTranspose2d(w * 2, w, kernel_size=3, stride=2, padding=1, output_padding=1)),
                norms.norm(w), nn.ReLU()]
         if n == k:
-            up += [nn.ReflectionPad2d(3), nn.Conv2d(w, getattr(opt, "output_nc", 3), kernel_size=7), nn.Tanh()]
+            up += [nn.ReflectionPad2d(3), nn.Conv2d(w, opt.output_nc, kernel_size=7), nn.Tanh()]
         setattr(net, f"model{n}_1", nn.Sequential(*down))
         setattr(net, f"model{n}_2", nn.Sequential(*up))
     net.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import List, Optional
+from typing import Any, List, Optional, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.networks.base_network import GENERATORS, BaseNetwork, add_option_once
+from models.networks.base_network import GENERATORS, BaseNetwork, NetworkConfig, add_option_once
 from util.errors import OptionError
 
 CANVAS_NC = 3  # RGB canvas in [-1, 1]
@@ -47,21 +47,21 @@ def image_size(opt: argparse.Namespace) -> tuple:
 
 def check_canvas_generator(opt: argparse.Namespace, netG: str) -> None:
     """What every generator of ``--model sims`` needs: that model (it builds the canvas), no
-    style code, ``--ngf`` >= 1."""
-    if getattr(opt, "model", "sims") != "sims":
+    style code, ``--ngf`` >= 1 (``opt``: the full options, as ``check_options`` gets them)."""
+    if opt.model != "sims":
         raise OptionError(f"--netG {netG} needs --model sims (got --model {opt.model}), which "
                           "builds the canvas it refines; leave --model out")
-    if getattr(opt, "use_vae", False):
+    if opt.use_vae:
         raise OptionError(f"--netG {netG} takes no style code: its appearance comes from the canvas. "
                           "Drop --use_vae.")
     if opt.ngf < 1:
         raise OptionError(f"--ngf must be at least 1 (got {opt.ngf})")
 
 
-def effective_num_downs(opt: argparse.Namespace) -> int:
+def effective_num_downs(opt: Any) -> int:
     """``--sims_num_downs`` capped so the bottleneck side is at least ``MIN_BOTTLENECK`` px
-    (at least one level)."""
-    opt = SIMSGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
+    (at least one level). ``opt``: options or the generator's config."""
+    opt = SIMSGenerator.config(opt)
     h, w = image_size(opt)
     fits = int(math.floor(math.log2(max(1, min(h, w)) / MIN_BOTTLENECK))) if min(h, w) >= 2 else 0
     return max(1, min(int(opt.sims_num_downs), fits))
@@ -101,6 +101,7 @@ class SIMSGenerator(BaseNetwork):
     requires_model = "sims"  # which builds the canvas it refines (options resolve it)
     smoke_options = None
     needs_first = "a segment bank (scripts/build_segment_bank.py, --bank_dir)"
+    base_options = ("ngf", "crop_size", "aspect_ratio")
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
@@ -112,13 +113,15 @@ class SIMSGenerator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
-        opt = SIMSGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
         check_canvas_generator(opt, "sims_unet")
+        opt = SIMSGenerator.config(opt)
         if opt.sims_num_downs < 1:
             raise OptionError(f"--sims_num_downs must be at least 1 (got {opt.sims_num_downs})")
 
-    def __init__(self, opt: argparse.Namespace) -> None:
+    def __init__(self, opt: Union[NetworkConfig, argparse.Namespace]) -> None:
+        opt = self.config(opt)
         super().__init__()
+        self.opt = opt
         ngf = opt.ngf
         self.num_downs = effective_num_downs(opt)
         in_nc = CANVAS_NC + FILLED_NC + opt.semantic_nc
@@ -132,7 +135,7 @@ class SIMSGenerator(BaseNetwork):
         self.up = nn.ModuleList(
             conv_block(level_width(ngf, i + 1) + level_width(ngf, i), level_width(ngf, i), 3, 1, nn.ReLU())
             for i in range(self.num_downs))
-        self.out = nn.Conv2d(ngf + CANVAS_NC + FILLED_NC, getattr(opt, "output_nc", 3), 3, padding=1)
+        self.out = nn.Conv2d(ngf + CANVAS_NC + FILLED_NC, opt.output_nc, 3, padding=1)
 
     def forward(self, semantics: torch.Tensor, canvas: torch.Tensor, filled: torch.Tensor,
                 z: Optional[torch.Tensor] = None) -> torch.Tensor:

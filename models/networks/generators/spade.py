@@ -6,7 +6,7 @@ with ``strict=True``.
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from models.networks.architecture import SPADEResnetBlock
 from models.networks.fast_spade import LabelCode
-from models.networks.base_network import GENERATORS, BaseNetwork, add_option_once
+from models.networks.base_network import GENERATORS, BaseNetwork, NetworkConfig, add_option_once
 from models.networks.normalization import parse_spade_config
 from util.errors import OptionError
 from util.performance import eager_under_compile
@@ -43,25 +43,25 @@ def resolve_spade_impl(choice: str, onehot_nc: int, dense_nc: int = 0) -> str:
     return choice
 
 
-def num_upsampling(opt: argparse.Namespace) -> int:
-    """How many times the latent map is doubled (5 / 6 / 7)."""
-    opt = SPADEGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
-    mode = opt.num_upsampling_layers
+def num_upsampling(opt: Any) -> int:
+    """How many times the latent map is doubled (5 / 6 / 7). ``opt``: options or a config."""
+    mode = SPADEGenerator.config(opt).num_upsampling_layers
     if mode not in UPSAMPLING_LAYERS:
         raise OptionError(f"--num_upsampling_layers {mode!r} is not known; choose one of: "
                           f"{', '.join(UPSAMPLING_LAYERS)}")
     return UPSAMPLING_LAYERS[mode]
 
 
-def latent_size(opt: argparse.Namespace) -> Tuple[int, int]:
+def latent_size(opt: Any) -> Tuple[int, int]:
     """``(sh, sw)``: the latent map's height and width (SPADE: sw = crop // 2**n,
-    sh = round(sw / aspect_ratio))."""
+    sh = round(sw / aspect_ratio)). ``opt``: options or a config."""
+    opt = SPADEGenerator.config(opt)
     sw = opt.crop_size // (2 ** num_upsampling(opt))
     sh = round(sw / opt.aspect_ratio)
     return sh, sw
 
 
-def output_size(opt: argparse.Namespace) -> Tuple[int, int]:
+def output_size(opt: Any) -> Tuple[int, int]:
     """``(H, W)`` of the generated images."""
     sh, sw = latent_size(opt)
     scale = 2 ** num_upsampling(opt)
@@ -101,6 +101,8 @@ class SPADEGenerator(BaseNetwork):
     recipe = {"netD": "multiscale", "gan_mode": "hinge"}
     recipe_paper = "Park et al. 2019, SPADE/GauGAN"
     smoke_options = ("--num_upsampling_layers", "normal")
+    base_options = ("ngf", "norm_G", "use_vae", "z_dim", "label_nc", "contain_dontcare_label",
+                    "crop_size", "aspect_ratio")
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
@@ -122,7 +124,7 @@ class SPADEGenerator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
-        opt = SPADEGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
+        opt = SPADEGenerator.config(opt)  # everything checked here is this network's own
         n_up = num_upsampling(opt)
         mode = opt.num_upsampling_layers
         step = 2 ** n_up
@@ -147,11 +149,11 @@ class SPADEGenerator(BaseNetwork):
             raise OptionError("--num_upsampling_layers most halves --ngf in its last block; "
                               f"use --ngf 2 or more (got {opt.ngf})")
 
-    def __init__(self, opt: argparse.Namespace) -> None:
-        opt = SPADEGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
+    def __init__(self, opt: Union[NetworkConfig, argparse.Namespace]) -> None:
+        opt = self.config(opt)  # its own options (a subclass's config for depthspade)
         super().__init__()
         self.opt = opt
-        nf = opt.ngf
+        nf = self.ngf = opt.ngf
         self.n_up = num_upsampling(opt)
         self.sh, self.sw = latent_size(opt)
         self.use_vae = bool(opt.use_vae)
@@ -172,7 +174,7 @@ class SPADEGenerator(BaseNetwork):
         if self.n_up == 7:
             self.up_4 = SPADEResnetBlock(nf, nf // 2, opt, sem)
             final_nc = nf // 2
-        self.conv_img = nn.Conv2d(final_nc, getattr(opt, "output_nc", 3), 3, padding=1)
+        self.conv_img = nn.Conv2d(final_nc, opt.output_nc, 3, padding=1)
         self.up = nn.Upsample(scale_factor=2)
         # --spade_impl fast needs one-hot labels in the first channels of the conditioning map
         self.onehot_nc = 0 if opt.label_nc == 0 else opt.label_nc + int(bool(opt.contain_dontcare_label))
@@ -181,7 +183,7 @@ class SPADEGenerator(BaseNetwork):
     output_size = staticmethod(output_size)
 
     @staticmethod
-    def conditioning_nc(opt: argparse.Namespace) -> int:
+    def conditioning_nc(opt: Union[NetworkConfig, argparse.Namespace]) -> int:
         """Channels of the map the SPADE layers (and ``fc``) see: the semantics."""
         return opt.semantic_nc
 
@@ -190,7 +192,7 @@ class SPADEGenerator(BaseNetwork):
         if self.use_vae:
             if z is None:
                 z = torch.randn(seg.size(0), self.z_dim, dtype=seg.dtype, device=seg.device)
-            x = self.fc(z).view(-1, 16 * self.opt.ngf, self.sh, self.sw)
+            x = self.fc(z).view(-1, 16 * self.ngf, self.sh, self.sw)
         else:
             x = self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
         if self.spade_impl == "fast":

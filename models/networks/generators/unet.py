@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
 
-from models.networks.base_network import GENERATORS, BaseNetwork, add_option_once
+from models.networks.base_network import GENERATORS, BaseNetwork, NetworkConfig, add_option_once
 from util.errors import OptionError
 
 UNET_NORMS = ("batch", "instance")
@@ -146,6 +146,7 @@ class UnetGenerator(BaseNetwork):
               "init_type": "normal", "n_layers_D": 3, "niter": 100, "niter_decay": 100}
     recipe_paper = "Isola et al. 2017, pix2pix"
     smoke_options = ("--num_downs", "5")
+    base_options = ("ngf", "crop_size", "aspect_ratio")
 
     # pix2pix's test.py keeps the generator in train mode unless --eval (see module docstring).
     TEST_IN_TRAIN_MODE = True
@@ -165,12 +166,12 @@ class UnetGenerator(BaseNetwork):
 
     @staticmethod
     def check_options(opt: argparse.Namespace) -> None:
-        opt = UnetGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
-        n = opt.num_downs
-        norm = opt.unet_norm
-        if getattr(opt, "use_vae", False):
+        if opt.use_vae:
             raise OptionError("--netG unet does not take a style code: pix2pix's noise is the dropout "
                               "in its decoder. Drop --use_vae (or use --netG spade for a VAE).")
+        opt = UnetGenerator.config(opt)  # the rest is this network's own
+        n = opt.num_downs
+        norm = opt.unet_norm
         if norm not in UNET_NORMS:
             raise OptionError(f"--unet_norm {norm!r} is not known; choose one of: {', '.join(UNET_NORMS)}")
         if opt.ngf < 1:
@@ -235,13 +236,14 @@ class UnetGenerator(BaseNetwork):
                 out.setdefault(prefix + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
         return out
 
-    def __init__(self, opt: argparse.Namespace) -> None:
-        opt = UnetGenerator.with_defaults(opt)  # this network's own options, defaults from its hook
+    def __init__(self, opt: Union[NetworkConfig, argparse.Namespace]) -> None:
+        opt = self.config(opt)
         super().__init__()
+        self.opt = opt
         n = opt.num_downs
         norm = opt.unet_norm
         dropout = not opt.no_dropout
-        output_nc = getattr(opt, "output_nc", 3)
+        output_nc = opt.output_nc
         # Built inside out, as pix2pix does: the innermost level first.
         block: Optional[nn.Module] = None
         for level in range(n - 1, 0, -1):
