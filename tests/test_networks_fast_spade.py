@@ -280,10 +280,28 @@ def test_bf16_autocast_fast_path_is_as_accurate_as_plain():
 
 def test_auto_picks_fast_for_many_classes_or_no_continuous_channel_and_conv_for_images():
     assert resolve_spade_impl("auto", AUTO_FAST_MIN_CLASSES, 1) == "fast"
-    assert resolve_spade_impl("auto", AUTO_FAST_MIN_CLASSES - 1, 1) == "conv"  # instance edges
-    assert resolve_spade_impl("auto", 12, 0) == "fast"  # --no_instance: labels only
+    assert resolve_spade_impl("auto", AUTO_FAST_MIN_CLASSES - 1, 1) == "conv"  # a depth channel
+    assert resolve_spade_impl("auto", 12, 0) == "fast"  # labels (+ 0/1 instance edges) only
     assert resolve_spade_impl("fast", 12) == "fast" and resolve_spade_impl("conv", 184) == "conv"
     assert resolve_spade_impl("fast", 0) == "conv"  # --label_nc 0: an RGB input has no classes
+
+
+@pytest.mark.parametrize("no_instance, depth, expected", [(False, 0, "fast"), (True, 0, "fast"),
+                                                          (False, 1, "conv")])
+def test_generator_counts_instance_edges_as_labels_not_continuous(no_instance, depth, expected):
+    """12 classes: instance edges fold into the ids, so 'auto' takes the fast path; a depth
+    channel next to them (depthspade's conditioning) keeps the conv path."""
+    opt = argparse.Namespace(ngf=4, use_vae=False, z_dim=8, label_nc=12, contain_dontcare_label=False,
+                             no_instance=no_instance, semantic_nc=12 + int(not no_instance),
+                             crop_size=64, aspect_ratio=1.0, num_upsampling_layers="normal",
+                             norm_G="spadeinstance3x3", output_nc=3, spade_impl="auto")
+
+    class WithDepth(SPADEGenerator):
+        @staticmethod
+        def conditioning_nc(opt):
+            return opt.semantic_nc + depth
+
+    assert WithDepth(opt).spade_impl == expected
 
 
 def test_importing_the_networks_does_not_load_dynamo():

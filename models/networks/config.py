@@ -26,6 +26,7 @@ NETWORK_BASE_DEFAULTS: Dict[str, Any] = {
     "isTrain": False,
     "use_vae": False,
     "contain_dontcare_label": False,
+    "no_instance": False,
     "no_ganFeat_loss": False,
     "gradient_checkpointing": False,
     "compile": False,

@@ -22,9 +22,10 @@ from util.performance import eager_under_compile
 UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
 SPADE_IMPLS = ("auto", "fast", "conv")
 # --spade_impl auto picks 'fast' from this many one-hot channels on, or at any count when the map
-# has no continuous channel (instance edges, depth). Measured per training iteration, fast / conv,
-# 2-core CPU (docs/speed.md): 184 channels 0.80; 12 or 36 channels with instance edges 0.94-1.04
-# (the edges' dense matmul and the region test eat the gain); 12 channels without 0.43-0.86.
+# has no continuous channel besides the 0/1 instance edges (which fold into the class ids). Measured
+# per training iteration, fast / conv, 2-core CPU (docs/speed.md): 12 + edges 0.72-0.80, 35 +
+# edges 0.64; with a depth channel and few classes the per-pixel path measured 0.94-1.04 (before
+# the distinct-window path, which a continuous channel cannot use).
 AUTO_FAST_MIN_CLASSES = 64
 
 
@@ -33,13 +34,14 @@ def _label_code(semantics: torch.Tensor, onehot_nc: int) -> LabelCode:
     return LabelCode(semantics, onehot_nc)
 
 
-def resolve_spade_impl(choice: str, onehot_nc: int, dense_nc: int = 0) -> str:
+def resolve_spade_impl(choice: str, onehot_nc: int, continuous_nc: int = 0) -> str:
     """'fast' or 'conv' for ``--spade_impl choice`` with ``onehot_nc`` one-hot channels and
-    ``dense_nc`` continuous ones after them."""
+    ``continuous_nc`` continuous ones after them (depth, --cond_inputs; not the 0/1 instance
+    edges)."""
     if onehot_nc == 0:
         return "conv"  # image input: nothing to look up
     if choice == "auto":
-        return "fast" if onehot_nc >= AUTO_FAST_MIN_CLASSES or dense_nc == 0 else "conv"
+        return "fast" if onehot_nc >= AUTO_FAST_MIN_CLASSES or continuous_nc == 0 else "conv"
     return choice
 
 
@@ -102,7 +104,7 @@ class SPADEGenerator(BaseNetwork):
     recipe_paper = "Park et al. 2019, SPADE/GauGAN"
     smoke_options = ("--num_upsampling_layers", "normal")
     base_options = ("ngf", "norm_G", "use_vae", "z_dim", "label_nc", "contain_dontcare_label",
-                    "crop_size", "aspect_ratio")
+                    "no_instance", "crop_size", "aspect_ratio")
 
     @staticmethod
     def modify_commandline_options(parser: argparse.ArgumentParser,
@@ -115,10 +117,11 @@ class SPADEGenerator(BaseNetwork):
         add_option_once(parser, "--spade_impl", choices=SPADE_IMPLS, default="auto",
                         help="how SPADE layers compute their modulation: 'fast' looks up the "
                              "first conv's weights by class and computes gamma/beta once per "
-                             "class inside label regions (same function, a fraction of the work); "
+                             "distinct label window (same function, a fraction of the work); "
                              "'conv' is the plain reference path; 'auto' takes 'fast' from "
                              f"{AUTO_FAST_MIN_CLASSES} label channels on, and at any count when the "
-                             "label map has no continuous channel (--no_instance, no depth). Checkpoints are interchangeable. "
+                             "label map has no continuous channel besides the instance edges (no "
+                             "depth, no --cond_inputs). Checkpoints are interchangeable. "
                              "With --label_nc 0 (image input) always 'conv'")
         return parser
 
@@ -178,7 +181,8 @@ class SPADEGenerator(BaseNetwork):
         self.up = nn.Upsample(scale_factor=2)
         # --spade_impl fast needs one-hot labels in the first channels of the conditioning map
         self.onehot_nc = 0 if opt.label_nc == 0 else opt.label_nc + int(bool(opt.contain_dontcare_label))
-        self.spade_impl = resolve_spade_impl(opt.spade_impl, self.onehot_nc, sem - self.onehot_nc)
+        edge_nc = 0 if opt.label_nc == 0 or opt.no_instance else 1  # 0/1 instance edges
+        self.spade_impl = resolve_spade_impl(opt.spade_impl, self.onehot_nc, sem - self.onehot_nc - edge_nc)
 
     output_size = staticmethod(output_size)
 
