@@ -340,3 +340,13 @@ def test_class_indices_equal_argmax_with_no_class_pixels(n, classes, dense):
         got = class_indices(semantics, classes)
     assert got.dtype == torch.int64 and torch.equal(got, expected)
     assert torch.equal(got, label[:, 0])
+
+
+def test_a_map_that_is_not_one_hot_is_refused_by_name():
+    """Soft or overlapping labels cannot be looked up: one clear error naming the fix."""
+    torch.manual_seed(0)
+    semantics = torch.zeros(1, 4, 8, 8)
+    semantics[:, 1] = 1
+    semantics[:, 3, :4] = 1  # two classes at the same pixels: their codes sum past the last class
+    with pytest.raises(ValueError, match="not one-hot.*--spade_impl conv"):
+        LabelCode(semantics, onehot_nc=4)

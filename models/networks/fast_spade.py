@@ -60,6 +60,10 @@ def class_indices(semantics: torch.Tensor, onehot_nc: int) -> torch.Tensor:
             onehot = semantics[i, :onehot_nc].detach().float().reshape(onehot_nc, h * w)
             torch.mv(onehot.t(), codes, out=index[i])
     index = index.long().view(n, h, w) - 1
+    if index.numel() and (int(index.min()) < -1 or int(index.max()) >= onehot_nc):
+        raise ValueError(f"--spade_impl fast reads the first {onehot_nc} channels of the label map "
+                         "as one-hot classes, but they are not one-hot (values other than 0/1, or "
+                         "several classes at a pixel); pass one-hot labels, or use --spade_impl conv")
     return torch.where(index < 0, torch.full_like(index, onehot_nc), index)
 
 
