@@ -33,11 +33,13 @@ from models.networks.depth_estimators import save_estimator
 from models.networks.depth_unet import DepthUNet
 from models.networks.loss import DEPTH_LOSSES, depth_loss
 from options.base_options import BaseOptions
-from util.aux_training import StepLoss, epoch_batches, eval_preprocessing, fit, json_safe, split_indices
+from util.aux_training import (StepLoss, add_fit_options, check_fit_options, epoch_batches,
+                                eval_preprocessing, fit, json_safe, split_indices)
 from util.cli import run_reporting_errors
 from util.distributed import resolve_device
-from util.errors import DatasetError, OptionError
+from util.errors import DatasetError
 
+WEIGHTS_FILE = "depth_estimator.pth"
 DELTA_MIN_TARGET = 1e-3  # delta accuracy ignores sky / no-measurement pixels (inverse depth 0)
 
 
@@ -47,21 +49,14 @@ class DepthEstimatorOptions(BaseOptions):
     def initialize(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser = super().initialize(parser)
         # add_option_once: a model / dataset hook may define the same flag (e.g. --depth_loss).
-        add_option_once(parser, "--niter", type=int, default=20, help="training epochs")
-        add_option_once(parser, "--lr", type=float, default=2e-4,
-                        help="Adam learning rate (betas 0.9, 0.999)")
+        add_fit_options(parser, niter=20, lr=2e-4, lr_help="Adam learning rate (betas 0.9, 0.999)",
+                        weights_file=WEIGHTS_FILE)
         add_option_once(parser, "--estimator_ngf", type=int, default=32,
                         help="width of the estimator U-Net")
         add_option_once(parser, "--estimator_num_down", type=int, default=4,
                         help="stride-2 steps of the estimator U-Net")
         add_option_once(parser, "--depth_loss", type=str, default="l1", choices=DEPTH_LOSSES,
                         help="l1, or silog (scale-invariant log error)")
-        add_option_once(parser, "--val_fraction", type=float, default=0.1,
-                        help="share of the samples with depth held out for the final report")
-        add_option_once(parser, "--print_freq", type=int, default=100,
-                        help="log the loss every this many iterations")
-        add_option_once(parser, "--out", type=str, default=None,
-                        help="weights file (default: CHECKPOINTS_DIR/NAME/depth_estimator.pth)")
         parser.set_defaults(name="depth_est", batchSize=4)
         return parser
 
@@ -70,19 +65,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check the options; ``opt.isTrain`` is set for the dataset (real images
     required, random crops and flips of image and depth together)."""
     opt = DepthEstimatorOptions().parse(argv, save=False)
-    checks = [(opt.niter >= 1, "--niter must be at least 1"),
-              (opt.lr > 0, "--lr must be positive"),
-              (opt.estimator_ngf >= 1, "--estimator_ngf must be at least 1"),
-              (opt.estimator_num_down >= 1, "--estimator_num_down must be at least 1"),
-              (0.0 <= opt.val_fraction < 1.0, "--val_fraction must be in [0, 1)"),
-              (opt.print_freq >= 1, "--print_freq must be at least 1")]
-    for ok, message in checks:
-        if not ok:
-            raise OptionError(message)
-    opt.isTrain = True
-    if not opt.out:
-        opt.out = os.path.join(opt.checkpoints_dir, opt.name, "depth_estimator.pth")
-    return opt
+    return check_fit_options(opt, [
+        (opt.estimator_ngf >= 1, "--estimator_ngf must be at least 1"),
+        (opt.estimator_num_down >= 1, "--estimator_num_down must be at least 1")], WEIGHTS_FILE)
 
 
 # ---------------------------------------------------------------------- data

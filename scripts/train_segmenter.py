@@ -41,10 +41,14 @@ from evaluation.segmenters.torchvision_models import build_torchvision_net, torc
 from evaluation.segmenters.unet import SegUNet
 from models.networks.base_network import add_option_once
 from options.base_options import BaseOptions
-from util.aux_training import StepLoss, epoch_batches, eval_preprocessing, fit, json_safe, split_indices
+from util.aux_training import (StepLoss, add_fit_options, check_fit_options, epoch_batches,
+                                eval_preprocessing, fit, json_safe, split_indices)
 from util.cli import run_reporting_errors
 from util.distributed import resolve_device
-from util.errors import DatasetError, OptionError
+from util.errors import DatasetError
+
+
+WEIGHTS_FILE = "segmenter.pth"
 
 
 class SegmenterOptions(BaseOptions):
@@ -52,21 +56,14 @@ class SegmenterOptions(BaseOptions):
 
     def initialize(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser = super().initialize(parser)
-        add_option_once(parser, "--niter", type=int, default=10, help="training epochs")
-        add_option_once(parser, "--lr", type=float, default=5e-3,
-                        help="Adam learning rate (betas 0.9, 0.999), decayed to 0 by a cosine")
+        add_fit_options(parser, niter=10, lr=5e-3, weights_file=WEIGHTS_FILE,
+                        lr_help="Adam learning rate (betas 0.9, 0.999), decayed to 0 by a cosine")
         add_option_once(parser, "--segmenter_arch", type=str, default="unet",
                         help="unet (the project's U-Net) or a torchvision segmentation "
                              "architecture trained from scratch, e.g. lraspp_mobilenet_v3_large")
         add_option_once(parser, "--seg_ngf", type=int, default=32, help="width of the U-Net")
         add_option_once(parser, "--seg_num_down", type=int, default=4,
                         help="stride-2 stages of the U-Net")
-        add_option_once(parser, "--val_fraction", type=float, default=0.1,
-                        help="share of the samples held out for the final report")
-        add_option_once(parser, "--print_freq", type=int, default=100,
-                        help="log the loss every this many iterations")
-        add_option_once(parser, "--out", type=str, default=None,
-                        help="weights file (default: CHECKPOINTS_DIR/NAME/segmenter.pth)")
         parser.set_defaults(name="segmenter", batchSize=8)
         return parser
 
@@ -76,21 +73,12 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     required, random crops and flips of image and label together)."""
     opt = SegmenterOptions().parse(argv, save=False)
     archs = ["unet"] + torchvision_archs()
-    checks = [(opt.niter >= 1, "--niter must be at least 1"),
-              (opt.lr > 0, "--lr must be positive"),
-              (opt.seg_ngf >= 1, "--seg_ngf must be at least 1"),
-              (opt.seg_num_down >= 1, "--seg_num_down must be at least 1"),
-              (0.0 <= opt.val_fraction < 1.0, "--val_fraction must be in [0, 1)"),
-              (opt.print_freq >= 1, "--print_freq must be at least 1"),
-              (opt.segmenter_arch in archs,
-               f"--segmenter_arch {opt.segmenter_arch!r} is not known; choose one of: {', '.join(archs)}")]
-    for ok, message in checks:
-        if not ok:
-            raise OptionError(message)
-    opt.isTrain = True
-    if not opt.out:
-        opt.out = os.path.join(opt.checkpoints_dir, opt.name, "segmenter.pth")
-    return opt
+    return check_fit_options(opt, [
+        (opt.seg_ngf >= 1, "--seg_ngf must be at least 1"),
+        (opt.seg_num_down >= 1, "--seg_num_down must be at least 1"),
+        (opt.segmenter_arch in archs,
+         f"--segmenter_arch {opt.segmenter_arch!r} is not known; choose one of: {', '.join(archs)}")],
+        WEIGHTS_FILE)
 
 
 # ---------------------------------------------------------------------- data

@@ -1,12 +1,14 @@
 """Shared pieces of the code that trains the helper networks the evaluation, UDGAN and SIMS use
 (scripts/train_depth_estimator.py, scripts/train_segmenter.py, models/sims/alignment.py's
-``train_stn``): the held-out split, evaluation preprocessing, autocast, and one training loop
-(``fit``) with the progress display, NaN guard and epoch means they all need."""
+``train_stn``): the flags and checks the photo-trained ones share, the held-out split,
+evaluation preprocessing, autocast, and one training loop (``fit``) with the progress display,
+NaN guard and epoch means they all need."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import math
+import os
 import random
 import sys
 from dataclasses import dataclass, field
@@ -16,7 +18,40 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from util.errors import DatasetError, TrainingDiverged
+from util.errors import DatasetError, OptionError, TrainingDiverged
+from util.options import add_option_once
+
+
+def add_fit_options(parser: argparse.ArgumentParser, niter: int, lr: float, lr_help: str,
+                    weights_file: str) -> None:
+    """The flags every photo-trained helper network's script has: --niter, --lr, --val_fraction,
+    --print_freq and --out (default CHECKPOINTS_DIR/NAME/``weights_file``)."""
+    add_option_once(parser, "--niter", type=int, default=niter, help="training epochs")
+    add_option_once(parser, "--lr", type=float, default=lr, help=lr_help)
+    add_option_once(parser, "--val_fraction", type=float, default=0.1,
+                    help="share of the usable samples held out for the final report")
+    add_option_once(parser, "--print_freq", type=int, default=100,
+                    help="log the loss every this many iterations")
+    add_option_once(parser, "--out", type=str, default=None,
+                    help=f"weights file (default: CHECKPOINTS_DIR/NAME/{weights_file})")
+
+
+def check_fit_options(opt: argparse.Namespace, checks: Iterable[Tuple[bool, str]],
+                      weights_file: str) -> argparse.Namespace:
+    """Raise OptionError with the first failing check (the shared flags' first, then
+    ``checks``: (condition, message) pairs); then mark ``opt`` as training (the dataset reads
+    real photos, random crops and flips) and fill ``--out``."""
+    shared = [(opt.niter >= 1, "--niter must be at least 1"),
+              (opt.lr > 0, "--lr must be positive"),
+              (0.0 <= opt.val_fraction < 1.0, "--val_fraction must be in [0, 1)"),
+              (opt.print_freq >= 1, "--print_freq must be at least 1")]
+    for ok, message in [*shared, *checks]:
+        if not ok:
+            raise OptionError(message)
+    opt.isTrain = True
+    if not opt.out:
+        opt.out = os.path.join(opt.checkpoints_dir, opt.name, weights_file)
+    return opt
 
 
 def split_indices(indices: list[int], val_fraction: float, seed: int,

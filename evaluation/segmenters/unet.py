@@ -4,11 +4,10 @@ one). Loading its files: ``evaluation/segmenters/trained.py``.
 """
 from __future__ import annotations
 
-from typing import List
-
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from util.skip_unet import skip_unet_features
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -41,17 +40,7 @@ class SegUNet(nn.Module):
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        skips: List[torch.Tensor] = [x]
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-        skips.pop()  # the bottleneck itself
-        for block in self.up:
-            skip = skips.pop()
-            x = F.interpolate(x, size=skip.shape[2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
-        return self.head(x)
+        return self.head(skip_unet_features(self.stem, self.down, self.up, x))
 
 
 

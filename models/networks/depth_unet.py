@@ -6,11 +6,10 @@ depth map in the project uses (see ``data/base_dataset.py``).
 """
 from __future__ import annotations
 
-from typing import List
-
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from util.skip_unet import skip_unet_features
 
 
 def _norm(channels: int) -> nn.Module:
@@ -45,14 +44,4 @@ class DepthUNet(nn.Module):
         self.head = nn.Conv2d(widths[0], 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        skips: List[torch.Tensor] = [x]
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-        skips.pop()  # the bottleneck itself
-        for block in self.up:
-            skip = skips.pop()
-            x = F.interpolate(x, size=skip.shape[2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
-        return torch.sigmoid(self.head(x))
+        return torch.sigmoid(self.head(skip_unet_features(self.stem, self.down, self.up, x)))
