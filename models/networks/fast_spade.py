@@ -16,8 +16,8 @@ one-hot label map two facts make most of that work unnecessary:
    second conv; they are gathered and multiplied as one matrix.
 3. **gamma/beta depend only on the pixel's label patch.** Without continuous channels (or with
    binary ones, SPADE's instance edges, folded into the class id) a pixel's gamma and beta are a
-   function of the labels in its ``(2 * (k // 2) * 2 + 1)``-wide window (zero padding included:
-   "no class"). Far fewer distinct windows occur than pixels (2-4x fewer than boundary pixels on
+   function of the labels in its (2k - 1) x (2k - 1) window (zero padding included: "no
+   class"). Far fewer distinct windows occur than pixels (2-4x fewer than boundary pixels on
    CamVid- and COCO-like maps), so each distinct window is computed once: the first conv once per
    distinct k x k label patch, the second once per distinct k x k arrangement of those, and the
    result is looked up per pixel. This subsumes 2. (a region's pixels share one window) and also
