@@ -97,9 +97,11 @@ class LabelCode:
     def _fold_binary_channels(self) -> Optional[torch.Tensor]:
         """``(N, H, W)`` ids ``class + (onehot_nc + 1) * bits`` (bit e: continuous channel e is 1)
         when every continuous channel is exactly 0 or 1 (instance edges), else None (depth)."""
+        if not self.region_constant:  # no shortcut at all: per-pixel lookup + dense conv
+            return None
         if self.dense is None:
             return self.index
-        if self.dense_nc > MAX_FOLDED_CHANNELS or not self.region_constant:
+        if self.dense_nc > MAX_FOLDED_CHANNELS:
             return None
         if not bool(((self.dense == 0) | (self.dense == 1)).all()):
             return None
@@ -184,15 +186,7 @@ class LabelCode:
         """``(P, ks*ks)``: for each boundary pixel, the rows of its ks x ks window in the
         zero-padded ``(N, h+2p, w+2p)`` map flattened (only valid when ``boundary`` is not None)."""
         def make():
-            positions = self.boundary(size, ks)
-            h, w = size
-            pad = ks // 2
-            hp, wp = h + 2 * pad, w + 2 * pad
-            b, rem = positions // (h * w), positions % (h * w)
-            top_left = b * (hp * wp) + (rem // w) * wp + rem % w
-            offsets = torch.tensor([dy * wp + dx for dy in range(ks) for dx in range(ks)],
-                                   device=positions.device)
-            return top_left[:, None] + offsets[None, :]
+            return _window_index(self.boundary(size, ks), size, ks)
         return self._cached(("win", tuple(size), ks), make)
 
     def patches(self, size: Tuple[int, int], ks: int) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -255,15 +249,21 @@ def _window_ids(grid: torch.Tensor, ks: int, bound: int) -> Tuple[torch.Tensor, 
 def _window_values(grid: torch.Tensor, window_ids: torch.Tensor, count: int, ks: int) -> torch.Tensor:
     """``(count, ks*ks)``: the ``grid`` values of one window per id (offset-major), read at the
     id's first pixel (any pixel with that id has the same window)."""
-    n, h, w = window_ids.shape
-    hp, wp = grid.size(1), grid.size(2)
     flat = window_ids.reshape(-1)
     pixel = torch.arange(flat.numel(), device=flat.device)
     first = pixel.new_full((count,), flat.numel()).scatter_reduce_(0, flat, pixel, "amin")
-    b, rem = first // (h * w), first % (h * w)
+    return grid.reshape(-1)[_window_index(first, tuple(window_ids.shape[1:]), ks)]
+
+
+def _window_index(positions: torch.Tensor, size: Tuple[int, int], ks: int) -> torch.Tensor:
+    """``(P, ks*ks)``: for flat pixel ``positions`` into ``(N, h, w)``, the flat indices of each
+    pixel's ks x ks window (offset-major) in the ``(N, h + ks - 1, w + ks - 1)`` padded map."""
+    (h, w), pad = size, ks // 2
+    hp, wp = h + 2 * pad, w + 2 * pad
+    b, rem = positions // (h * w), positions % (h * w)
     top_left = b * (hp * wp) + (rem // w) * wp + rem % w
-    offsets = torch.tensor([dy * wp + dx for dy in range(ks) for dx in range(ks)], device=flat.device)
-    return grid.reshape(-1)[top_left[:, None] + offsets[None, :]]
+    offsets = torch.tensor([dy * wp + dx for dy in range(ks) for dx in range(ks)], device=positions.device)
+    return top_left[:, None] + offsets[None, :]
 
 
 def first_conv_table(weight: torch.Tensor, onehot_nc: int, binary_nc: int = 0) -> torch.Tensor:
@@ -271,7 +271,6 @@ def first_conv_table(weight: torch.Tensor, onehot_nc: int, binary_nc: int = 0) -
     * 2**binary_nc``: row ``offset * V + bits * (onehot_nc + 1) + class`` is the weight column of
     that class at that kernel offset plus those of the binary channels set in ``bits`` (the
     channels right after the one-hot ones); the extra class row is zero (no class / padding)."""
-    k = weight.size(-1)
     table = weight[:, :onehot_nc].permute(2, 3, 1, 0)  # (k, k, L, hidden)
     table = F.pad(table, (0, 0, 0, 1))  # zero row for "no class"
     if binary_nc:
