@@ -14,7 +14,10 @@ both alike, and prints the ratios fast / plain.
 
 Peak memory is the maximum resident set size on CPU (with ``--compare`` each implementation is
 measured in a fresh child process, since a process's peak never goes down), and
-``max_memory_allocated`` on CUDA. GFLOP counts multiply-adds of convs and matmuls as 2 FLOPs
+``max_memory_allocated`` on CUDA, counted from after one warm-up pass: cuDNN's autotuning
+(``cudnn.benchmark``, as train.py sets it) tries algorithms with workspaces as large as the free
+memory once per shape, and the allocator's peak counts them (134 GB at 512x1024 batch 1 on a
+141 GB H200) although no step needs them afterwards. GFLOP counts multiply-adds of convs and matmuls as 2 FLOPs
 (torch's flop counter); lookups and elementwise ops are not counted.
 """
 from __future__ import annotations
@@ -191,11 +194,16 @@ def benchmark(opt: argparse.Namespace) -> List[dict]:
     model, device = bench.model, bench.device
     rows: List[dict] = []
     config = _config(opt, device)
-    config["spade_impl"] = getattr(distributed.unwrap(model.netG), "spade_impl", None)  # 'auto' resolved
+    netG = distributed.unwrap(model.netG)
+    if hasattr(netG, "impl_on"):
+        config["spade_impl"] = netG.impl_on(device)  # 'auto' resolved for this device
     emit = _emitter(config, rows)
     emit("G_parameters", float(sum(p.numel() for p in model.netG.parameters())), "count")
     flops = generator_flops(model, bench.batch) / opt.batchSize
     emit("G_flops_per_image", flops, "FLOP")
+    if device.type == "cuda":  # the peak from here on: cuDNN's autotuning trials are behind us
+        _memory_steps(bench, rounds=1)
+        torch.cuda.reset_peak_memory_stats(device)
     if not opt.bench_skip_train:
         step = step_flops(bench.g_step) + step_flops(bench.d_step)
         g = _time(bench.g_step, opt.bench_iters, opt.bench_warmup, device)
@@ -286,8 +294,8 @@ def _memory_of(bench: Bench, impl: str) -> Dict[str, float]:
     return {"idle": idle, "peak": _peak_memory_mb(bench.device)}
 
 
-def _memory_steps(bench: Bench) -> None:
-    for _ in range(2):
+def _memory_steps(bench: Bench, rounds: int = 2) -> None:
+    for _ in range(rounds):
         if not bench.opt.bench_skip_train:
             bench.g_step()
             bench.d_step()

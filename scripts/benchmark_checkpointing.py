@@ -4,7 +4,8 @@
 Time: both variants in one process, alternating every iteration (median; ``--bench_iters 0``
 measures memory only). Peak memory: on CPU
 the peak resident set size above idle, each variant in a fresh child process (a process's peak
-never goes down); on CUDA ``max_memory_allocated`` in this process.
+never goes down); on CUDA ``max_memory_allocated`` in this process, after one untracked step (cuDNN's
+autotuning) and with the optimizer state counted in the peak, not in idle, as on the CPU.
 """
 from __future__ import annotations
 
@@ -81,12 +82,25 @@ def _memory(opt: argparse.Namespace, bench, variant: str) -> Dict[str, float]:
             return pool.apply(_memory_child, (_opt(opt, variant == "checkpointed"),
                                               torch.get_num_threads()))
     _set(bench, variant)
+    _train_step(bench)  # cuDNN's autotuning trials (workspaces up to all free memory) before the peak
+    torch.cuda.synchronize(bench.device)
     torch.cuda.empty_cache()
-    idle = torch.cuda.memory_allocated(bench.device)
+    # idle as on the CPU: the networks alone, so that the Adam moments count in the step's peak
+    idle = torch.cuda.memory_allocated(bench.device) - _optimizer_state_bytes(bench.trainer)
     torch.cuda.reset_peak_memory_stats(bench.device)
     for _ in range(2):
         _train_step(bench)
     return {"idle": idle / 2**20, "peak": torch.cuda.max_memory_allocated(bench.device) / 2**20}
+
+
+def _optimizer_state_bytes(trainer) -> int:
+    """Bytes of the tensors the optimizers keep between steps (Adam's two moments)."""
+    total = 0
+    for optimizer in (trainer.optimizer_G, trainer.optimizer_D):
+        for state in optimizer.state.values():
+            total += sum(t.numel() * t.element_size() for t in state.values()
+                         if torch.is_tensor(t) and t.device.type == "cuda")
+    return total
 
 
 def _memory_child(opt: argparse.Namespace, threads: int) -> float:

@@ -379,18 +379,19 @@ def trained(tmp_path_factory):
 
 
 def _test_py(root: Path, results: Path, monkeypatch, extra=()):
-    """test.py on the GPU; returns the float images it turned into PNGs, in order."""
+    """test.py on the GPU; returns the float images of its picture columns (per label map:
+    synthesized_image, synthesized_image_2, real_image), in the order it saved them."""
     seen = []
-    real = test_script.tensor_to_image
+    real = test_script.visuals_to_images
 
-    def recording(t):
-        seen.append(t.detach().float().clone())
-        return real(t)
-    monkeypatch.setattr(test_script, "tensor_to_image", recording)
+    def recording(visuals, palette):
+        seen.extend(v.data.detach().float().clone() for v in visuals.values() if v.kind == "image")
+        return real(visuals, palette)
+    monkeypatch.setattr(test_script, "visuals_to_images", recording)
     test_script.main([*GPU, "--checkpoints_dir", str(root / "checkpoints"), "--name", "tiny",
                       "--results_dir", str(results), "--load_from_opt_file", "--how_many", "4",
                       "--batchSize", "2", "--synthetic_num", "4", "--num_samples", "2", *extra])
-    monkeypatch.setattr(test_script, "tensor_to_image", real)
+    monkeypatch.setattr(test_script, "visuals_to_images", real)
     return seen, results / "tiny" / "test_latest"
 
 
@@ -418,7 +419,7 @@ def test_test_py_output_is_reproducible_with_cudnn_benchmark(trained, tmp_path, 
     worst = max(float((a - b).abs().max()) for a, b in zip(first, second))
     assert worst <= 1e-5, worst
     # and the two samples per label map differ: the noise really is drawn
-    assert not torch.equal(first[1], first[2])
+    assert not torch.equal(first[0], first[1])
 
 
 def test_evaluate_fid_on_the_gpu_matches_the_cpu(trained, tmp_path, monkeypatch, strict_fp32):

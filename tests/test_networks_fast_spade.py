@@ -286,6 +286,14 @@ def test_auto_picks_fast_for_many_classes_or_no_continuous_channel_and_conv_for_
     assert resolve_spade_impl("fast", 0) == "conv"  # --label_nc 0: an RGB input has no classes
 
 
+def test_auto_takes_conv_on_a_gpu_and_an_explicit_choice_stays():
+    for onehot_nc, continuous_nc in ((184, 0), (12, 0), (AUTO_FAST_MIN_CLASSES, 1)):
+        assert resolve_spade_impl("auto", onehot_nc, continuous_nc, "cpu") == "fast"
+        assert resolve_spade_impl("auto", onehot_nc, continuous_nc, "cuda") == "conv"
+    assert resolve_spade_impl("fast", 12, 0, "cuda") == "fast"
+    assert resolve_spade_impl("conv", 184, 0, "cpu") == "conv"
+
+
 @pytest.mark.parametrize("no_instance, depth, expected", [(False, 0, "fast"), (True, 0, "fast"),
                                                           (False, 1, "conv")])
 def test_generator_counts_instance_edges_as_labels_not_continuous(no_instance, depth, expected):
@@ -301,7 +309,33 @@ def test_generator_counts_instance_edges_as_labels_not_continuous(no_instance, d
         def conditioning_nc(opt):
             return opt.semantic_nc + depth
 
-    assert WithDepth(opt).spade_impl == expected
+    net = WithDepth(opt)
+    assert net.spade_impl == "auto"  # settled per call, by the input's device
+    assert net.impl_on(torch.device("cpu")) == expected
+    assert net.impl_on(torch.device("cuda", 0)) == "conv"
+
+
+def test_forward_takes_the_path_that_impl_on_names_for_the_input_device(monkeypatch):
+    """'auto' is settled in forward by the input's device: on the CPU the label code is built
+    (fast path); where impl_on says 'conv' (as on a GPU) it is not."""
+    from models.networks.generators import spade as spade_module
+
+    opt = argparse.Namespace(ngf=4, use_vae=False, z_dim=8, label_nc=12, contain_dontcare_label=False,
+                             no_instance=True, semantic_nc=12, crop_size=64, aspect_ratio=1.0,
+                             num_upsampling_layers="normal", norm_G="spadeinstance3x3", output_nc=3,
+                             spade_impl="auto")
+    net = SPADEGenerator(opt).eval()
+    built = []
+    real = spade_module._label_code
+    monkeypatch.setattr(spade_module, "_label_code", lambda s, n: built.append(n) or real(s, n))
+    labels = torch.nn.functional.one_hot(torch.randint(0, 12, (1, 64, 64)), 12).permute(0, 3, 1, 2)
+    labels = labels.to(torch.get_default_dtype())  # this module computes in float64
+    with torch.no_grad():
+        net(labels)
+        assert built == [12]
+        monkeypatch.setattr(SPADEGenerator, "impl_on", lambda self, device: "conv")
+        net(labels)
+    assert built == [12]
 
 
 def test_importing_the_networks_does_not_load_dynamo():

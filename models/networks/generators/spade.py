@@ -21,11 +21,13 @@ from util.performance import eager_under_compile
 
 UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
 SPADE_IMPLS = ("auto", "fast", "conv")
-# --spade_impl auto picks 'fast' from this many one-hot channels on, or at any count when the map
-# has no continuous channel besides the 0/1 instance edges (which fold into the class ids). Measured
-# per training iteration, fast / conv, 2-core CPU (docs/speed.md): 12 + edges 0.72-0.80, 35 +
-# edges 0.64; with a depth channel and few classes the per-pixel path measured 0.94-1.04 (before
-# the distinct-window path, which a continuous channel cannot use).
+# --spade_impl auto picks 'fast' on the CPU from this many one-hot channels on, or at any count
+# when the map has no continuous channel besides the 0/1 instance edges (which fold into the class
+# ids). Measured per training iteration, fast / conv, 2-core CPU (docs/speed.md): 12 + edges
+# 0.72-0.80, 35 + edges 0.64; with a depth channel and few classes the per-pixel path measured
+# 0.94-1.04 (before the distinct-window path, which a continuous channel cannot use). On a GPU
+# cuDNN's dense conv is faster: 'auto' takes 'conv' there (H200, 184 channels, 256 px, batch 8:
+# fast / conv 1.52 per training iteration, 1.58 per image; docs/speed.md).
 AUTO_FAST_MIN_CLASSES = 64
 
 
@@ -34,13 +36,16 @@ def _label_code(semantics: torch.Tensor, onehot_nc: int) -> LabelCode:
     return LabelCode(semantics, onehot_nc)
 
 
-def resolve_spade_impl(choice: str, onehot_nc: int, continuous_nc: int = 0) -> str:
+def resolve_spade_impl(choice: str, onehot_nc: int, continuous_nc: int = 0,
+                       device_type: str = "cpu") -> str:
     """'fast' or 'conv' for ``--spade_impl choice`` with ``onehot_nc`` one-hot channels and
     ``continuous_nc`` continuous ones after them (depth, --cond_inputs; not the 0/1 instance
-    edges)."""
+    edges), on a ``device_type`` device ('cpu', 'cuda', ...)."""
     if onehot_nc == 0:
         return "conv"  # image input: nothing to look up
     if choice == "auto":
+        if device_type != "cpu":
+            return "conv"  # the dense conv wins on GPUs (see AUTO_FAST_MIN_CLASSES)
         return "fast" if onehot_nc >= AUTO_FAST_MIN_CLASSES or continuous_nc == 0 else "conv"
     return choice
 
@@ -118,7 +123,8 @@ class SPADEGenerator(BaseNetwork):
                         help="how SPADE layers compute their modulation: 'fast' looks up the "
                              "first conv's weights by class and computes gamma/beta once per "
                              "distinct label window (same function, a fraction of the work); "
-                             "'conv' is the plain reference path; 'auto' takes 'fast' from "
+                             "'conv' is the plain reference path; 'auto' takes 'conv' on a GPU "
+                             "(cuDNN's dense conv is faster there) and, on the CPU, 'fast' from "
                              f"{AUTO_FAST_MIN_CLASSES} label channels on, and at any count when the "
                              "label map has no continuous channel besides the instance edges (no "
                              "depth, no --cond_inputs). Checkpoints are interchangeable. "
@@ -182,7 +188,9 @@ class SPADEGenerator(BaseNetwork):
         # --spade_impl fast needs one-hot labels in the first channels of the conditioning map
         self.onehot_nc = 0 if opt.label_nc == 0 else opt.label_nc + int(bool(opt.contain_dontcare_label))
         edge_nc = 0 if opt.label_nc == 0 or opt.no_instance else 1  # 0/1 instance edges
-        self.spade_impl = resolve_spade_impl(opt.spade_impl, self.onehot_nc, sem - self.onehot_nc - edge_nc)
+        self.continuous_nc = sem - self.onehot_nc - edge_nc
+        # 'auto' is settled per call by the input's device (impl_on): the model moves after this
+        self.spade_impl = opt.spade_impl
 
     output_size = staticmethod(output_size)
 
@@ -190,6 +198,10 @@ class SPADEGenerator(BaseNetwork):
     def conditioning_nc(opt: Union[NetworkConfig, argparse.Namespace]) -> int:
         """Channels of the map the SPADE layers (and ``fc``) see: the semantics."""
         return opt.semantic_nc
+
+    def impl_on(self, device: torch.device) -> str:
+        """The SPADE path ('fast' or 'conv') that ``forward`` takes for inputs on ``device``."""
+        return resolve_spade_impl(self.spade_impl, self.onehot_nc, self.continuous_nc, device.type)
 
     def forward(self, semantics: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
         seg = semantics
@@ -199,7 +211,7 @@ class SPADEGenerator(BaseNetwork):
             x = self.fc(z).view(-1, 16 * self.ngf, self.sh, self.sw)
         else:
             x = self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
-        if self.spade_impl == "fast":
+        if self.impl_on(semantics.device) == "fast":
             seg = _label_code(semantics, self.onehot_nc)
         x = self.head_0(x, seg)
         x = self.up(x)
