@@ -100,7 +100,7 @@ limit_for() {
 }
 
 echo "== UDGAN GPU check ($MODE) $(date -u '+%Y-%m-%d %H:%M:%S UTC'), results in $OUTDIR"
-echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(git status --porcelain 2>/dev/null | grep -q . && echo '(with local changes)')"
+echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo '(with local changes)')"
 echo "data: COCO-like rows: $COCO"
 echo "      Cityscapes rows: $CITY"
 if command -v nvidia-smi > /dev/null 2>&1; then
