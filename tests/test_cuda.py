@@ -3,12 +3,15 @@
     python -m pytest -m cuda tests        # on a machine with a GPU (well under 5 minutes)
 
 Without a CUDA device conftest.py skips these with that command as the reason. Everything is
-written against ``DEVICE`` / ``GPU`` so the bodies also run on CPU (swap those two lines and drop
-``pytestmark``): that is how their logic was checked on a machine without a GPU.
+written against ``DEVICE`` / ``GPU`` so the bodies also run on the CPU: with
+``UDGAN_CUDA_TESTS_ON_CPU=1`` they are unmarked and use ``--gpu_ids -1`` (and torch.compile's
+eager backend), and tests/test_cuda_bodies_on_cpu.py runs them so in the CPU suite, so that a
+changed API breaks them where everyone sees it, not first on a GPU.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
 import subprocess
@@ -28,11 +31,14 @@ from test_train_generator_zoo import RECIPES
 from trainers.train_loop import TrainingRun
 from util import checkpoint, distributed
 
-pytestmark = pytest.mark.cuda
+ON_CPU = os.environ.get("UDGAN_CUDA_TESTS_ON_CPU") == "1"
+pytestmark = [] if ON_CPU else pytest.mark.cuda
 
-GPU = ["--gpu_ids", "0"]
-DEVICE = torch.device("cuda", 0)
-COMPILE_BACKEND = "inductor"  # the default of --compile: Triton kernels on CUDA
+GPU = ["--gpu_ids", "-1" if ON_CPU else "0"]
+DEVICE = torch.device("cpu") if ON_CPU else torch.device("cuda", 0)
+# the default of --compile: Triton kernels on CUDA (on the CPU, inductor would spend minutes in
+# the C++ compiler: the eager backend checks the wrapping and the checkpoint names)
+COMPILE_BACKEND = "eager" if ON_CPU else "inductor"
 ON_CUDA = DEVICE.type == "cuda"
 ROOT = Path(__file__).resolve().parents[1]
 
