@@ -2,10 +2,10 @@
 ``--gradient_checkpointing`` on the same weights.
 
 Time: both variants in one process, alternating every iteration (median; ``--bench_iters 0``
-measures memory only). Peak memory: on CPU
-the peak resident set size above idle, each variant in a fresh child process (a process's peak
-never goes down); on CUDA ``max_memory_allocated`` in this process, after one untracked step (cuDNN's
-autotuning) and with the optimizer state counted in the peak, not in idle, as on the CPU.
+measures memory only). Peak memory, each variant in a fresh child process (a process's peak
+never goes down, and nothing an earlier step left behind counts as idle): above idle (the
+networks built, no step yet), on CPU the peak resident set size, on CUDA ``max_memory_allocated``
+after one untracked step (cuDNN's autotuning); the Adam moments count in the step's peak.
 ``train_peak_memory_above_state`` leaves the optimizer state out of the step as well: from the
 second step of a run on, Adam's moments are held like the weights, before the step begins.
 """
@@ -44,11 +44,10 @@ def _train_step(bench) -> None:
 def compare_checkpointing(opt: argparse.Namespace) -> List[dict]:
     from scripts import benchmark as bm  # the Bench, timing and memory helpers
 
-    cuda = bool(opt.gpu_ids) and torch.cuda.is_available()
     timing = opt.bench_iters > 0
-    # CPU memory is measured in child processes: the parent builds the model only to time it
-    bench = bm.Bench(_opt(opt, False)) if timing or cuda else None
-    device = bench.device if bench else torch.device("cpu")
+    # memory is measured in child processes: the parent builds the model only to time it
+    bench = bm.Bench(_opt(opt, False)) if timing else None
+    device = bench.device if bench else _device(opt)
     rows: List[dict] = []
     config = bm._config(opt, device)
     emit = bm._emitter(config, rows)
@@ -59,7 +58,10 @@ def compare_checkpointing(opt: argparse.Namespace) -> List[dict]:
             seconds = bench.timed(lambda: _train_step(bench))
             if round_ >= opt.bench_warmup:
                 times[variant].append(seconds)
-    measured = {v: _memory(opt, bench, v) for v in VARIANTS}
+    bench = None  # the children get the whole device
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    measured = {v: _memory(opt, v) for v in VARIANTS}
     memory = {v: m["peak"] - m["idle"] for v, m in measured.items()}
     idle = {v: m["idle"] for v, m in measured.items()}
     # the step alone: Adam's moments persist between steps like the weights (from step 2 on)
@@ -83,23 +85,19 @@ def compare_checkpointing(opt: argparse.Namespace) -> List[dict]:
     return rows
 
 
-def _memory(opt: argparse.Namespace, bench, variant: str) -> Dict[str, float]:
-    """Idle MiB (networks built) and peak MiB over two training steps (G + D)."""
-    if bench is None or bench.device.type != "cuda":
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            return pool.apply(_memory_child, (_opt(opt, variant == "checkpointed"),
-                                              torch.get_num_threads()))
-    _set(bench, variant)
-    _train_step(bench)  # cuDNN's autotuning trials (workspaces up to all free memory) before the peak
-    torch.cuda.synchronize(bench.device)
-    torch.cuda.empty_cache()
-    # idle as on the CPU: the networks alone, so that the Adam moments count in the step's peak
-    idle = torch.cuda.memory_allocated(bench.device) - _optimizer_state_bytes(bench.trainer)
-    torch.cuda.reset_peak_memory_stats(bench.device)
-    for _ in range(2):
-        _train_step(bench)
-    return {"idle": idle / 2**20, "peak": torch.cuda.max_memory_allocated(bench.device) / 2**20,
-            "optimizer_state": _optimizer_state_bytes(bench.trainer) / 2**20}
+def _device(opt: argparse.Namespace) -> torch.device:
+    if opt.gpu_ids and torch.cuda.is_available():
+        return torch.device("cuda", int(opt.gpu_ids[0]))
+    return torch.device("cpu")
+
+
+def _memory(opt: argparse.Namespace, variant: str) -> Dict[str, float]:
+    """Idle MiB (networks built, no step yet) and peak MiB over two training steps (G + D), in a
+    fresh child process per variant on either device: what an earlier step left behind (Adam's
+    moments, the spectral-norm weight copies a plain forward keeps as attributes) would
+    otherwise sit in one variant's idle and not in the other's."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_memory_child, (_opt(opt, variant == "checkpointed"), torch.get_num_threads()))
 
 
 def _optimizer_state_bytes(trainer) -> int:
@@ -117,8 +115,22 @@ def _memory_child(opt: argparse.Namespace, threads: int) -> Dict[str, float]:
 
     torch.set_num_threads(threads)
     bench = bm.Bench(opt)
-    idle = bm._rss_mb()
-    bm._reset_peak_rss()
-    for _ in range(2):
+    if bench.device.type == "cuda":
+        torch.cuda.synchronize(bench.device)
+        idle = torch.cuda.memory_allocated(bench.device)
+        # cuDNN's autotuning tries workspaces up to all free memory, once per shape: one step
+        # first, then the peak (Adam's moments, made in that step, are held and count in it)
         _train_step(bench)
-    return {"idle": idle, "peak": bm._peak_rss_mb(), "optimizer_state": _optimizer_state_bytes(bench.trainer) / 2**20}
+        torch.cuda.synchronize(bench.device)
+        torch.cuda.reset_peak_memory_stats(bench.device)
+        for _ in range(2):
+            _train_step(bench)
+        torch.cuda.synchronize(bench.device)
+        idle_mb, peak_mb = idle / 2**20, torch.cuda.max_memory_allocated(bench.device) / 2**20
+    else:
+        idle_mb = bm._rss_mb()
+        bm._reset_peak_rss()
+        for _ in range(2):
+            _train_step(bench)
+        peak_mb = bm._peak_rss_mb()
+    return {"idle": idle_mb, "peak": peak_mb, "optimizer_state": _optimizer_state_bytes(bench.trainer) / 2**20}
