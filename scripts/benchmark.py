@@ -168,6 +168,13 @@ def _config(opt: argparse.Namespace, device: torch.device) -> dict:
             "channels_last": getattr(opt, "channels_last", False), "torch": torch.__version__}
 
 
+def spade_path(model, device: torch.device) -> Optional[str]:
+    """The SPADE path the generator takes on ``device`` ('auto' resolved); None without SPADE
+    layers."""
+    netG = distributed.unwrap(model.netG)
+    return netG.impl_on(device) if hasattr(netG, "impl_on") else None
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -194,9 +201,7 @@ def benchmark(opt: argparse.Namespace) -> List[dict]:
     model, device = bench.model, bench.device
     rows: List[dict] = []
     config = _config(opt, device)
-    netG = distributed.unwrap(model.netG)
-    if hasattr(netG, "impl_on"):
-        config["spade_impl"] = netG.impl_on(device)  # 'auto' resolved for this device
+    config["spade_impl"] = spade_path(model, device)
     emit = _emitter(config, rows)
     emit("G_parameters", float(sum(p.numel() for p in model.netG.parameters())), "count")
     flops = generator_flops(model, bench.batch) / opt.batchSize

@@ -50,6 +50,8 @@ def compare_checkpointing(opt: argparse.Namespace) -> List[dict]:
     device = bench.device if bench else _device(opt)
     rows: List[dict] = []
     config = bm._config(opt, device)
+    if bench is not None:
+        config["spade_impl"] = bm.spade_path(bench.model, device)
     emit = bm._emitter(config, rows)
     times: Dict[str, List[float]] = {v: [] for v in VARIANTS}
     for round_ in range(opt.bench_warmup + opt.bench_iters if timing else 0):

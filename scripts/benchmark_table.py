@@ -3,8 +3,10 @@
     python scripts/benchmark_table.py rows.jsonl [more.jsonl ...] [--out table.md]
 
 One table row per configuration (device, generator, size, label channels, width, batch, AMP,
-channels_last, SPADE implementation), read from the rows themselves, so plain runs and
-``--compare`` runs (which give a conv and a fast row) mix freely. Lines that are not JSON
+channels_last, SPADE implementation, VAE, gradient checkpointing), read from the rows
+themselves, so plain runs, ``--compare`` runs (a conv and a fast row) and
+``--compare_checkpointing`` runs (a row without and one with checkpointing, whose memory is the
+peak above idle: networks built, no step yet) mix freely. Lines that are not JSON
 objects (logs, tracebacks) are skipped. A line ``{"metric": "failed", "config": ..., "reason":
 ...}`` (written by gpu_check.sh for a run that crashed or timed out) becomes a row saying so.
 """
@@ -16,7 +18,7 @@ import sys
 from typing import Dict, Iterable, List, Optional, Tuple
 
 # metric -> column; peak_memory comes last in a run, after training and inference
-USED = ("train_iter", "inference", "peak_memory", "train_peak_memory")
+USED = ("train_iter", "inference", "peak_memory", "train_peak_memory", "train_peak_memory_above_idle")
 HEADER = ("config", "train s/iter", "train images/s", "inference s/image", "peak memory (MiB)")
 
 
@@ -36,7 +38,8 @@ def read_rows(lines: Iterable[str]) -> List[dict]:
 
 
 def describe(row: dict) -> str:
-    """``spade 256x256 ngf64 nc184 b8 bf16 channels_last fast`` (height x width)."""
+    """``spade 256x256 ngf64 nc184 b8 bf16 channels_last fast`` (height x width; ``vae``,
+    ``grad_ckpt`` / ``no_grad_ckpt`` where a row says so)."""
     width = row.get("crop_size")
     aspect = row.get("aspect_ratio") or 1.0
     size = f"{round(width / aspect)}x{width}" if width else "?"
@@ -45,8 +48,12 @@ def describe(row: dict) -> str:
              "fp32" if row.get("amp") in (None, "none") else str(row["amp"])]
     if row.get("channels_last"):
         parts.append("channels_last")
+    if row.get("use_vae"):
+        parts.append("vae")
     if row.get("spade_impl"):
         parts.append(str(row["spade_impl"]))
+    if "gradient_checkpointing" in row:
+        parts.append("grad_ckpt" if row["gradient_checkpointing"] else "no_grad_ckpt")
     return " ".join(parts)
 
 
@@ -80,9 +87,11 @@ def table(rows: List[dict]) -> str:
     for key, m in groups.items():
         it = m.get("train_iter")
         images = batch[key] / it if it else None
-        memory = m.get("peak_memory", m.get("train_peak_memory"))
+        memory = _fmt(m.get("peak_memory", m.get("train_peak_memory")), ".0f")
+        if memory == "-" and "train_peak_memory_above_idle" in m:
+            memory = f"{m['train_peak_memory_above_idle']:.0f} above idle"
         lines.append(f"| {key[1]} | {_fmt(it, '.4g')} | {_fmt(images, '.4g')} | "
-                     f"{_fmt(m.get('inference'), '.4g')} | {_fmt(memory, '.0f')} |")
+                     f"{_fmt(m.get('inference'), '.4g')} | {memory} |")
     for config, reason in failed:
         lines.append(f"| {config} | failed: {reason} | - | - | - |")
     lines += ["", "peak memory: torch.cuda.max_memory_allocated on CUDA (peak resident set size "

@@ -48,6 +48,19 @@ def test_compare_and_plain_runs_give_one_row_per_configuration():
     ]
 
 
+def test_checkpointing_comparison_gives_a_row_per_variant_with_memory_above_idle():
+    lines = [_row(m, v, gradient_checkpointing=on, batchSize=1, amp="none", channels_last=False,
+                  use_vae=True)
+             for on, (it, mem) in ((False, (0.125, 2250.2)), (True, (0.25, 1515.6)))
+             for m, v in (("train_iter", it), ("train_peak_memory_above_idle", mem),
+                          ("train_memory_idle", 645.0), ("train_peak_memory_above_state", 1.0))]
+    lines.append(_row("ratio_train_iter", 2.0, batchSize=1, amp="none", channels_last=False, use_vae=True))
+    assert _cells(benchmark_table.table(benchmark_table.read_rows(lines))) == [
+        ["spade 256x256 ngf64 nc184 b1 fp32 vae no_grad_ckpt", "0.125", "8", "-", "2250 above idle"],
+        ["spade 256x256 ngf64 nc184 b1 fp32 vae grad_ckpt", "0.25", "4", "-", "1516 above idle"],
+    ]  # the ratio (no variant) is in the JSON lines, not in the table
+
+
 def test_a_failed_run_is_a_row_and_the_cli_writes_the_file(tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text(_row("train_iter", 0.125, spade_impl="fast") + "\n"
@@ -75,7 +88,7 @@ def test_gpu_check_benchmark_commands_parse():
     from scripts.benchmark import BenchmarkOptions
 
     commands = _commands("--print-commands")
-    assert len(commands) == 5
+    assert len(commands) == 6
     for label, command in commands:
         words = shlex.split(command)
         assert words[1] == "scripts/benchmark.py"
@@ -85,6 +98,7 @@ def test_gpu_check_benchmark_commands_parse():
         assert f"{height}x{opt.crop_size}" in label and f"nc{opt.semantic_nc} " in label, label
         assert f"b{opt.batchSize} " in label and ("fp32" if opt.amp == "none" else opt.amp) in label, label
         assert opt.channels_last == ("channels_last" in label) and opt.compare == ("conv vs fast" in label)
+        assert opt.compare_checkpointing == ("grad_ckpt" in label) and opt.use_vae == ("vae" in label)
 
 
 def test_gpu_check_data_without_downloads(tmp_path):
@@ -97,7 +111,7 @@ def test_gpu_check_data_without_downloads(tmp_path):
     (samples / "cityscapes" / "gtFine" / "train").mkdir(parents=True)
     commands = _commands("--print-commands", env=dict(os.environ, UDGAN_SAMPLES=str(samples)))
     assert all(f"--dataroot {samples}/" in c for _, c in commands)
-    assert sum("--dataset_mode coco" in c for _, c in commands) == 3
+    assert sum("--dataset_mode coco" in c for _, c in commands) == 4
     assert sum("--dataset_mode cityscapes" in c for _, c in commands) == 2
 
 
