@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import multiprocessing
 import statistics
 from typing import Dict, List
@@ -62,6 +63,7 @@ def compare_checkpointing(opt: argparse.Namespace) -> List[dict]:
                 times[variant].append(seconds)
     bench = None  # the children get the whole device
     if device.type == "cuda":
+        gc.collect()
         torch.cuda.empty_cache()
     measured = {v: _memory(opt, v) for v in VARIANTS}
     memory = {v: m["peak"] - m["idle"] for v, m in measured.items()}
