@@ -48,7 +48,7 @@ def compare_checkpointing(opt: argparse.Namespace) -> List[dict]:
     timing = opt.bench_iters > 0
     # memory is measured in child processes: the parent builds the model only to time it
     bench = bm.Bench(_opt(opt, False)) if timing else None
-    device = bench.device if bench else _device(opt)
+    device = bench.device if bench else bm.distributed.resolve_device(opt.gpu_ids)
     rows: List[dict] = []
     config = bm._config(opt, device)
     if bench is not None:
@@ -87,12 +87,6 @@ def compare_checkpointing(opt: argparse.Namespace) -> List[dict]:
          "checkpointed/plain")
     bm.distributed.cleanup()
     return rows
-
-
-def _device(opt: argparse.Namespace) -> torch.device:
-    if opt.gpu_ids and torch.cuda.is_available():
-        return torch.device("cuda", int(opt.gpu_ids[0]))
-    return torch.device("cpu")
 
 
 def _memory(opt: argparse.Namespace, variant: str) -> Dict[str, float]:
