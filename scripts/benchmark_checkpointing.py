@@ -8,6 +8,9 @@ networks built, no step yet), on CPU the peak resident set size, on CUDA ``max_m
 after one untracked step (cuDNN's autotuning); the Adam moments count in the step's peak.
 ``train_peak_memory_above_state`` leaves the optimizer state out of the step as well: from the
 second step of a run on, Adam's moments are held like the weights, before the step begins.
+``train_memory_floor``: what no recompute can remove, the optimizer state plus the larger
+optimizer's gradients (its step needs all of them at once); ``ratio_train_memory_floor`` is that
+floor over the plain step's peak, the lowest memory ratio any activation checkpointing can reach.
 """
 from __future__ import annotations
 
@@ -70,6 +73,7 @@ def compare_checkpointing(opt: argparse.Namespace) -> List[dict]:
     idle = {v: m["idle"] for v, m in measured.items()}
     # the step alone: Adam's moments persist between steps like the weights (from step 2 on)
     step_only = {v: memory[v] - m["optimizer_state"] for v, m in measured.items()}
+    floor = measured["plain"]["optimizer_state"] + measured["plain"]["gradients"]
     for v in VARIANTS:
         on = v == VARIANTS[1]
         if opt.bench_iters > 0:  # --bench_iters 0: peak memory only
@@ -85,6 +89,8 @@ def compare_checkpointing(opt: argparse.Namespace) -> List[dict]:
          "checkpointed/plain")
     emit("ratio_train_peak_memory_above_state", step_only["checkpointed"] / max(1e-9, step_only["plain"]),
          "checkpointed/plain")
+    emit("train_memory_floor", floor, "MiB")
+    emit("ratio_train_memory_floor", floor / max(1e-9, memory["plain"]), "floor/plain")
     bm.distributed.cleanup()
     return rows
 
@@ -106,6 +112,13 @@ def _optimizer_state_bytes(trainer) -> int:
         for state in optimizer.state.values():
             total += sum(t.numel() * t.element_size() for t in state.values() if torch.is_tensor(t))
     return total
+
+
+def _gradient_bytes(trainer) -> int:
+    """Bytes of the larger optimizer's gradients (one per trainable parameter it steps)."""
+    return max(sum(p.numel() * p.element_size() for group in optimizer.param_groups
+                   for p in group["params"] if p.requires_grad)
+               for optimizer in (trainer.optimizer_G, trainer.optimizer_D))
 
 
 def _memory_child(opt: argparse.Namespace, threads: int) -> Dict[str, float]:
@@ -131,4 +144,5 @@ def _memory_child(opt: argparse.Namespace, threads: int) -> Dict[str, float]:
         for _ in range(2):
             _train_step(bench)
         peak_mb = bm._peak_rss_mb()
-    return {"idle": idle_mb, "peak": peak_mb, "optimizer_state": _optimizer_state_bytes(bench.trainer) / 2**20}
+    return {"idle": idle_mb, "peak": peak_mb, "optimizer_state": _optimizer_state_bytes(bench.trainer) / 2**20,
+            "gradients": _gradient_bytes(bench.trainer) / 2**20}

@@ -264,3 +264,38 @@ def test_two_processes_with_it_equal_one_process_without(tmp_path):
     for k in one:
         scale = one[k].abs().max().clamp(min=1e-12)
         assert (one[k] - two[k]).abs().max() <= 1e-9 * scale + 1e-12, k
+
+
+def test_rng_state_is_kept_only_for_blocks_that_draw_random_numbers():
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 4))
+    x = torch.randn(8, 16, requires_grad=True)
+
+    def grads(fn):
+        torch.manual_seed(1)
+        block.zero_grad()
+        x.grad = None
+        fn(x).square().sum().backward()
+        return [t.grad.clone() for t in (x, *block.parameters())]
+
+    plain = grads(block)
+    checkpointing.checkpoint_module(block)
+    # the recompute draws the forward's dropout mask again, so the gradients are the same
+    checkpointed = grads(block)
+    for a, b in zip(plain, checkpointed):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    kept = []
+    original = checkpointing.checkpoint
+
+    def recording(*a, **k):
+        kept.append(k["preserve_rng_state"])
+        return original(*a, **k)
+    checkpointing.checkpoint = recording
+    try:
+        grads(block)
+        deterministic = torch.nn.Sequential(torch.nn.Linear(16, 4))
+        checkpointing.checkpoint_module(deterministic)
+        deterministic(x).sum().backward()
+    finally:
+        checkpointing.checkpoint = original
+    assert kept == [True, False]

@@ -19,6 +19,13 @@ def test_compare_checkpointing_reports_the_step_with_and_without_the_optimizer_s
     model = MODELS.get("pix2pix")(TrainOptions().parse(TINY_TRAIN, save=False))
     params = [p for net in (model.netG, model.netD) for p in net.parameters() if p.requires_grad]
     moments = 2 * sum(p.numel() * p.element_size() for p in params) / 2**20
+    # the floor: that state plus the gradients of the larger network (its optimizer's step)
+    gradients = max(sum(p.numel() * p.element_size() for p in net.parameters() if p.requires_grad)
+                    for net in (model.netG, model.netD)) / 2**20
+    plain_state = value[("train_optimizer_state", False)]
+    assert value[("train_memory_floor", None)] == pytest.approx(plain_state + gradients, rel=1e-6)
+    assert value[("ratio_train_memory_floor", None)] == pytest.approx(
+        (plain_state + gradients) / max(1e-9, value[("train_peak_memory_above_idle", False)]), rel=1e-3)
     for on in (False, True):
         assert value[("train_iter", on)] > 0
         state = value[("train_optimizer_state", on)]

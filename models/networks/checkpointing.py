@@ -130,7 +130,14 @@ def _checkpointed_forward(self: nn.Module, *args, **kwargs):
         _release_weights(_spectral_hooks(self))
         return out
     call = _Call(self)
-    return checkpoint(plain, *args, use_reentrant=False, context_fn=call.contexts, **kwargs)
+    return checkpoint(plain, *args, use_reentrant=False, context_fn=call.contexts,
+                      preserve_rng_state=self._checkpoint_draws_random, **kwargs)
+
+
+def _draws_random(module: nn.Module) -> bool:
+    """Whether the module's forward draws random numbers (dropout). Only then do the checkpoints
+    save and restore the RNG states for the recompute (a CPU and a device state per call)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in module.modules())
 
 
 def checkpoint_module(module: nn.Module, in_eval: bool = False) -> None:
@@ -138,6 +145,7 @@ def checkpoint_module(module: nn.Module, in_eval: bool = False) -> None:
     eval mode (frozen feature extractors such as the VGG of the perceptual loss)."""
     # a bound method (not a closure): deepcopy rebinds it to the copy
     module.forward = types.MethodType(_checkpointed_forward, module)
+    module._checkpoint_draws_random = _draws_random(module)
     if in_eval:
         module._checkpoint_in_eval = True
 
@@ -213,5 +221,6 @@ def remove(model: nn.Module) -> int:
         if is_checkpointed(m):
             del m.forward
             m.__dict__.pop("_checkpoint_in_eval", None)
+            m.__dict__.pop("_checkpoint_draws_random", None)
             count += 1
     return count
