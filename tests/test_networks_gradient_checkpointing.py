@@ -12,6 +12,7 @@ from data import create_dataset
 from data.loader import create_dataloader
 from models import MODELS
 from models.networks import checkpointing
+from models.networks.normalization import SPADE
 from options.train_options import TrainOptions
 from trainers.pix2pix_trainer import Pix2PixTrainer
 from util import checkpoint, distributed
@@ -149,8 +150,22 @@ def test_generator_blocks_keep_no_activations(tmp_path, impl):
             counted = _count_checkpoint_calls(lambda: netG(semantics))
         assert counted == 0
         model.train()
-        # head, 2 middle, 4 up blocks, and nested in them their 18 SPADE layers
-        assert _count_checkpoint_calls(lambda: netG(semantics)) == 7 + 18
+        # head, 2 middle and 4 up blocks; their 18 SPADE layers are replayed, not checkpointed
+        assert _count_checkpoint_calls(lambda: netG(semantics)) == 7
+        # each SPADE layer runs twice per step (forward, its own backward), not three times
+        # (a nested checkpoint would also run it in its block's recompute)
+        runs = []
+        original = SPADE.forward
+
+        def counting(self, *a, **k):
+            runs.append(1)
+            return original(self, *a, **k)
+        SPADE.forward = counting
+        try:
+            netG(semantics).square().mean().backward()
+        finally:
+            SPADE.forward = original
+        assert len(runs) == 2 * 18
     finally:
         distributed.cleanup()
 
@@ -299,3 +314,20 @@ def test_rng_state_is_kept_only_for_blocks_that_draw_random_numbers():
     finally:
         checkpointing.checkpoint = original
     assert kept == [True, False]
+
+
+def test_flop_counter_runs_through_the_replayed_layers(tmp_path):
+    # scripts/benchmark.py counts a step's FLOPs with FlopCounterMode, whose module hooks
+    # refuse leaf inputs inside a backward's autograd.grad (the replayed layers' recompute)
+    from scripts.benchmark import step_flops
+
+    flops = {}
+    for on in (False, True):
+        opt, model, trainer, batch = _build(ARGS + ["--crop_size", "64", "--load_size", "64"], tmp_path, on)
+        try:
+            flops[on] = step_flops(lambda: trainer.run_generator_one_step(batch))
+        finally:
+            distributed.cleanup()
+    # the recompute adds at most one more forward, and a backward costs at least a forward
+    # (every layer computes its weight gradient)
+    assert flops[False] < flops[True] <= flops[False] * 1.5, flops
