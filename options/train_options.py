@@ -87,8 +87,9 @@ class TrainOptions(BaseOptions):
                                  "depthspade, pix2pixhd) and the discriminator's layers in the "
                                  "backward pass instead of storing their activations: same "
                                  "gradients and weights, less memory for some extra time "
-                                 "(README, Speed: peak memory 0.68x, time 1.22x at SPADE's COCO-Stuff "
-                                 "256x256 setting on CPU); checkpoints are unchanged")
+                                 "(docs/speed.md, SPADE's COCO-Stuff 256x256 setting on CPU: peak "
+                                 "memory 0.55-0.57x at batch 4, time 1.25-1.35x at batch 1); "
+                                 "checkpoints are unchanged")
         parser.add_argument("--D_steps_per_G", type=int, default=1,
                             help="discriminator steps per generator step")
         # discriminator and losses

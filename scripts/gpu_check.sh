@@ -60,6 +60,8 @@ ROWS=(
   "cityscapes 512x1024 nc36 b4 bf16|$C1024 --batchSize 4"
   # issue 22's checkpointing setting: time and max_memory_allocated above idle, without / with
   "spade 256x256 nc184 b1 fp32 vae, no_grad_ckpt vs grad_ckpt|$COCO --load_size 256 --crop_size 256 --ngf 64 --batchSize 1 --use_vae --compare_checkpointing"
+  # the same where activations, not the optimizer state, dominate (cut first if time runs out)
+  "spade 256x256 nc184 b8 fp32 vae, no_grad_ckpt vs grad_ckpt|$COCO --load_size 256 --crop_size 256 --ngf 64 --batchSize 8 --use_vae --compare_checkpointing"
 )
 OUTDIR=${GPU_CHECK_OUT:-${OUT:-results/gpu_check}}
 COMMON="--bench_random_vgg --bench_iters 3 --bench_warmup 1 --checkpoints_dir $OUTDIR/checkpoints"

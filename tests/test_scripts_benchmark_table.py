@@ -88,7 +88,7 @@ def test_gpu_check_benchmark_commands_parse():
     from scripts.benchmark import BenchmarkOptions
 
     commands = _commands("--print-commands")
-    assert len(commands) == 6
+    assert len(commands) == 7
     for label, command in commands:
         words = shlex.split(command)
         assert words[1] == "scripts/benchmark.py"
@@ -111,7 +111,7 @@ def test_gpu_check_data_without_downloads(tmp_path):
     (samples / "cityscapes" / "gtFine" / "train").mkdir(parents=True)
     commands = _commands("--print-commands", env=dict(os.environ, UDGAN_SAMPLES=str(samples)))
     assert all(f"--dataroot {samples}/" in c for _, c in commands)
-    assert sum("--dataset_mode coco" in c for _, c in commands) == 4
+    assert sum("--dataset_mode coco" in c for _, c in commands) == 5
     assert sum("--dataset_mode cityscapes" in c for _, c in commands) == 2
 
 
