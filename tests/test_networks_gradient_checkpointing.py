@@ -331,3 +331,18 @@ def test_flop_counter_runs_through_the_replayed_layers(tmp_path):
     # the recompute adds at most one more forward, and a backward costs at least a forward
     # (every layer computes its weight gradient)
     assert flops[False] < flops[True] <= flops[False] * 1.5, flops
+
+
+
+def test_a_replayed_output_changed_in_place_is_refused(tmp_path):
+    # the block's recompute hands back the SPADE output kept from the forward: if something
+    # changed it in place since, the recompute would be wrong, so it stops with an error
+    opt, model, trainer, batch = _build(ARGS + ["--crop_size", "64", "--load_size", "64"], tmp_path, True)
+    try:
+        semantics, _ = model.preprocess_input(batch)
+        model.netG.head_0.norm_0.register_forward_hook(lambda module, args, out: out.mul_(1))
+        loss = model.netG(semantics).square().mean()
+        with pytest.raises(RuntimeError, match="modified in place after the forward"):
+            loss.backward()
+    finally:
+        distributed.cleanup()

@@ -93,7 +93,7 @@ class _Call:
 
     @contextlib.contextmanager
     def _recompute(self) -> Iterator[None]:
-        # A fresh iterator per recompute: backward(retain_graph=True) may recompute twice.
+        # the forward's u/v in call order (a block is recomputed once per backward)
         replay = [iter(v) for v in self.vectors]
 
         def make(i: int, hook: SpectralNorm):
@@ -110,8 +110,8 @@ class _Call:
                 with _active(self):
                     yield
             finally:
-                # one recompute per backward (training never retains the graph): the kept
-                # outputs are released as soon as the block is recomputed
+                # a block is recomputed once (its contexts cannot be entered twice): the kept
+                # outputs are released as soon as it is
                 self.replay, self.outputs = None, []
                 self._release_weights()
 
@@ -122,10 +122,7 @@ class _Call:
             kept = output.detach()  # shares the storage and the version counter
             self.outputs.append((kept, kept._version))
             return output
-        kept, version = next(self.replay, (None, None))
-        if kept is None:
-            raise RuntimeError("--gradient_checkpointing: a block was recomputed twice in one backward "
-                               "(backward(retain_graph=True)), which its replayed layers do not support")
+        kept, version = next(self.replay)
         if kept._version != version:
             raise RuntimeError(f"--gradient_checkpointing: the output of {type(layer).__name__} was "
                                "modified in place after the forward; its block cannot be recomputed")
