@@ -17,8 +17,8 @@ measured in a fresh child process, since a process's peak never goes down), and
 ``max_memory_allocated`` on CUDA, counted from after one warm-up pass: cuDNN's autotuning
 (``cudnn.benchmark``, as train.py sets it) tries algorithms with workspaces as large as the free
 memory once per shape, and the allocator's peak counts them (134 GB at 512x1024 batch 1 on a
-141 GB H200) although no step needs them afterwards. GFLOP counts multiply-adds of convs and matmuls as 2 FLOPs
-(torch's flop counter); lookups and elementwise ops are not counted.
+141 GB H200) although no step needs them afterwards. GFLOP counts multiply-adds of convs and
+matmuls as 2 FLOPs (torch's flop counter); lookups and elementwise ops are not counted.
 """
 from __future__ import annotations
 
