@@ -127,6 +127,42 @@ def _keep_saving(folder: str, count: int) -> None:
                                    train_state={"x": torch.zeros(3)}, also_as=[str(i % 3)])
 
 
+def test_reader_never_opens_the_next_saves_half_written_tmp(tmp_path, monkeypatch):
+    # The interleaving CI once hit: the reader picks the committed .tmp of save 1; before it
+    # opens it, the writer renames it, removes the journal and starts save 2's .tmp.
+    folder = tmp_path / "run"
+    checkpoint.save_checkpoint(str(folder), "latest", _nets(1.0), OPT, step=1)
+    final = folder / "latest_net_G.pth"
+    tmp = folder / "latest_net_G.pth.tmp"
+    journal = folder / ("latest" + checkpoint.JOURNAL_SUFFIX)
+    os.replace(final, tmp)  # save 1 committed, not yet renamed
+    journal.write_text('{"files": ["latest_net_G.pth", "latest_net_D.pth"]}')
+    real = checkpoint._committed_path
+    calls = {"n": 0}
+
+    def writer_moves_on(path):
+        chosen = real(path)
+        calls["n"] += 1
+        if calls["n"] == 1 and chosen.endswith(".tmp"):
+            os.replace(tmp, final)
+            journal.unlink()
+            tmp.write_bytes(b"PK\x03\x04 the first bytes of save 2")
+        return chosen
+    monkeypatch.setattr(checkpoint, "_committed_path", writer_moves_on)
+    net = _nets(0.0)["G"]
+    assert checkpoint.load_network(net, str(final), OPT, "G") == 1
+    assert float(net.weight[0, 0].detach()) == 1.0 and calls["n"] >= 2
+
+
+def test_unreadable_checkpoint_is_one_clear_error(tmp_path):
+    folder = tmp_path / "run"
+    (folder / "latest_net_G.pth").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="is a folder"):
+        checkpoint.load_network(_nets(0.0)["G"], str(folder / "latest_net_G.pth"), OPT, "G")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        checkpoint.load_network(_nets(0.0)["G"], str(folder / "1_net_G.pth"), OPT, "G")
+
+
 def test_readers_beside_a_saving_writer_always_get_a_complete_set(tmp_path):
     folder = tmp_path / "run"
     checkpoint.save_checkpoint(str(folder), "latest", _nets(0.0), OPT, step=0)

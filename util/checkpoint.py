@@ -322,21 +322,47 @@ def _committed_path(path: str) -> str:
     return path
 
 
+def _open_committed(path: str):
+    """An open binary file holding the committed version of ``path``, or None when a save moved
+    it under us (look again). A ``.tmp`` counts only if a committed journal still names it
+    *after* it was opened: the writer renames the old ``.tmp`` and removes that journal before
+    it starts the next save's ``.tmp``, so the opened file is one whose writing was finished
+    (fsynced) before its journal was committed, never the next save's half-written one."""
+    actual = _committed_path(path)
+    if actual == path:
+        return open(path, "rb")  # the final name is only ever replaced whole (os.replace)
+    f = open(actual, "rb")
+    if _committed_path(path) != actual:
+        f.close()
+        return None
+    return f
+
+
 def read_file(path: str, what: str) -> Dict[str, Any]:
     """``torch.load(weights_only=True)`` of the committed version of ``path``, with a clear error
     for missing/corrupt files."""
     for attempt in range(READ_RETRIES):
-        actual = _committed_path(path)
-        if not os.path.isfile(actual):
-            if actual != path:  # the writer renamed the .tmp in the meantime: look again
+        try:
+            f = _open_committed(path)
+        except FileNotFoundError:
+            if _committed_path(path) != path or os.path.isfile(path):
+                # a save renamed the file between the check and the open: look again
                 time.sleep(READ_RETRY_SECONDS / 10)
                 continue
             raise CheckpointError(f"{what}: {path} does not exist. Check --name, --checkpoints_dir "
-                                  "and --which_epoch (files are <which_epoch>_net_G.pth etc.)")
+                                  "and --which_epoch (files are <which_epoch>_net_G.pth etc.)") from None
+        except IsADirectoryError:
+            raise CheckpointError(f"{what}: {path} is a folder, not a checkpoint file; use another "
+                                  "--which_epoch") from None
+        except OSError as e:  # no permission, I/O error
+            raise CheckpointError(f"{what}: cannot open {path}: {e.strerror or e}. Check the "
+                                  "file's permissions or use another --which_epoch") from None
+        if f is None:
+            time.sleep(READ_RETRY_SECONDS / 10)
+            continue
         try:
-            return torch.load(actual, map_location="cpu", weights_only=True)
-        except FileNotFoundError:  # a save renamed it between the check and the open: look again
-            time.sleep(READ_RETRY_SECONDS)
+            with f:
+                return torch.load(f, map_location="cpu", weights_only=True)
         except Exception as e:  # corrupt, truncated, or holding non-tensor objects
             raise CheckpointError(f"{what}: cannot read {path}: {type(e).__name__}: {e}. The file "
                                   "is corrupt or not a checkpoint; use another --which_epoch") from None
