@@ -102,7 +102,8 @@ class SPADE(nn.Module):
         normalized = self.param_free_norm(x)
         if isinstance(segmap, LabelCode):  # --spade_impl fast: same math, see fast_spade.py
             return self._modulate_fast(normalized, segmap)
-        segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
+        if segmap.shape[2:] != x.shape[2:]:  # nearest to its own size is a copy: skip it
+            segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
         actv = self.mlp_shared(segmap)
         gamma = self.mlp_gamma(actv)
         beta = self.mlp_beta(actv)
