@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -282,6 +282,23 @@ def compare(opt: argparse.Namespace) -> List[dict]:
     return rows
 
 
+T = TypeVar("T")
+
+
+def in_fresh_process(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a new (spawned) process. The worker is closed and joined, not
+    terminated: a worker killed while it frees a large heap leaves its semaphores behind
+    ("resource_tracker: ... leaked semaphore objects" at exit)."""
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
+        result = pool.apply(fn, args)
+        pool.close()
+        pool.join()
+        return result
+    finally:
+        pool.terminate()
+
+
 def _memory_of(bench: Bench, impl: str) -> Dict[str, float]:
     """Peak memory of two training iterations + inference with one implementation.
 
@@ -289,8 +306,7 @@ def _memory_of(bench: Bench, impl: str) -> Dict[str, float]:
     since the peak resident set size of a process never goes down.
     """
     if bench.device.type != "cuda":
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            return pool.apply(_memory_child, (bench.opt, impl, torch.get_num_threads()))
+        return in_fresh_process(_memory_child, bench.opt, impl, torch.get_num_threads())
     bench.set_impl(impl)
     torch.cuda.empty_cache()
     idle = torch.cuda.memory_allocated(bench.device) / 2**20

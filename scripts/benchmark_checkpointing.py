@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import multiprocessing
 import statistics
 from typing import Dict, List
 
@@ -100,8 +99,9 @@ def _memory(opt: argparse.Namespace, variant: str) -> Dict[str, float]:
     fresh child process per variant on either device: what an earlier step left behind (Adam's
     moments, the spectral-norm weight copies a plain forward keeps as attributes) would
     otherwise sit in one variant's idle and not in the other's."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_memory_child, (_opt(opt, variant == "checkpointed"), torch.get_num_threads()))
+    from scripts.benchmark import in_fresh_process
+
+    return in_fresh_process(_memory_child, _opt(opt, variant == "checkpointed"), torch.get_num_threads())
 
 
 def _optimizer_state_bytes(trainer) -> int:
