@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import torch
 import torch.nn as nn
@@ -322,7 +322,7 @@ def _committed_path(path: str) -> str:
     return path
 
 
-def _open_committed(path: str):
+def _open_committed(path: str) -> Optional[BinaryIO]:
     """An open binary file holding the committed version of ``path``, or None when a save moved
     it under us (look again). A ``.tmp`` counts only if a committed journal still names it
     *after* it was opened: the writer renames the old ``.tmp`` and removes that journal before
