@@ -88,8 +88,8 @@ class TrainOptions(BaseOptions):
                                  "backward pass instead of storing their activations: same "
                                  "gradients and weights, less memory for some extra time "
                                  "(docs/speed.md, SPADE's COCO-Stuff 256x256 setting on CPU: peak "
-                                 "memory 0.55-0.57x at batch 4, time 1.25-1.35x at batch 1); "
-                                 "checkpoints are unchanged")
+                                 "memory 0.55-0.57x and time 1.02-1.15x at batch 4, time "
+                                 "1.25-1.35x at batch 1); checkpoints are unchanged")
         parser.add_argument("--D_steps_per_G", type=int, default=1,
                             help="discriminator steps per generator step")
         # discriminator and losses

@@ -134,7 +134,7 @@ def _saved_bytes(fn) -> int:
 
 
 @pytest.mark.parametrize("impl", ["conv", "fast"])
-def test_generator_blocks_keep_no_activations(tmp_path, impl):
+def test_generator_blocks_keep_no_activations(tmp_path, impl, monkeypatch):
     opt, model, trainer, batch = _build(ARGS + ["--spade_impl", impl, "--crop_size", "64",
                                                 "--load_size", "64"], tmp_path, on=False)
     try:
@@ -160,11 +160,9 @@ def test_generator_blocks_keep_no_activations(tmp_path, impl):
         def counting(self, *a, **k):
             runs.append(1)
             return original(self, *a, **k)
-        SPADE.forward = counting
-        try:
-            netG(semantics).square().mean().backward()
-        finally:
-            SPADE.forward = original
+        monkeypatch.setattr(SPADE, "forward", counting)
+        netG(semantics).square().mean().backward()
+        monkeypatch.undo()
         assert len(runs) == 2 * 18
     finally:
         distributed.cleanup()
@@ -281,7 +279,7 @@ def test_two_processes_with_it_equal_one_process_without(tmp_path):
         assert (one[k] - two[k]).abs().max() <= 1e-9 * scale + 1e-12, k
 
 
-def test_rng_state_is_kept_only_for_blocks_that_draw_random_numbers():
+def test_rng_state_is_kept_only_for_blocks_that_draw_random_numbers(monkeypatch):
     torch.manual_seed(0)
     block = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 4))
     x = torch.randn(8, 16, requires_grad=True)
@@ -305,14 +303,11 @@ def test_rng_state_is_kept_only_for_blocks_that_draw_random_numbers():
     def recording(*a, **k):
         kept.append(k["preserve_rng_state"])
         return original(*a, **k)
-    checkpointing.checkpoint = recording
-    try:
-        grads(block)
-        deterministic = torch.nn.Sequential(torch.nn.Linear(16, 4))
-        checkpointing.checkpoint_module(deterministic)
-        deterministic(x).sum().backward()
-    finally:
-        checkpointing.checkpoint = original
+    monkeypatch.setattr(checkpointing, "checkpoint", recording)
+    grads(block)
+    deterministic = torch.nn.Sequential(torch.nn.Linear(16, 4))
+    checkpointing.checkpoint_module(deterministic)
+    deterministic(x).sum().backward()
     assert kept == [True, False]
 
 
@@ -331,7 +326,6 @@ def test_flop_counter_runs_through_the_replayed_layers(tmp_path):
     # the recompute adds at most one more forward, and a backward costs at least a forward
     # (every layer computes its weight gradient)
     assert flops[False] < flops[True] <= flops[False] * 1.5, flops
-
 
 
 def test_a_replayed_output_changed_in_place_is_refused(tmp_path):
